@@ -1,0 +1,3 @@
+from lmtool.cli.main import main
+
+main()
