@@ -1,0 +1,115 @@
+"""Model configuration: one typed dataclass, saved as JSON in every checkpoint.
+
+Presets are plain dicts of overrides; `resolve_model_config` applies a preset, then the
+user's overrides, and reports every problem at once, naming the flag to fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from lmtool.errors import BadInput
+
+ARCHS = ("transformer", "lstm")
+OBJECTIVES = ("causal", "masked")
+POSITIONS = ("learned", "rotary")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "transformer"  # "transformer" or "lstm" (AWD-LSTM)
+    objective: str = "causal"  # "causal" (next token) or "masked" (BERT-style MLM)
+    vocab_size: int = 0  # taken from the tokenizer
+    context: int = 256  # tokens per sequence: transformer max positions, LSTM BPTT length
+    layers: int = 4  # transformer blocks or stacked LSTM layers
+    heads: int = 4  # attention heads (transformer only)
+    dim: int = 256  # transformer width; LSTM embedding size
+    hidden: int = 1152  # LSTM hidden size (ULMFiT uses 1152); unused by the transformer
+    mlp_ratio: int = 4  # transformer MLP width = mlp_ratio * dim
+    positions: str = "learned"  # "learned" absolute embeddings or "rotary" (RoPE)
+    # Transformer: dropout on attention and residual paths. AWD-LSTM: a multiplier on
+    # the five dropouts below (fastai's drop_mult), so 0 turns them all off.
+    dropout: float = 0.1
+    # AWD-LSTM dropouts at multiplier 1, fastai's ULMFiT defaults (Merity et al. 2017).
+    embed_dropout: float = 0.02  # drop whole words from the embedding matrix
+    input_dropout: float = 0.25  # locked dropout on the embedding output
+    hidden_dropout: float = 0.15  # locked dropout between LSTM layers
+    weight_dropout: float = 0.2  # DropConnect on hidden-to-hidden weights
+    output_dropout: float = 0.1  # locked dropout on the last LSTM output
+    tie_embeddings: bool = True  # share the input embedding with the output projection
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BadInput(f"unknown model config field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+# Whole configurations by name. `tiny` trains in CPU minutes; `small` is nanoGPT's
+# Shakespeare model / a small ULMFiT LM; `base` is GPT-2 small / ULMFiT's AWD-LSTM.
+PRESETS: dict[str, dict[str, dict]] = {
+    "transformer": {
+        "tiny": dict(layers=4, heads=4, dim=128, context=128, dropout=0.0),
+        "small": dict(layers=6, heads=6, dim=384, context=256, dropout=0.2),
+        "base": dict(layers=12, heads=12, dim=768, context=1024, dropout=0.1),
+    },
+    "lstm": {
+        "tiny": dict(layers=3, dim=128, hidden=384, context=70, dropout=0.5),
+        "small": dict(layers=3, dim=256, hidden=768, context=70, dropout=0.7),
+        "base": dict(layers=3, dim=400, hidden=1152, context=70, dropout=1.0),
+    },
+}
+
+
+def resolve_model_config(
+    arch: str, objective: str, preset: str, overrides: dict | None = None
+) -> ModelConfig:
+    """Preset, then overrides (None values mean "not given"); validate everything at once."""
+    problems: list[str] = []
+    if arch not in ARCHS:
+        raise BadInput(f"unknown --arch {arch!r}", f"choose one of {', '.join(ARCHS)}")
+    if preset not in PRESETS[arch]:
+        raise BadInput(
+            f"unknown --preset {preset!r}", f"choose one of {', '.join(PRESETS[arch])}"
+        )
+    values = {"arch": arch, "objective": objective, **PRESETS[arch][preset]}
+    known = {f.name for f in fields(ModelConfig)}
+    for key, value in (overrides or {}).items():
+        if key not in known:
+            problems.append(f"unknown model field {key!r}")
+        elif value is not None:
+            values[key] = value
+    if problems:
+        raise BadInput("; ".join(problems))
+    config = ModelConfig(**values)
+    validate_model_config(config)
+    return config
+
+
+def validate_model_config(c: ModelConfig) -> None:
+    """Raise one BadInput listing every problem, each naming its flag."""
+    problems = []
+    if c.objective not in OBJECTIVES:
+        problems.append(f"--objective must be one of {', '.join(OBJECTIVES)}")
+    if c.arch == "lstm" and c.objective == "masked":
+        problems.append("--objective masked needs --arch transformer (an LSTM reads one way)")
+    if c.positions not in POSITIONS:
+        problems.append(f"--positions must be one of {', '.join(POSITIONS)}")
+    for name in ("context", "layers", "heads", "dim", "hidden", "mlp_ratio"):
+        if getattr(c, name) < 1:
+            problems.append(f"--{name.replace('_', '-')} must be at least 1")
+    if c.arch == "transformer" and c.heads >= 1 and c.dim % c.heads:
+        problems.append(f"--dim ({c.dim}) must be divisible by --heads ({c.heads})")
+    if c.arch == "transformer" and c.positions == "rotary" and (c.dim // max(c.heads, 1)) % 2:
+        problems.append("rotary positions need an even head size (--dim / --heads)")
+    if c.arch == "transformer" and not 0 <= c.dropout < 1:
+        problems.append("--dropout must be in [0, 1)")
+    if c.arch == "lstm" and c.dropout < 0:
+        problems.append("--dropout (a multiplier for the LSTM) must be >= 0")
+    if problems:
+        raise BadInput("invalid model config: " + "; ".join(problems))
