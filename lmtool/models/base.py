@@ -1,0 +1,68 @@
+"""What every language model shares: the config, a length check, parameter counting."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lmtool.errors import BadInput
+from lmtool.models.config import ModelConfig
+
+
+class LanguageModel(nn.Module):
+    """Base class: `forward(idx) -> logits`, `encode`, `lm_head`, `layer_groups`.
+
+    Subclasses set `self.config` and implement `encode`, `lm_head` (a module) and
+    `layer_groups`; `forward` is the backbone followed by the head.
+    """
+
+    config: ModelConfig
+    lm_head: nn.Module
+
+    def encode(self, idx: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.encode(idx))  # (B, T, vocab_size)
+
+    def layer_groups(self) -> list[list[nn.Module]]:
+        """Modules from the bottom (embeddings) to the top (head), for ULMFiT.
+
+        A tied weight is reached from two groups (the embedding and the decoder); it
+        belongs to the lowest one. `parameter_groups(model)` applies that rule.
+        """
+        raise NotImplementedError
+
+    def num_parameters(self) -> int:
+        # .parameters() yields a shared (tied) tensor once.
+        return sum(p.numel() for p in self.parameters())
+
+    def check_length(self, idx: torch.Tensor) -> None:
+        """Refuse sequences longer than the context the model was built for."""
+        if idx.dim() != 2:
+            raise BadInput(f"expected token ids of shape (batch, time), got {tuple(idx.shape)}")
+        if idx.size(1) > self.config.context:
+            raise BadInput(
+                f"a sequence of {idx.size(1)} tokens is longer than the model's context "
+                f"of {self.config.context}",
+                "shorten the input or train with a larger --context",
+            )
+
+
+def parameter_groups(model: LanguageModel) -> list[list[nn.Parameter]]:
+    """`model.layer_groups()` as disjoint parameter lists, bottom to top.
+
+    A parameter reached from several groups (tied embeddings) goes to the lowest one, so
+    every parameter appears exactly once: ready for `torch.optim` parameter groups.
+    """
+    seen: set[int] = set()
+    groups: list[list[nn.Parameter]] = []
+    for modules in model.layer_groups():
+        params = []
+        for module in modules:
+            for p in module.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+        groups.append(params)
+    return groups

@@ -1,0 +1,182 @@
+"""The transformer: a GPT-style decoder (causal) or a BERT-style encoder (masked).
+
+Read top to bottom: rotary positions → attention → MLP → block → heads → model. One
+backbone serves both objectives; only the attention's causality and the head differ.
+Shapes: B batch, T time (tokens), C width (config.dim), H heads, D = C / H head size,
+V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmtool.models.base import LanguageModel
+from lmtool.models.config import ModelConfig
+
+
+def rotary_tables(head_size: int, context: int, base: float = 10000.0):
+    """cos and sin tables for rotary positions (RoPE, Su et al. 2021), each (context, D).
+
+    Channel pair (i, i + D/2) of the token at position t turns by the angle
+    t * base^(-2i/D): low channels turn fast, high channels slowly.
+    """
+    inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)  # (D/2,)
+    angles = torch.outer(torch.arange(context, dtype=torch.float32), inv_freq)  # (T, D/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, D)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each channel pair (i, i + D/2) of x (B, H, T, D) by its position's angle."""
+    x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, D/2) each
+    rotated = torch.cat([-x2, x1], dim=-1)  # (B, H, T, D)
+    # The tables are fp32; under autocast q and k are bf16/fp16, and SDPA needs q, k, v
+    # in one dtype, so the tables follow x.
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)  # (B, H, T, D)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention through F.scaled_dot_product_attention.
+
+    One fused linear makes q, k and v (one matmul instead of three). Causal attention
+    passes is_causal=True and no mask tensor, so PyTorch can pick its flash kernels.
+    A KV cache for generation would append this call's k and v to the cached ones
+    right after the rotary step (the later generation issue adds it).
+    """
+
+    def __init__(self, config: ModelConfig, causal: bool):
+        super().__init__()
+        self.heads = config.heads
+        self.causal = causal
+        self.dropout = config.dropout
+        # bias=False: a little faster and no worse (nanoGPT's finding); LayerNorms keep theirs.
+        self.qkv = nn.Linear(config.dim, 3 * config.dim, bias=False)
+        self.proj = nn.Linear(config.dim, config.dim, bias=False)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None):
+        B, T, C = x.shape
+        qkv = self.qkv(x).view(B, T, 3, self.heads, C // self.heads)  # (B, T, 3, H, D)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, D), no copy
+        if rope is not None:
+            q = apply_rotary(q, *rope)  # (B, H, T, D)
+            k = apply_rotary(k, *rope)  # (B, H, T, D)
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=self.causal
+        )  # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
+        return self.resid_dropout(self.proj(y))  # (B, T, C)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: widen by mlp_ratio, GELU, project back."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        width = config.mlp_ratio * config.dim
+        self.fc = nn.Linear(config.dim, width, bias=False)
+        self.proj = nn.Linear(width, config.dim, bias=False)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.gelu(self.fc(x))  # (B, T, mlp_ratio * C)
+        return self.dropout(self.proj(h))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: ModelConfig, causal: bool):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.dim)
+        self.attn = SelfAttention(config, causal)
+        self.ln2 = nn.LayerNorm(config.dim)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None):
+        x = x + self.attn(self.ln1(x), rope)  # (B, T, C)
+        return x + self.mlp(self.ln2(x))  # (B, T, C)
+
+
+class MLMHead(nn.Module):
+    """BERT's masked-LM head: dense → GELU → LayerNorm → decoder (tied) + bias."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.dim, config.dim)
+        self.ln = nn.LayerNorm(config.dim)
+        self.decoder = nn.Linear(config.dim, config.vocab_size)  # weight tied by the model
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        h = self.ln(F.gelu(self.dense(hidden)))  # (B, T, C)
+        return self.decoder(h)  # (B, T, V)
+
+
+class Transformer(LanguageModel):
+    """Token embedding (+ learned positions) → blocks → final LayerNorm → head.
+
+    causal: each position sees itself and the past, the head predicts the next token.
+    masked: every position sees the whole sequence, the MLM head predicts each token.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        causal = config.objective == "causal"
+        C, V = config.dim, config.vocab_size
+        self.tok_emb = nn.Embedding(V, C)
+        # Rotary positions live in the attention, learned ones are added to the input.
+        self.pos_emb = nn.Embedding(config.context, C) if config.positions == "learned" else None
+        if config.positions == "rotary":
+            cos, sin = rotary_tables(C // config.heads, config.context)
+            # Not persistent: derived from the config, so they stay out of the weights file.
+            self.register_buffer("rope_cos", cos, persistent=False)  # (context, D)
+            self.register_buffer("rope_sin", sin, persistent=False)  # (context, D)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, causal) for _ in range(config.layers))
+        self.ln_f = nn.LayerNorm(C)
+        if causal:
+            self.lm_head = nn.Linear(C, V, bias=False)
+            head_weight = self.lm_head
+        else:
+            self.lm_head = MLMHead(config)
+            head_weight = self.lm_head.decoder
+        self.apply(self._init_weights)
+        if config.tie_embeddings:
+            # One tensor for both: safetensors' save_model/load_model keep it shared.
+            head_weight.weight = self.tok_emb.weight
+        # GPT-2: scale the projections that write into the residual stream by
+        # 1/sqrt(2 * layers), so the stream's variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("attn.proj.weight") or name.endswith("mlp.proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def encode(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) → final hidden states (B, T, C), after the last LayerNorm."""
+        self.check_length(idx)
+        T = idx.size(1)
+        x = self.tok_emb(idx)  # (B, T, C)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb.weight[:T]  # (B, T, C) + (T, C)
+        rope = (self.rope_cos[:T], self.rope_sin[:T]) if self.pos_emb is None else None
+        x = self.drop(x)  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, rope)  # (B, T, C)
+        return self.ln_f(x)  # (B, T, C)
+
+    def layer_groups(self) -> list[list[nn.Module]]:
+        """[embeddings], [block 0], ..., [block L-1], [final LayerNorm + head]."""
+        bottom = [self.tok_emb] + ([self.pos_emb] if self.pos_emb is not None else [])
+        top = [self.ln_f, self.lm_head]  # a tied decoder weight belongs to `bottom`
+        return [bottom, *([block] for block in self.blocks), top]
