@@ -1,0 +1,199 @@
+"""Training, loading and fingerprinting tokenizers (HF `tokenizers`).
+
+Every kind puts lmtool's special tokens at ids 0..6 and adds none of them by itself:
+`tok.encode(text)` returns the text's tokens only, and lmtool's code appends [EOS] or
+prepends [CLS] where an objective needs them. Note that `tokenizers`' own `decode`
+skips special tokens by default; pass `skip_special_tokens=False` to keep them.
+
+Kinds:
+  bpe        byte-level BPE (GPT-2 style): every byte is in the vocabulary, so no
+             text ever maps to [UNK] and decode(encode(x)) == x
+  wordpiece  BERT-style WordPiece on whitespace/punctuation-split words
+  unigram    SentencePiece-style Unigram language model ("▁" marks a space)
+  char       one token per character seen in training; other characters are [UNK]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lmtool.errors import BadInput
+from lmtool.text.sources import ReadReport, iter_documents
+from lmtool.text.specials import SPECIAL_TOKENS, UNK
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+KINDS = ("bpe", "wordpiece", "unigram", "char")
+NORMALIZATIONS = ("nfkc", "lowercase", "strip-accents")
+BYTE_ALPHABET = 256
+
+
+def min_vocab_size(kind: str) -> int:
+    """The smallest vocabulary a kind can have: the special tokens (+ the 256 bytes for bpe)."""
+    extra = BYTE_ALPHABET if kind == "bpe" else 1
+    return len(SPECIAL_TOKENS) + extra
+
+
+def _normalizer(normalization: Sequence[str]):
+    from tokenizers import normalizers
+
+    unknown = set(normalization) - set(NORMALIZATIONS)
+    if unknown:
+        raise BadInput(
+            f"unknown normalization {', '.join(sorted(unknown))}",
+            f"choose from {', '.join(NORMALIZATIONS)}",
+        )
+    steps = []
+    if "strip-accents" in normalization:
+        # Accents are separate code points only after decomposition (NFD / NFKD).
+        steps += [normalizers.NFKD() if "nfkc" in normalization else normalizers.NFD()]
+        steps += [normalizers.StripAccents()]
+        steps += [normalizers.NFKC() if "nfkc" in normalization else normalizers.NFC()]
+    elif "nfkc" in normalization:
+        steps.append(normalizers.NFKC())
+    if "lowercase" in normalization:
+        steps.append(normalizers.Lowercase())
+    return normalizers.Sequence(steps) if steps else None
+
+
+def _build(kind: str, vocab_size: int, min_frequency: int, show_progress: bool):
+    """An untrained tokenizer of `kind` and the trainer that fills it."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    common = {
+        "vocab_size": vocab_size,
+        "special_tokens": SPECIAL_TOKENS,
+        "show_progress": show_progress,
+    }
+    if kind == "bpe":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            min_frequency=min_frequency,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: no [UNK]
+            **common,
+        )
+    elif kind == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token=UNK))
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(min_frequency=min_frequency, **common)
+    elif kind == "unigram":
+        tok = Tokenizer(models.Unigram())
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(unk_token=UNK, **common)
+    elif kind == "char":
+        # Every character is its own pre-token; the word-level model then maps each to
+        # an id, and characters it never saw (or cut by --vocab-size) to [UNK].
+        tok = Tokenizer(models.WordLevel(unk_token=UNK))
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+        tok.decoder = decoders.Fuse()
+        trainer = trainers.WordLevelTrainer(min_frequency=min_frequency, **common)
+    else:
+        raise BadInput(f"unknown tokenizer kind {kind!r}", f"choose from {', '.join(KINDS)}")
+    return tok, trainer
+
+
+def train_tokenizer(
+    sources: Sequence[str | Path],
+    *,
+    kind: str = "bpe",
+    vocab_size: int = 8000,
+    min_frequency: int = 2,
+    normalization: Sequence[str] = (),
+    document: str = "paragraph",
+    encoding_errors: str = "strict",
+    report: ReadReport | None = None,
+    show_progress: bool = False,
+) -> Tokenizer:
+    """Train a tokenizer of `kind` on the documents of `sources`, streaming them."""
+    if kind not in KINDS:
+        raise BadInput(f"unknown tokenizer kind {kind!r}", f"choose from {', '.join(KINDS)}")
+    minimum = min_vocab_size(kind)
+    if vocab_size < minimum:
+        why = "7 special tokens and 256 bytes" if kind == "bpe" else "7 special tokens"
+        raise BadInput(
+            f"--vocab-size {vocab_size} is too small for a {kind} tokenizer",
+            f"it needs at least {minimum} ({why}); pass --vocab-size {minimum} or more",
+        )
+    if min_frequency < 1:
+        raise BadInput("--min-frequency must be at least 1")
+    tok, trainer = _build(kind, vocab_size, min_frequency, show_progress)
+    normalizer = _normalizer(normalization)
+    if normalizer is not None:
+        tok.normalizer = normalizer
+    report = report if report is not None else ReadReport()
+    docs = iter_documents(
+        sources, document=document, encoding_errors=encoding_errors, report=report
+    )
+    try:
+        tok.train_from_iterator(docs, trainer=trainer)
+    except Exception as e:  # the Rust trainer raises a bare Exception
+        if "not large enough" in str(e):
+            raise BadInput(
+                f"--vocab-size {vocab_size} is too small for the characters of this corpus",
+                "a unigram vocabulary must hold every character; pass a larger --vocab-size",
+            ) from None
+        raise
+    if report.documents == 0:
+        raise BadInput("the sources hold no text (empty corpus)", "check the files")
+    _check_specials(tok, "the trained tokenizer")
+    return tok
+
+
+def _check_specials(tok: Tokenizer, name: str) -> None:
+    wrong = [t for i, t in enumerate(SPECIAL_TOKENS) if tok.token_to_id(t) != i]
+    if wrong:
+        raise BadInput(
+            f"{name} does not have lmtool's special tokens at ids 0..6 ({', '.join(wrong)})",
+            "train it with: lmtool tokenize train",
+        )
+
+
+def find_tokenizer_file(path: Path) -> Path:
+    """`path` itself, or the tokenizer.json inside a shard or checkpoint directory."""
+    path = Path(path)
+    if path.is_dir():
+        inner = path / "tokenizer.json"
+        if not inner.is_file():
+            raise BadInput(f"{path} has no tokenizer.json", "pass a tokenizer file")
+        return inner
+    if not path.exists():
+        raise BadInput(f"{path} does not exist", "pass a tokenizer file from lmtool tokenize train")
+    return path
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    """Load a tokenizer file (or a directory holding tokenizer.json) and check it is lmtool's."""
+    from tokenizers import Tokenizer
+
+    file = find_tokenizer_file(path)
+    hint = "make one with: lmtool tokenize train SOURCES -o tokenizer.json"
+    try:
+        text = file.read_text(encoding="utf-8")
+        json.loads(text)  # a clearer failure for non-JSON than the Rust parser's
+        tok = Tokenizer.from_str(text)
+    except Exception:  # OSError, JSON errors, and the Rust parser's bare Exception
+        raise BadInput(f"{file} is not a tokenizer file", hint) from None
+    _check_specials(tok, str(file))
+    return tok
+
+
+def save_tokenizer(tok: Tokenizer, path: Path, *, force: bool = False) -> None:
+    """Write the tokenizer JSON atomically; an existing file needs `force`."""
+    from lmtool.fsio import check_output, write_text_atomic
+
+    check_output(Path(path), force)
+    write_text_atomic(Path(path), tok.to_str(pretty=True))
+
+
+def tokenizer_sha256(tok: Tokenizer) -> str:
+    """A fingerprint of the tokenizer's content: a copied or re-loaded file hashes the same."""
+    return hashlib.sha256(tok.to_str().encode("utf-8")).hexdigest()
