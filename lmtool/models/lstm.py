@@ -1,0 +1,145 @@
+"""AWD-LSTM (Merity et al. 2017), the backbone of ULMFiT (Howard & Ruder 2018).
+
+Read top to bottom: the three dropouts → one weight-dropped LSTM layer → the model.
+Every dropout probability is the config's base value times `config.dropout` (fastai's
+drop_mult), so `--dropout 0` turns them all off. Shapes: B batch, T time, E embedding
+size (config.dim), H hidden size (config.hidden), V vocabulary.
+
+The model is not stateful across batches: every forward starts from a zero hidden
+state, so batches need not be consecutive and the trainer can shuffle them freely.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmtool.errors import BadInput
+from lmtool.models.base import LanguageModel
+from lmtool.models.config import ModelConfig
+
+
+def embedding_dropout(weight: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Drop whole rows of the embedding matrix (V, E): a dropped word is zero wherever
+    it occurs in the batch. Kept rows are scaled by 1/(1-p)."""
+    if not training or p == 0:
+        return weight
+    mask = weight.new_empty(weight.size(0), 1).bernoulli_(1 - p) / (1 - p)  # (V, 1)
+    return weight * mask  # (V, E)
+
+
+class LockedDropout(nn.Module):
+    """Variational dropout: one mask per sequence, the same at every time step."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        mask = x.new_empty(x.size(0), 1, x.size(2)).bernoulli_(1 - self.p) / (1 - self.p)
+        return x * mask  # (B, T, C) * (B, 1, C)
+
+
+class WeightDroppedLSTM(nn.Module):
+    """One nn.LSTM layer whose hidden-to-hidden matrix gets DropConnect.
+
+    The trained matrix lives here as the parameter `weight_hh_raw`; the LSTM's own
+    `weight_hh_l0` is not a parameter but a plain tensor set before each call (the raw
+    weight with a fresh dropout mask in training, a view of it in eval) and cleared
+    after. So the weights file holds the raw matrix once, `.to()` moves it, and no
+    stale dropped copy outlives the call.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, weight_p: float):
+        super().__init__()
+        self.lstm = nn.LSTM(input_size, hidden_size, batch_first=True)
+        self.weight_p = weight_p
+        self.weight_hh_raw = nn.Parameter(self.lstm.weight_hh_l0.detach().clone())  # (4H, H)
+        del self.lstm.weight_hh_l0  # no longer a parameter of the LSTM
+        self.lstm.weight_hh_l0 = None  # RNNBase.__setattr__ keeps its _flat_weights in sync
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raw = self.weight_hh_raw
+        if self.training and self.weight_p > 0:
+            weight = F.dropout(raw, self.weight_p, training=True)  # (4H, H), new mask per call
+        else:
+            weight = raw.view_as(raw)  # a plain tensor: assigning a Parameter would register it
+        self.lstm.weight_hh_l0 = weight
+        try:
+            with warnings.catch_warnings():
+                # On CUDA, cuDNN warns on every call that the weights are not one
+                # contiguous chunk: true by design here (the dropped matrix is new).
+                warnings.filterwarnings("ignore", message="RNN module weights are not part")
+                out, _ = self.lstm(x)  # (B, T, hidden_size), from a zero state
+        finally:
+            self.lstm.weight_hh_l0 = None
+        return out
+
+
+class AWDLSTM(LanguageModel):
+    """Embedding → LSTM layers (E → H → ... → H → E) → decoder tied to the embedding.
+
+    The last layer outputs E, not H, so the decoder can share the embedding matrix.
+    Causal by construction: an LSTM reads left to right.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        m = config.dropout  # fastai's drop_mult
+        probs = {
+            "embed": config.embed_dropout * m,
+            "input": config.input_dropout * m,
+            "hidden": config.hidden_dropout * m,
+            "weight": config.weight_dropout * m,
+            "output": config.output_dropout * m,
+        }
+        too_big = [f"{name} {p:.2f}" for name, p in probs.items() if not 0 <= p < 1]
+        if too_big:
+            raise BadInput(
+                f"--dropout {m} makes AWD-LSTM dropouts reach 1 ({', '.join(too_big)})",
+                "use a smaller --dropout multiplier",
+            )
+        E, H, V = config.dim, config.hidden, config.vocab_size
+        self.embed_p = probs["embed"]
+        self.embedding = nn.Embedding(V, E)
+        self.input_dropout = LockedDropout(probs["input"])
+        sizes = [E] + [H] * (config.layers - 1) + [E]
+        self.rnns = nn.ModuleList(
+            WeightDroppedLSTM(sizes[i], sizes[i + 1], probs["weight"])
+            for i in range(config.layers)
+        )
+        # Between layers: hidden dropout; after the last one: output dropout.
+        self.layer_dropouts = nn.ModuleList(
+            LockedDropout(probs["hidden"] if i < config.layers - 1 else probs["output"])
+            for i in range(config.layers)
+        )
+        self.lm_head = nn.Linear(E, V)
+        # ULMFiT's initialisation: small uniform embeddings, zero decoder bias.
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        nn.init.zeros_(self.lm_head.bias)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embedding.weight
+
+    def check_length(self, idx: torch.Tensor) -> None:
+        # An LSTM has no position limit: config.context is only the training BPTT length.
+        if idx.dim() != 2:
+            raise BadInput(f"expected token ids of shape (batch, time), got {tuple(idx.shape)}")
+
+    def encode(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) → the last layer's (dropped-out) outputs (B, T, E)."""
+        self.check_length(idx)
+        weight = embedding_dropout(self.embedding.weight, self.embed_p, self.training)  # (V, E)
+        x = self.input_dropout(F.embedding(idx, weight))  # (B, T, E)
+        for rnn, dropout in zip(self.rnns, self.layer_dropouts, strict=True):
+            x = dropout(rnn(x))  # (B, T, H), or (B, T, E) after the last layer
+        return x
+
+    def layer_groups(self) -> list[list[nn.Module]]:
+        """[embedding], [LSTM 0], ..., [LSTM L-1], [decoder] (its tied weight: bottom)."""
+        return [[self.embedding], *([rnn] for rnn in self.rnns), [self.lm_head]]
