@@ -160,9 +160,9 @@ def _decode(data: bytes, errors: str, name: str, offset: int, report: ReadReport
 def _char_boundary(data: bytes, cut: int) -> int:
     """Move `cut` back so it does not split a UTF-8 sequence (continuation bytes 10xxxxxx)."""
     for back in range(4):
-        if cut - back <= 0 or (data[cut - back] & 0xC0) != 0x80:
+        if cut - back > 0 and (data[cut - back] & 0xC0) != 0x80:
             return cut - back
-    return cut
+    return cut  # not UTF-8 here anyway: cut where asked
 
 
 def _split_lines(text: str) -> list[str]:
@@ -199,12 +199,15 @@ def _iter_file_lines(
         report.bytes += len(chunk)
         data = carry + chunk
         end = data.rfind(b"\n") + 1
-        if end == 0 and len(data) > limit:
-            end = _char_boundary(data, limit)  # one huge line: cut it between characters
         if end:
             yield from _split_lines(_decode(data[:end], errors, name, offset, report))
             offset += end
             data = data[end:]
+        while len(data) > limit:  # a huge line: hand it out in parts cut between characters
+            cut = _char_boundary(data, limit)
+            yield _decode(data[:cut], errors, name, offset, report)
+            offset += cut
+            data = data[cut:]
         carry = data
     if carry:
         yield from _split_lines(_decode(carry, errors, name, offset, report))
@@ -244,7 +247,7 @@ def iter_pieces(
     document: str = "paragraph",
     encoding_errors: str = "strict",
     report: ReadReport | None = None,
-    piece_chars: int = PIECE_CHARS,
+    piece_chars: int | None = None,
 ) -> Iterator[tuple[str, bool]]:
     """(text, is_last) pieces of documents; concatenating a document's pieces gives it back.
 
@@ -255,6 +258,7 @@ def iter_pieces(
     if document not in DOCUMENT_MODES:
         raise BadInput(f"--document must be one of {', '.join(DOCUMENT_MODES)}, not {document!r}")
     report = report if report is not None else ReadReport()
+    piece_chars = piece_chars or PIECE_CHARS
     buf: list[str] = []
     size = 0
     has_text = False  # the current document has a non-whitespace character
