@@ -57,7 +57,9 @@ class EncodingErrors(str, Enum):
 
 Sources = Annotated[
     list[str],
-    typer.Argument(help="Text files, directories (recursive), globs, or - for stdin."),
+    typer.Argument(
+        metavar="SOURCES", help="Text files, directories (recursive), globs, or - for stdin."
+    ),
 ]
 TokenizerOpt = Annotated[
     Path,
@@ -267,7 +269,8 @@ class _EncodeProgress:
 def ids(
     tokenizer: TokenizerOpt,
     sources: Annotated[
-        list[str] | None, typer.Argument(help="Text files or - for stdin (the default).")
+        list[str] | None,
+        typer.Argument(metavar="SOURCES", help="Text files or - for stdin (the default)."),
     ] = None,
     encoding_errors: Errors = EncodingErrors.strict,
 ) -> None:
@@ -304,7 +307,8 @@ def ids(
 def decode(
     tokenizer: TokenizerOpt,
     sources: Annotated[
-        list[str] | None, typer.Argument(help="Files of ids, or - for stdin (the default).")
+        list[str] | None,
+        typer.Argument(metavar="SOURCES", help="Files of ids, or - for stdin (the default)."),
     ] = None,
     skip_special: Annotated[
         bool, typer.Option("--skip-special", help="Leave out special tokens such as [EOS].")
