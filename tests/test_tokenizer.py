@@ -171,3 +171,19 @@ def test_load_rejects_what_is_not_an_lmtool_tokenizer(tmp_path):
         load_tokenizer(tmp_path / "missing.json")
     with pytest.raises(BadInput, match="no tokenizer.json"):
         load_tokenizer(tmp_path)
+
+
+def test_unigram_vocab_smaller_than_the_alphabet_is_bad_input(tmp_path):
+    text = tmp_path / "alphabet.txt"
+    text.write_text(" ".join(chr(c) for c in range(0x4E00, 0x4E00 + 60)) + "\n")
+    with pytest.raises(BadInput, match="too small for the characters"):
+        train_tokenizer([text], kind="unigram", vocab_size=20, min_frequency=1)
+
+
+def test_invalid_utf8_while_training_is_bad_input(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\n\xff\n")
+    with pytest.raises(BadInput, match=r"bad.txt is not valid UTF-8 \(byte offset 5\)"):
+        train_tokenizer([bad], vocab_size=300)
+    tok = train_tokenizer([bad], vocab_size=300, encoding_errors="ignore")
+    assert tok.get_vocab_size() >= 263
