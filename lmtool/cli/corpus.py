@@ -49,6 +49,17 @@ CacheDir = Annotated[
 ]
 
 
+def _complete_names(incomplete: str) -> list[str]:
+    """Shell completion of corpus names, from the manifest."""
+    from lmtool.corpora import load_manifest
+    from lmtool.errors import LmtoolError
+
+    try:
+        return [c.name for c in load_manifest() if c.name.startswith(incomplete)]
+    except LmtoolError:
+        return []
+
+
 def _size(n: int | None) -> str:
     if n is None:
         return "?"
@@ -156,7 +167,13 @@ class _Progress:
 )
 @handle_errors
 def download(
-    name: Annotated[str, typer.Argument(help="Corpus name, as `lmtool corpus list` shows it.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="Corpus name, as `lmtool corpus list` shows it.",
+            autocompletion=_complete_names,
+        ),
+    ],
     cache_dir: CacheDir = None,
     force: Annotated[
         bool, typer.Option("--force", help="Download and unpack again, even if cached.")
