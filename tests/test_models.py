@@ -1,0 +1,215 @@
+"""Model behaviour on tiny configs: causality, heads, tying, dropout, saving, groups."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_model, save_model
+
+from lmtool.errors import BadInput
+from lmtool.models import ModelConfig, build_model, parameter_groups
+
+V = 37  # a vocabulary no layer width divides, so shape mistakes show
+
+
+def tiny(arch="transformer", objective="causal", **overrides) -> ModelConfig:
+    values = dict(arch=arch, objective=objective, vocab_size=V, context=12, layers=2,
+                  heads=2, dim=16, hidden=24, dropout=0.0)
+    return ModelConfig(**{**values, **overrides})
+
+
+def make(config: ModelConfig, seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model(config)
+
+
+def ids(batch=3, length=10, seed=1) -> torch.Tensor:
+    return torch.randint(0, V, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+CAUSAL = [
+    tiny(positions="learned"),
+    tiny(positions="rotary"),
+    tiny(tie_embeddings=False),
+    tiny("lstm", dropout=1.0),
+]
+
+
+@pytest.mark.parametrize("config", CAUSAL, ids=["learned", "rotary", "untied", "lstm"])
+def test_causal_models_never_see_the_future(config):
+    model = make(config).eval()
+    x = ids()
+    changed = x.clone()
+    changed[:, 6:] = (changed[:, 6:] + 1) % V  # alter tokens 6..9 only
+    with torch.no_grad():
+        a, b = model(x), model(changed)
+    assert a.shape == (3, 10, V)
+    torch.testing.assert_close(a[:, :6], b[:, :6])  # the past is untouched
+    assert not torch.allclose(a[:, 6:], b[:, 6:])  # and the changed positions did change
+
+
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_masked_transformer_reads_both_ways(positions):
+    model = make(tiny(objective="masked", positions=positions)).eval()
+    x = ids()
+    changed = x.clone()
+    changed[:, -1] = (changed[:, -1] + 1) % V  # alter the last token only
+    with torch.no_grad():
+        a, b = model(x), model(changed)
+    assert a.shape == (3, 10, V)
+    assert not torch.allclose(a[:, 0], b[:, 0])  # the first position saw the change
+
+
+@pytest.mark.parametrize("objective", ["causal", "masked"])
+def test_encode_then_head_is_the_forward(objective):
+    model = make(tiny(objective=objective)).eval()
+    x = ids()
+    with torch.no_grad():
+        hidden = model.encode(x)
+        assert hidden.shape == (3, 10, 16)
+        torch.testing.assert_close(model.lm_head(hidden), model(x))
+
+
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_positions_reach_the_attention(positions):
+    """Without positions a bidirectional encoder is blind to order: swapping two tokens
+    would leave position 0's logits unchanged. With them, it changes."""
+    model = make(tiny(objective="masked", positions=positions)).eval()
+    x = ids(batch=1)
+    swapped = x.clone()
+    swapped[0, [2, 3]] = x[0, [3, 2]]
+    assert x[0, 2] != x[0, 3]
+    with torch.no_grad():
+        assert not torch.allclose(model(x)[0, 0], model(swapped)[0, 0])
+
+
+@pytest.mark.parametrize(
+    ("config", "embedding", "head"),
+    [
+        (tiny(), "tok_emb", lambda m: m.lm_head),
+        (tiny(objective="masked"), "tok_emb", lambda m: m.lm_head.decoder),
+        (tiny("lstm"), "embedding", lambda m: m.lm_head),
+    ],
+    ids=["causal", "masked", "lstm"],
+)
+def test_tied_weights_are_one_tensor_counted_once(config, embedding, head):
+    tied = make(config)
+    assert head(tied).weight is getattr(tied, embedding).weight
+    untied = make(tiny(**{**config.to_dict(), "tie_embeddings": False}))
+    assert head(untied).weight is not getattr(untied, embedding).weight
+    assert untied.num_parameters() - tied.num_parameters() == V * 16
+    assert tied.num_parameters() == sum(p.numel() for p in set(tied.parameters()))
+
+
+def test_context_longer_than_configured_is_refused():
+    model = make(tiny())
+    model(ids(length=12))  # exactly the context is fine
+    with pytest.raises(BadInput, match="longer than the model's context of 12"):
+        model(ids(length=13))
+
+
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_transformer_dropout_is_active_only_in_training(positions):
+    model = make(tiny(dropout=0.3, positions=positions))
+    x = ids()
+    model.train()
+    assert not torch.equal(model(x), model(x))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+
+
+def test_lstm_dropouts_are_active_only_in_training():
+    model = make(tiny("lstm", dropout=1.0))
+    x = ids()
+    model.train()
+    assert not torch.equal(model(x), model(x))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+
+
+def test_lstm_weight_dropout_is_resampled_and_trains_the_raw_weight():
+    # Only weight dropout on: any difference between two forwards comes from it.
+    config = tiny("lstm", dropout=1.0, embed_dropout=0.0, input_dropout=0.0,
+                  hidden_dropout=0.0, output_dropout=0.0, weight_dropout=0.5)
+    model = make(config).train()
+    x = ids()
+    a, b = model(x), model(x)
+    assert not torch.equal(a, b)
+    a.sum().backward()
+    layer = model.rnns[0]
+    assert layer.weight_hh_raw.grad is not None and layer.weight_hh_raw.grad.abs().sum() > 0
+    # The dropped matrix is not kept between calls and is not a parameter of the LSTM.
+    assert layer.lstm.weight_hh_l0 is None
+    assert "weight_hh_l0" not in dict(layer.lstm.named_parameters())
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x))
+
+
+def test_lstm_without_dropout_is_deterministic_in_training():
+    model = make(tiny("lstm", dropout=0.0)).train()
+    x = ids()
+    assert torch.equal(model(x), model(x))
+
+
+def test_lstm_dropout_multiplier_too_large_is_refused():
+    with pytest.raises(BadInput, match="--dropout"):
+        build_model(tiny("lstm", dropout=5.0))  # 5 x weight_dropout 0.2 = 1
+
+
+@pytest.mark.parametrize(
+    "config",
+    [tiny(), tiny(objective="masked", positions="rotary"), tiny("lstm", dropout=1.0)],
+    ids=["causal", "masked-rotary", "lstm"],
+)
+def test_safetensors_round_trip_gives_identical_logits(config, tmp_path):
+    model = make(config, seed=0)
+    # Train one step so no weight is still at its initial value.
+    model.train()
+    model(ids()).logsumexp(-1).mean().backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= 0.1 * p.grad
+    path = tmp_path / "model.safetensors"
+    save_model(model, str(path))
+    loaded = make(config, seed=123)  # different initial weights
+    load_model(loaded, str(path))
+    model.eval()
+    loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(model(ids()), loaded(ids()))
+    if config.tie_embeddings:  # loading kept the tie
+        head = loaded.lm_head.decoder if config.objective == "masked" else loaded.lm_head
+        emb = loaded.embedding if config.arch == "lstm" else loaded.tok_emb
+        assert head.weight is emb.weight
+
+
+def test_lstm_weights_file_holds_the_raw_hidden_matrix():
+    keys = make(tiny("lstm", dropout=1.0)).state_dict().keys()
+    assert "rnns.0.weight_hh_raw" in keys
+    assert not any(k.endswith("weight_hh_l0") for k in keys)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [tiny(), tiny(positions="rotary", tie_embeddings=False), tiny(objective="masked"),
+     tiny("lstm")],
+    ids=["causal", "rotary-untied", "masked", "lstm"],
+)
+def test_layer_groups_cover_every_parameter_exactly_once(config):
+    model = make(config)
+    groups = parameter_groups(model)
+    assert len(groups) == config.layers + 2  # embeddings, one per layer, head
+    flat = [id(p) for group in groups for p in group]
+    assert len(flat) == len(set(flat))  # no parameter twice
+    assert set(flat) == {id(p) for p in model.parameters()}  # none forgotten
+    assert all(groups)  # no empty group
+    embedding = model.embedding if config.arch == "lstm" else model.tok_emb
+    assert any(p is embedding.weight for p in groups[0])  # a tied weight sits at the bottom
+
+
+def test_build_model_needs_a_vocabulary():
+    with pytest.raises(BadInput, match="vocab_size"):
+        build_model(tiny(vocab_size=0))
