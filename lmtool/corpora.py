@@ -357,8 +357,7 @@ def unpack_file(f: CorpusFile, archive: Path, out: Path) -> None:
     rules = f.unpack
     matched = [0] * len(rules)
     outputs: dict[str, IO[bytes]] = {}
-    with contextlib.ExitStack() as stack:
-        opener = lambda to: stack.enter_context(open(_safe_path(out, to), "wb"))  # noqa: E731
+    with contextlib.ExitStack() as stack:  # closes every output file, also on failure
         for member, read in iter_members(archive, f.format, f.filename):
             if not rules:
                 _write_member(out, member, read())
@@ -369,7 +368,8 @@ def unpack_file(f: CorpusFile, archive: Path, out: Path) -> None:
                     data = read() if data is None else data
                     matched[i] += 1
                     if rule["to"] not in outputs:
-                        outputs[rule["to"]] = opener(rule["to"])
+                        target = _safe_path(out, rule["to"])
+                        outputs[rule["to"]] = stack.enter_context(open(target, "wb"))
                     _apply_rule(rule, data, outputs[rule["to"]], first=matched[i] == 1)
     missing = [r["members"] for r, n in zip(rules, matched, strict=True) if n == 0]
     if missing:

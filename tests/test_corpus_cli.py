@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import shutil
 import socket
 import tarfile
 import threading
@@ -257,6 +258,44 @@ def test_server_without_range_support_restarts_from_zero(cli, tmp_path, fixtures
     assert result.exit_code == 0, result.stderr
     assert server.requests == [("/plain.txt", "bytes=1000-")]  # asked, was refused
     assert (Path(result.stdout.strip()) / "train.txt").read_bytes() == data
+
+
+def test_partial_file_longer_than_the_source_starts_again(cli, tmp_path, fixtures):
+    data = (fixtures / "plain.txt").read_bytes()
+    part = tmp_path / "cache" / "plain" / "downloads" / "plain.txt.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"X" * (len(data) + 10))  # the server answers 416 to this range
+    with Server(fixtures) as server:
+        manifest = _manifest(tmp_path, server.url, fixtures, plain={"size": None})
+        result = cli("corpus", "download", "plain", "--manifest", manifest,
+                     "--cache-dir", tmp_path / "cache")
+    assert result.exit_code == 0, result.stderr
+    assert server.requests == [("/plain.txt", f"bytes={len(data) + 10}-"), ("/plain.txt", None)]
+    assert (Path(result.stdout.strip()) / "train.txt").read_bytes() == data
+
+
+SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare"
+
+
+@pytest.mark.skipif(not (SHAKESPEARE / "input.txt").exists(), reason="no shared corpora here")
+def test_shipped_tiny_shakespeare_entry_verifies_the_real_file(cli, tmp_path):
+    """The manifest's size and sha256 match the real file (served locally, not fetched)."""
+    from lmtool.corpora import default_manifest_path
+
+    shipped = json.loads(default_manifest_path().read_text())
+    entry = next(c for c in shipped["corpora"] if c["name"] == "tiny-shakespeare")
+    www = tmp_path / "www"
+    www.mkdir()
+    shutil.copy(SHAKESPEARE / "input.txt", www / "input.txt")
+    with Server(www) as server:
+        entry["files"][0]["urls"] = [f"{server.url}/input.txt"]
+        manifest = tmp_path / "m.json"
+        manifest.write_text(json.dumps({"corpora": [entry]}))
+        result = cli("corpus", "download", "tiny-shakespeare", "--manifest", manifest)
+    assert result.exit_code == 0, result.stderr
+    assert "unverified" not in result.stderr
+    out = Path(result.stdout.strip())
+    assert (out / "input.txt").stat().st_size == 1115394
 
 
 def test_force_downloads_again(cli, tmp_path, fixtures):
