@@ -8,6 +8,9 @@ import typer
 
 from lmtool import __version__
 from lmtool.cli import corpus, tokenize
+from lmtool.cli import evaluate as evaluate_cmd
+from lmtool.cli import info as info_cmd
+from lmtool.cli import pretrain as pretrain_cmd
 from lmtool.cli.common import with_examples
 
 app = typer.Typer(
@@ -26,6 +29,10 @@ app = typer.Typer(
 )
 app.add_typer(tokenize.app, name="tokenize")
 app.add_typer(corpus.app, name="corpus")
+for _cmd, _name in ((pretrain_cmd, "pretrain"), (evaluate_cmd, "evaluate"), (info_cmd, "info")):
+    app.command(_name, help=with_examples(_cmd.SUMMARY, *_cmd.HELP_EXAMPLES))(
+        getattr(_cmd, _name)
+    )
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,57 @@
+"""`lmtool info`: a run's config, size, tokenizer, data and training history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lmtool.cli.common import Format, OutputFormat, handle_errors
+
+HELP_EXAMPLES = ("lmtool info runs/lm", "lmtool info runs/lm --format json | jq .history")
+SUMMARY = "Show what a run is (config, parameters, tokenizer, data) and how training went."
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return "-" if value is None else str(value)
+
+
+@handle_errors
+def info(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    format: Format = OutputFormat.text,
+) -> None:
+    from lmtool.training.info import run_info
+
+    data = run_info(run)
+    if format != OutputFormat.text:
+        typer.echo(json.dumps(data, indent=None if format == OutputFormat.jsonl else 2))
+        return
+    m, t, tok, d, h = (data["model"], data["training"], data["tokenizer"], data["data"],
+                       data["history"])
+    lines = [
+        f"run         {data['run']}",
+        f"model       {data['arch']} ({data['objective']}), preset {_fmt(data['preset'])}, "
+        f"{_fmt(data['parameters'])} parameters",
+        f"            layers {m['layers']}, heads {m['heads']}, dim {m['dim']}, "
+        f"context {m['context']}, dropout {m['dropout']}, positions {m['positions']}"
+        + (f", hidden {m['hidden']}" if m.get("arch") == "lstm" else ""),
+        f"training    batch {_fmt(t.get('batch_size'))}, lr {_fmt(t.get('lr'))}, "
+        f"schedule {t.get('schedule')}, weight decay {_fmt(t.get('weight_decay'))}, "
+        f"seed {t.get('seed')}",
+        f"tokenizer   {tok.get('kind')}, {_fmt(tok.get('vocab_size'))} tokens, "
+        f"sha256 {str(tok.get('sha256'))[:16]}",
+        f"data        {d.get('path')} ({_fmt(d.get('train_tokens'))} train / "
+        f"{_fmt(d.get('val_tokens'))} val tokens)",
+        f"history     {_fmt(h.get('step'))} steps, {_fmt(h.get('tokens_seen'))} tokens, "
+        f"{_fmt(h.get('elapsed_s'))}s",
+        f"            last loss {_fmt(h['last_loss'])}, val loss last {_fmt(h['last_val_loss'])}"
+        f" / best {_fmt(h['best_val_loss'])}",
+    ]
+    typer.echo("\n".join(lines))

@@ -1,0 +1,135 @@
+"""Training configuration: one typed dataclass, saved in every run's config.json.
+
+`resolve_configs` merges, in order: the model preset, a JSON --config file, then the
+flags (None means "not given"), and reports every problem at once, naming the flag.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from lmtool.errors import BadInput
+from lmtool.models.config import ModelConfig, resolve_model_config
+from lmtool.training.schedules import SCHEDULES
+
+DEFAULT_EPOCHS = 1  # when none of --max-steps / --max-time / --epochs is given
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32  # sequences per optimiser micro-step, per process
+    lr: float = 1e-3  # peak learning rate (after warmup)
+    weight_decay: float = 0.1  # AdamW decay on weight matrices (not biases/norm gains)
+    warmup: int | None = None  # warmup steps; None: 10% of the run's steps, at most 100
+    schedule: str = "cosine"  # decay after warmup: cosine, linear or constant
+    min_lr_ratio: float = 0.1  # cosine/linear decay ends at lr * min_lr_ratio
+    beta1: float = 0.9  # AdamW betas
+    beta2: float = 0.95
+    grad_accum: int = 1  # micro-batches per optimiser step
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    # Stopping: whichever comes first. None of them given means DEFAULT_EPOCHS epochs.
+    max_steps: int | None = None  # optimiser steps
+    max_time: float | None = None  # seconds of training (evaluation and saving included)
+    epochs: float | None = None  # passes over the training windows (fractions allowed)
+    eval_every: int = 200  # steps between validation evaluations (0: only at the end)
+    eval_batches: int = 20  # validation batches per evaluation (0: the whole split)
+    save_every: int = 500  # steps between checkpoints (0: only at the end)
+    log_every: int = 10  # steps between metrics.jsonl rows / log lines
+    seed: int = 0  # seeds weights, data order, masking and dropout
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False  # torch.compile the model (saved unwrapped)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BadInput(f"unknown training config field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    @property
+    def bounded_by_steps(self) -> bool:
+        return self.max_steps is not None or self.epochs is not None
+
+
+MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"arch", "objective", "vocab_size"}
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+TOP_FIELDS = {"arch", "objective", "preset"}
+
+
+def read_config_file(path: Path) -> dict:
+    """A flat JSON object of the same fields as the flags (snake_case)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise BadInput(f"cannot read --config {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise BadInput(f"--config {path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"--config {path} must hold a JSON object of fields")
+    unknown = sorted(set(data) - MODEL_FIELDS - TRAIN_FIELDS - TOP_FIELDS)
+    if unknown:
+        raise BadInput(
+            f"unknown field(s) in --config {path}: {', '.join(unknown)}",
+            f"known fields: {', '.join(sorted(MODEL_FIELDS | TRAIN_FIELDS | TOP_FIELDS))}",
+        )
+    return data
+
+
+def resolve_configs(
+    *,
+    objective: str | None,
+    arch: str | None,
+    preset: str | None,
+    overrides: dict,
+    config_file: Path | None = None,
+    vocab_size: int = 0,
+) -> tuple[ModelConfig, TrainConfig, str]:
+    """Preset < config file < flags. `overrides` maps field names to values or None.
+    Returns the model and training configs and the preset's name."""
+    from_file = read_config_file(config_file) if config_file else {}
+    merged = {**from_file, **{k: v for k, v in overrides.items() if v is not None}}
+    unknown = sorted(set(merged) - MODEL_FIELDS - TRAIN_FIELDS - TOP_FIELDS)
+    if unknown:
+        raise BadInput(f"unknown field(s): {', '.join(unknown)}")
+    objective = objective or merged.get("objective") or "causal"
+    arch = arch or merged.get("arch") or "transformer"
+    preset = preset or merged.get("preset") or "tiny"
+    model_values = {k: v for k, v in merged.items() if k in MODEL_FIELDS}
+    model = resolve_model_config(arch, objective, preset, model_values)
+    model.vocab_size = vocab_size
+    train = TrainConfig(**{k: v for k, v in merged.items() if k in TRAIN_FIELDS})
+    validate_train_config(train)
+    return model, train, preset
+
+
+def validate_train_config(c: TrainConfig) -> None:
+    problems = []
+    for name in ("batch_size", "grad_accum"):
+        if getattr(c, name) < 1:
+            problems.append(f"--{name.replace('_', '-')} must be at least 1")
+    if not c.lr > 0:
+        problems.append("--lr must be positive")
+    for name in ("weight_decay", "grad_clip", "eval_every", "eval_batches", "save_every"):
+        if getattr(c, name) < 0:
+            problems.append(f"--{name.replace('_', '-')} must not be negative")
+    if c.log_every < 1:
+        problems.append("--log-every must be at least 1")
+    if c.warmup is not None and c.warmup < 0:
+        problems.append("--warmup must not be negative")
+    if c.schedule not in SCHEDULES:
+        problems.append(f"--schedule must be one of {', '.join(SCHEDULES)}")
+    if c.max_steps is not None and c.max_steps < 1:
+        problems.append("--max-steps must be at least 1")
+    if c.max_time is not None and not c.max_time > 0:
+        problems.append("--max-time must be positive (seconds)")
+    if c.epochs is not None and not c.epochs > 0:
+        problems.append("--epochs must be positive")
+    if problems:
+        raise BadInput("invalid training config: " + "; ".join(problems))

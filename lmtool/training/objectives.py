@@ -1,0 +1,159 @@
+"""Training objectives: how a batch of token windows becomes (inputs, targets) and a loss.
+
+The trainer knows nothing of GPT, BERT or LSTM; it asks an objective for a batch and for
+`(loss, metrics)`. Models return logits; the losses live here, so one backbone serves
+causal and masked training alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lmtool.text.specials import SPECIAL_IDS, SPECIAL_TOKENS
+
+IGNORE = -100  # cross_entropy's ignore_index: positions that carry no loss
+NUM_SPECIAL = len(SPECIAL_TOKENS)  # ids 0..6 are special in every lmtool tokenizer
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor  # (B, T) int64 token ids fed to the model
+    targets: torch.Tensor  # (B, T) int64 ids to predict, IGNORE where there is no loss
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True)
+        )
+
+
+@dataclass
+class Sums:
+    """Token-weighted totals, so evaluation over many batches averages per token."""
+
+    loss: float = 0.0  # sum over scored tokens of their cross-entropy (nats)
+    tokens: int = 0  # scored tokens
+    correct: int = 0  # scored tokens whose argmax prediction is right
+
+    def add(self, other: Sums) -> None:
+        self.loss += other.loss
+        self.tokens += other.tokens
+        self.correct += other.correct
+
+
+class Objective:
+    """What the trainer needs from an objective."""
+
+    name: str = ""
+
+    def window(self, context: int) -> int:
+        """Tokens to read from the data per sequence."""
+        raise NotImplementedError
+
+    def make_batch(self, windows: torch.Tensor, generator: torch.Generator) -> Batch:
+        raise NotImplementedError
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict]:
+        """(mean loss over the scored tokens, metrics such as the number of scored tokens)."""
+        raise NotImplementedError
+
+    def sums(self, model: torch.nn.Module, batch: Batch) -> Sums:
+        """Totals for evaluation (no gradient)."""
+        raise NotImplementedError
+
+
+class CausalObjective(Objective):
+    """Next-token prediction: the target at position t is the input at t+1."""
+
+    name = "causal"
+
+    def window(self, context: int) -> int:
+        return context + 1  # one extra token: the last input's target
+
+    def make_batch(self, windows: torch.Tensor, generator: torch.Generator) -> Batch:
+        return Batch(windows[:, :-1], windows[:, 1:])  # (B, T), (B, T)
+
+    def loss(self, model, batch):
+        logits = model(batch.inputs)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten())
+        return loss, {"tokens": batch.targets.numel()}
+
+    @torch.no_grad()
+    def sums(self, model, batch) -> Sums:
+        logits = model(batch.inputs).float()  # (B, T, V)
+        flat, targets = logits.flatten(0, 1), batch.targets.flatten()  # (B*T, V), (B*T,)
+        loss = F.cross_entropy(flat, targets, reduction="sum")
+        correct = (flat.argmax(-1) == targets).sum()
+        return Sums(float(loss), targets.numel(), int(correct))
+
+
+def mask_tokens(
+    ids: torch.Tensor,
+    vocab_size: int,
+    generator: torch.Generator,
+    rate: float = 0.15,
+) -> Batch:
+    """BERT's masking rule on a (B, T) batch of ids (on the CPU, so any device agrees).
+
+    1. Select `rate` of the non-special tokens (special tokens are never selected).
+    2. Of the selected: 80% become [MASK], 10% a random non-special token, 10% stay.
+    3. Only selected positions carry a target; the rest are IGNORE.
+    """
+    special = ids < NUM_SPECIAL  # (B, T) ids 0..6 are [PAD] [UNK] [BOS] [EOS] [MASK] ...
+    selected = (torch.rand(ids.shape, generator=generator) < rate) & ~special  # (B, T)
+    if not selected.any():
+        # Cannot happen in practice (B*T*0.15 tokens), but a batch with no target would
+        # give a NaN loss; score the first ordinary token instead.
+        candidates = (~special).flatten().nonzero()
+        if len(candidates):
+            selected.view(-1)[candidates[0]] = True
+    roll = torch.rand(ids.shape, generator=generator)  # (B, T) decides mask / random / keep
+    random_ids = torch.randint(NUM_SPECIAL, vocab_size, ids.shape, generator=generator)
+    inputs = ids.clone()
+    inputs[selected & (roll < 0.8)] = SPECIAL_IDS.mask
+    swap = selected & (roll >= 0.8) & (roll < 0.9)
+    inputs[swap] = random_ids[swap]
+    targets = torch.where(selected, ids, torch.full_like(ids, IGNORE))
+    return Batch(inputs, targets)
+
+
+class MaskedObjective(Objective):
+    """Masked-token prediction (BERT): loss only on the selected positions."""
+
+    name = "masked"
+
+    def __init__(self, vocab_size: int, rate: float = 0.15):
+        self.vocab_size = vocab_size
+        self.rate = rate
+
+    def window(self, context: int) -> int:
+        return context
+
+    def make_batch(self, windows: torch.Tensor, generator: torch.Generator) -> Batch:
+        return mask_tokens(windows, self.vocab_size, generator, self.rate)
+
+    def _logits(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(batch.inputs)  # (B, T, V)
+        picked = batch.targets != IGNORE  # (B, T)
+        return logits[picked], batch.targets[picked]  # (N, V), (N,) only scored positions
+
+    def loss(self, model, batch):
+        logits, targets = self._logits(model, batch)
+        return F.cross_entropy(logits.float(), targets), {"tokens": targets.numel()}
+
+    @torch.no_grad()
+    def sums(self, model, batch) -> Sums:
+        logits, targets = self._logits(model, batch)
+        loss = F.cross_entropy(logits.float(), targets, reduction="sum")
+        correct = (logits.argmax(-1) == targets).sum()
+        return Sums(float(loss), targets.numel(), int(correct))
+
+
+def make_objective(name: str, vocab_size: int) -> Objective:
+    if name == "causal":
+        return CausalObjective()
+    if name == "masked":
+        return MaskedObjective(vocab_size)
+    raise ValueError(f"unknown objective {name!r}")

@@ -1,0 +1,43 @@
+"""Learning-rate schedules: pure functions of the optimiser step.
+
+A pure function of the step means a resumed run needs no scheduler state: step N gives
+the same rate whether or not the process was restarted at step N-1.
+"""
+
+from __future__ import annotations
+
+import math
+
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def lr_at(
+    step: int,
+    *,
+    base_lr: float,
+    warmup: int,
+    total: int | None,
+    schedule: str,
+    min_ratio: float = 0.1,
+    time_fraction: float = 0.0,
+) -> float:
+    """The learning rate for optimiser step `step` (0-based).
+
+    1. Linear warmup from base_lr/warmup up to base_lr over the first `warmup` steps.
+    2. Then decay to `min_ratio * base_lr` at step `total` (cosine or linear), or stay
+       at base_lr (constant). Past `total` the rate stays at its final value.
+    A run bounded by --max-time passes the fraction of its time used: the decay follows
+    whichever of steps and time is further along (with total=None, time alone).
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}")
+    if warmup > 0 and step < warmup:
+        return base_lr * (step + 1) / warmup
+    if schedule == "constant":
+        return base_lr
+    progress = (step - warmup) / max(1, total - warmup) if total is not None else 0.0
+    progress = min(1.0, max(progress, time_fraction))  # 0 → 1 over the decay
+    min_lr = base_lr * min_ratio
+    if schedule == "linear":
+        return base_lr - (base_lr - min_lr) * progress
+    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))

@@ -1,0 +1,372 @@
+"""The one training loop, for every objective and backbone.
+
+Nothing here knows about GPT, BERT or LSTM: the objective turns windows into a batch and
+a loss, the schedule gives the learning rate for a step, and callbacks do the logging,
+progress display and checkpoint writing. Every source of randomness is a pure function
+of (seed, step, rank), so a resumed run repeats the uninterrupted one exactly on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from lmtool.checkpoint import TrainerState
+from lmtool.errors import BadInput, Interrupted, RuntimeFailure
+from lmtool.training import distributed
+from lmtool.training.batches import WindowSampler, eval_windows, seed_for
+from lmtool.training.config import DEFAULT_EPOCHS, TrainConfig
+from lmtool.training.distributed import DistContext
+from lmtool.training.objectives import Objective, Sums
+from lmtool.training.schedules import lr_at
+
+# Distinct streams derived from the seed, so e.g. masking never reuses dropout's numbers.
+_DROPOUT, _MASKING, _EVAL_MASKING = 1, 2, 3
+
+
+class Callback:
+    """Events the loop fires (on rank 0 only). Override what you need."""
+
+    def on_step(self, trainer: Trainer) -> None:
+        """After every optimiser step (progress bars)."""
+
+    def on_train_row(self, trainer: Trainer, row: dict) -> None:
+        """Every --log-every steps: a metrics row (step, loss, lr, tokens_per_s, ...)."""
+
+    def on_eval(self, trainer: Trainer, row: dict) -> None:
+        """After each evaluation: step, val_loss, val_perplexity or val_accuracy."""
+
+    def on_save(self, trainer: Trainer, state: TrainerState) -> None:
+        """Write a checkpoint of `trainer.model` and `state`."""
+
+    def on_end(self, trainer: Trainer, reason: str) -> None:
+        """Training stopped normally; reason is "steps", "epochs" or "time"."""
+
+
+@dataclass
+class Limits:
+    """When to stop and how to shape the learning rate, from the config and data size."""
+
+    steps_per_epoch: int  # optimiser steps per pass over the training windows
+    max_steps: int | None  # the earlier of --max-steps and --epochs, in steps
+    max_time: float | None  # seconds
+    warmup: int  # steps
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, sampler: WindowSampler) -> Limits:
+        spe = sampler.batches_per_epoch // config.grad_accum
+        if spe == 0:
+            raise BadInput(
+                f"one optimiser step needs {config.grad_accum} batches (--grad-accum) but the "
+                f"training data holds only {sampler.batches_per_epoch}",
+                "lower --grad-accum, --batch-size or --context",
+            )
+        epochs = config.epochs
+        if epochs is None and config.max_steps is None and config.max_time is None:
+            epochs = DEFAULT_EPOCHS
+        bounds = [b for b in (config.max_steps, epochs and math.ceil(epochs * spe)) if b]
+        max_steps = min(bounds) if bounds else None
+        warmup = config.warmup
+        if warmup is None:
+            warmup = min(100, max_steps // 10) if max_steps else 100
+        return cls(spe, max_steps, config.max_time, warmup)
+
+
+def decay_split(model: nn.Module) -> list[dict]:
+    """AdamW groups: decay weight matrices (and embedding tables), not biases or norm gains."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    other = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay, "decay": True}, {"params": other, "decay": False}]
+
+
+def rng_snapshot() -> dict[str, torch.Tensor]:
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            states[f"cuda.{i}"] = s
+    return states
+
+
+def rng_restore(states: dict[str, torch.Tensor]) -> None:
+    if "torch" in states:
+        torch.set_rng_state(states["torch"])
+    cuda = [states[k] for k in sorted(states) if k.startswith("cuda.")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+@contextlib.contextmanager
+def _sigint_flag(flag: list[bool]) -> Iterator[None]:
+    """The first Ctrl-C only raises a flag, read at the next step boundary, so the state
+    is never saved half-updated; a second Ctrl-C interrupts at once."""
+
+    def handler(signum, frame):
+        if flag[0]:
+            raise KeyboardInterrupt
+        flag[0] = True
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave Ctrl-C as it is
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@dataclass
+class Trainer:
+    model: nn.Module  # the plain module: saved as is, never the DDP/compiled wrapper
+    objective: Objective
+    sampler: WindowSampler
+    config: TrainConfig
+    device: torch.device
+    dtype: torch.dtype | None = None  # autocast dtype; None trains in fp32
+    val_data: np.ndarray | None = None
+    dist: DistContext = field(default_factory=DistContext)
+    callbacks: list[Callback] = field(default_factory=list)
+    state: TrainerState = field(default_factory=TrainerState)
+
+    def __post_init__(self) -> None:
+        from lmtool.device import needs_grad_scaler
+
+        c = self.config
+        self.limits = Limits.from_config(c, self.sampler)
+        self.context = self.model.config.context
+        fused = self.device.type == "cuda"  # fused AdamW: one kernel for all parameters
+        self.optimizer = torch.optim.AdamW(
+            [{"params": g["params"], "weight_decay": c.weight_decay if g["decay"] else 0.0}
+             for g in decay_split(self.model)],
+            lr=c.lr, betas=(c.beta1, c.beta2), fused=fused or None,
+        )
+        self.scaler = (
+            torch.amp.GradScaler(self.device.type)
+            if needs_grad_scaler(self.device, self.dtype) else None
+        )
+        if self.state.optimizer is not None:
+            self.optimizer.load_state_dict(self.state.optimizer)
+            for group in self.optimizer.param_groups:
+                group["fused"], group["foreach"] = (fused or None), None
+        if self.scaler is not None and "scaler" in self.state.extra:
+            self.scaler.load_state_dict(self.state.extra["scaler"])
+        self.last_saved_step: int | None = self.state.step if self.state.optimizer else None
+        self.wrapped = distributed.wrap(self.model, self.dist, self.device)
+        if c.compile:
+            self.wrapped = torch.compile(self.wrapped)
+        self._interrupted = [False]
+        self._last_log = (self.state.step, time.perf_counter())
+        self.last_eval: dict | None = None
+
+    # --- one step ------------------------------------------------------------------
+
+    def lr(self, step: int, elapsed: float) -> float:
+        c, lim = self.config, self.limits
+        time_fraction = elapsed / lim.max_time if lim.max_time else 0.0
+        return lr_at(step, base_lr=c.lr, warmup=lim.warmup, total=lim.max_steps,
+                     schedule=c.schedule, min_ratio=c.min_lr_ratio, time_fraction=time_fraction)
+
+    def _micro_batches(self, step: int):
+        """(micro index, Batch) for optimiser step `step`: a pure function of the step."""
+        spe, accum = self.limits.steps_per_epoch, self.config.grad_accum
+        epoch = step // spe
+        for micro in range(accum):
+            windows = self.sampler.batch(epoch, (step % spe) * accum + micro)  # (B, W)
+            gen = torch.Generator().manual_seed(
+                seed_for(self.config.seed, step, micro, self.dist.rank, _MASKING)
+            )
+            yield micro, self.objective.make_batch(windows, gen).to(self.device)
+
+    def _step(self, elapsed: float) -> tuple[float, float, float, bool]:
+        """One optimiser step. Returns (loss, lr, elapsed agreed by all ranks, interrupted)."""
+        from lmtool.device import autocast
+
+        c, step = self.config, self.state.step
+        lr = self.lr(step, elapsed)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(seed_for(c.seed, step, self.dist.rank, _DROPOUT))  # dropout masks
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        for micro, batch in self._micro_batches(step):
+            last = micro == c.grad_accum - 1
+            # DDP: all-reduce gradients only on the last micro-batch.
+            sync = contextlib.nullcontext() if (last or not self.dist.enabled) else (
+                self.wrapped.no_sync())
+            with sync:
+                with autocast(self.device, self.dtype):
+                    loss, _ = self.objective.loss(self.wrapped, batch)
+                scaled = loss / c.grad_accum
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            total += loss.detach()
+        loss_value = float(total) / c.grad_accum
+        # One small all-reduce: every rank takes the same stop decisions.
+        bad, elapsed, interrupted = distributed.all_max(
+            [0.0 if math.isfinite(loss_value) else 1.0, elapsed, float(self._interrupted[0])],
+            self.dist, self.device,
+        )
+        if bad:
+            kept = (f"the last good checkpoint at step {self.last_saved_step} is kept"
+                    if self.last_saved_step is not None else "no checkpoint was saved")
+            raise RuntimeFailure(
+                f"loss became {loss_value} at step {step + 1}; {kept}",
+                "try a lower --lr (or --precision fp32, or a smaller --grad-clip)",
+            )
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if c.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return loss_value, lr, elapsed, bool(interrupted)
+
+    # --- evaluation and saving -------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> dict | None:
+        """Loss (+ perplexity or masked accuracy) on the validation split, all ranks."""
+        from lmtool.device import autocast
+
+        if self.val_data is None:
+            return None
+        self.model.eval()
+        sums = Sums()
+        window = self.objective.window(self.context)
+        for index, windows in eval_windows(
+            self.val_data, self.context, window, self.config.batch_size,
+            self.config.eval_batches, self.dist.rank, self.dist.world_size,
+        ):
+            gen = torch.Generator().manual_seed(seed_for(self.config.seed, index, _EVAL_MASKING))
+            batch = self.objective.make_batch(windows, gen).to(self.device)
+            with autocast(self.device, self.dtype):
+                sums.add(self.objective.sums(self.model, batch))
+        self.model.train()
+        loss, tokens, correct = distributed.all_sum(
+            [sums.loss, sums.tokens, sums.correct], self.dist, self.device
+        )
+        if tokens == 0:
+            return None
+        row = {"step": self.state.step, "val_loss": loss / tokens, "val_tokens": int(tokens)}
+        if self.objective.name == "causal":
+            row["val_perplexity"] = math.exp(min(loss / tokens, 700.0))
+        else:
+            row["val_accuracy"] = correct / tokens
+        row["elapsed_s"] = round(self.state.elapsed_s, 3)
+        self.last_eval = row
+        return row
+
+    def snapshot(self) -> TrainerState:
+        s = self.state
+        extra = {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}
+        return TrainerState(s.step, s.epoch, s.tokens_seen, s.elapsed_s,
+                            self.optimizer.state_dict(), rng_snapshot(), extra)
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            state = self.snapshot()
+            for cb in self.callbacks:
+                cb.on_save(self, state)
+        self.last_saved_step = self.state.step
+
+    def _fire(self, event: str, *args) -> None:
+        if self.dist.is_main:
+            for cb in self.callbacks:
+                getattr(cb, event)(self, *args)
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def fit(self) -> str:
+        """Train until a limit is reached; returns why it stopped ("steps" or "time").
+
+        Raises Interrupted after saving on Ctrl-C, RuntimeFailure on a non-finite loss.
+        """
+        c, s, lim = self.config, self.state, self.limits
+        if s.extra.get("rng_restore", True) and s.rng:
+            rng_restore(s.rng)
+        self.model.train()
+        start, base_elapsed = time.perf_counter(), s.elapsed_s
+        tokens_per_step = (
+            c.batch_size * self.context * c.grad_accum * self.dist.world_size
+        )
+        reason = "steps"
+        with _sigint_flag(self._interrupted):
+            while True:
+                if lim.max_steps is not None and s.step >= lim.max_steps:
+                    reason = "steps"
+                    break
+                elapsed = base_elapsed + time.perf_counter() - start
+                loss, lr, elapsed, interrupted = self._step(elapsed)
+                s.step += 1
+                s.tokens_seen += tokens_per_step
+                s.epoch = s.step / lim.steps_per_epoch
+                s.elapsed_s = elapsed
+                self._fire("on_step")
+                if s.step % c.log_every == 0:
+                    self._fire("on_train_row", self._train_row(loss, lr))
+                if c.eval_every and s.step % c.eval_every == 0:
+                    row = self.evaluate()
+                    if row:
+                        self._fire("on_eval", row)
+                if interrupted:
+                    self.save()
+                    raise Interrupted(
+                        f"interrupted at step {s.step}; the checkpoint is saved",
+                        "continue with --resume",
+                    )
+                if c.save_every and s.step % c.save_every == 0:
+                    self.save()
+                if lim.max_time is not None and elapsed >= lim.max_time:
+                    reason = "time"
+                    break
+        if not self.last_eval or self.last_eval["step"] != s.step:
+            row = self.evaluate()
+            if row:
+                self._fire("on_eval", row)
+        if self.last_saved_step != s.step:
+            self.save()
+        self._fire("on_end", reason)
+        return reason
+
+    def _train_row(self, loss: float, lr: float) -> dict:
+        s = self.state
+        last_step, last_time = self._last_log
+        now = time.perf_counter()
+        steps = s.step - last_step
+        tokens = steps * self.config.batch_size * self.context * self.config.grad_accum
+        rate = tokens * self.dist.world_size / max(now - last_time, 1e-9)
+        self._last_log = (s.step, now)
+        return {
+            "step": s.step,
+            "loss": loss,
+            "lr": lr,
+            "tokens_per_s": round(rate, 1),
+            "elapsed_s": round(s.elapsed_s, 3),
+            "epoch": round(s.epoch, 4),
+            "tokens": s.tokens_seen,
+        }
+
+
+def train(
+    model: nn.Module,
+    objective: Objective,
+    sampler: WindowSampler,
+    config: TrainConfig,
+    device: torch.device,
+    **kwargs,
+) -> Trainer:
+    """Build a Trainer and run it; returns the trainer (its .state, .last_eval)."""
+    trainer = Trainer(model, objective, sampler, config, device, **kwargs)
+    trainer.fit()
+    return trainer
