@@ -20,18 +20,23 @@ and the loss column is comparable across rows (same batches, same seed).
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import statistics
+import os
 import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+# Run as a script, Python puts benchmarks/ first on sys.path, where benchmarks/tokenize.py
+# would shadow the standard `tokenize` module (imported by `inspect`, `dataclasses`...):
+# put the repository root there instead, before anything else is imported.
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from lmtool.device import autocast, resolve_device, resolve_precision  # noqa: E402
 from lmtool.models import ModelConfig, build_model  # noqa: E402
