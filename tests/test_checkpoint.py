@@ -1,0 +1,234 @@
+"""The run directory: round trip, atomic replacement, and refusal of bad checkpoints."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+import pytest
+import torch
+
+from lm_fixtures import make_shards
+from lmtool import checkpoint
+from lmtool.checkpoint import TrainerState, load_checkpoint, save_checkpoint
+from lmtool.errors import BadInput
+from lmtool.models import build_model
+from lmtool.models.config import resolve_model_config
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return make_shards(tmp_path_factory.mktemp("ckpt"), kind="char", vocab_size=64)
+
+
+@pytest.fixture(scope="module")
+def trained(shards, tmp_path_factory):
+    """A real run made by pretrain (transformer, tied embeddings, optimizer state)."""
+    from lmtool.training import pretrain
+
+    out = tmp_path_factory.mktemp("runs") / "run"
+    pretrain(shards, out, overrides=dict(layers=2, heads=2, dim=32, context=32, batch_size=8,
+                                         max_steps=6, eval_every=3, log_every=2),
+             sample_chars=0)
+    return out
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    return copy
+
+
+def tiny_model(vocab: int = 40, seed: int = 0):
+    torch.manual_seed(seed)
+    config = resolve_model_config("transformer", "causal", "tiny",
+                                  dict(layers=2, heads=2, dim=16, context=16))
+    config.vocab_size = vocab
+    return build_model(config)
+
+
+def save_tiny(run, model, step: int, tokenizer_json: str):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randint(0, 40, (2, 8))).sum().backward()
+    opt.step()
+    state = TrainerState(step=step, optimizer=opt.state_dict(),
+                         rng={"torch": torch.get_rng_state()})
+    save_checkpoint(run, model=model, config={"model": model.config.to_dict()},
+                    tokenizer_json=tokenizer_json, metrics=[{"step": step, "loss": 1.0}],
+                    trainer=state)
+    return opt
+
+
+def test_round_trip_keeps_weights_optimizer_and_rng(trained, tmp_path):
+    ckpt = load_checkpoint(trained, trainer=True)
+    assert ckpt.config["format"] == "lmtool-run"
+    assert ckpt.config["tokenizer"]["sha256"]
+    assert ckpt.trainer.step == 6 and ckpt.trainer.tokens_seen == 6 * 8 * 32
+    assert ckpt.trainer.rng["torch"].dtype == torch.uint8
+    assert set(ckpt.trainer.optimizer["state"]) and ckpt.trainer.optimizer["param_groups"]
+    model = ckpt.model
+    assert model.lm_head.weight is model.tok_emb.weight  # tying survives the round trip
+    # save again and reload: identical tensors
+    out = tmp_path / "again"
+    save_checkpoint(out, model=model, config={k: v for k, v in ckpt.config.items()
+                                              if k not in ("format", "version")},
+                    tokenizer_json=(trained / "tokenizer.json").read_text(),
+                    metrics=ckpt.metrics, trainer=ckpt.trainer)
+    again = load_checkpoint(out, trainer=True)
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.model.state_dict().items(),
+                                 strict=True):
+        assert torch.equal(a, b), name
+    for k, v in ckpt.trainer.optimizer["state"][0].items():
+        assert torch.equal(v, again.trainer.optimizer["state"][0][k])
+    assert again.metrics == ckpt.metrics
+
+
+def test_no_torch_load_anywhere():
+    """Loading never unpickles: the package does not even call torch.load."""
+    from pathlib import Path
+
+    import lmtool
+
+    root = Path(lmtool.__file__).parent
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        assert "torch.load(" not in text and "pickle.load" not in text, path
+
+
+def test_a_failed_save_leaves_the_old_checkpoint(run, monkeypatch):
+    before = load_checkpoint(run, trainer=True)
+    old_weights = {k: v.clone() for k, v in before.model.state_dict().items()}
+    model = before.model
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # a visibly different model
+
+    def broken_save_file(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("safetensors.torch.save_file", broken_save_file)  # mid-save
+    with pytest.raises(OSError):
+        save_checkpoint(run, model=model, config={"model": before.config["model"]},
+                        tokenizer_json="{}", metrics=[], trainer=before.trainer)
+    after = load_checkpoint(run, trainer=True)
+    assert after.trainer.step == before.trainer.step
+    for k, v in after.model.state_dict().items():
+        assert torch.equal(v, old_weights[k]), k
+    assert not list(run.parent.glob(".run.ckpt-*"))  # the temporary directory is gone
+
+
+def test_fallback_swap_and_recovery_of_its_window(tmp_path, monkeypatch):
+    tok = '{"not": "used"}'
+    run = tmp_path / "run"
+    save_tiny(run, tiny_model(seed=0), 1, tok)
+    monkeypatch.setattr(checkpoint, "_rename_exchange", lambda a, b: False)
+    save_tiny(run, tiny_model(seed=1), 2, tok)
+    assert checkpoint.read_trainer_state(run).step == 2
+    assert not (tmp_path / ".run.aside").exists()
+    # A crash between "rename RUN aside" and "rename new in": only the aside copy exists.
+    (tmp_path / "run").rename(tmp_path / ".run.aside")
+    assert checkpoint.is_run(run)  # recovers
+    assert checkpoint.read_trainer_state(run).step == 2
+
+
+def test_atomic_exchange_is_used_on_linux(tmp_path, monkeypatch):
+    calls = []
+    real = checkpoint._rename_exchange
+    monkeypatch.setattr(checkpoint, "_rename_exchange", lambda a, b: calls.append(1) or real(a, b))
+    run = tmp_path / "run"
+    save_tiny(run, tiny_model(seed=0), 1, "{}")
+    save_tiny(run, tiny_model(seed=1), 2, "{}")
+    assert calls == [1]  # the first save has nothing to swap with
+    assert checkpoint.read_trainer_state(run).step == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+# --- bad checkpoints ------------------------------------------------------------------
+
+
+def test_not_a_run(tmp_path):
+    with pytest.raises(BadInput, match="not an lmtool run"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(BadInput, match="not a directory"):
+        load_checkpoint(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "tokenizer.json", "config.json"])
+def test_missing_file(run, name):
+    (run / name).unlink()
+    with pytest.raises(BadInput, match="missing|not an lmtool run"):
+        load_checkpoint(run)
+
+
+def test_missing_trainer_state_only_matters_for_resume(run):
+    shutil.rmtree(run / "trainer")
+    load_checkpoint(run)
+    with pytest.raises(BadInput, match="trainer"):
+        load_checkpoint(run, trainer=True)
+
+
+def test_corrupt_files(run):
+    data = (run / "model.safetensors").read_bytes()
+    (run / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadInput, match="model.safetensors"):
+        load_checkpoint(run)
+
+
+def test_corrupt_json(run):
+    (run / "config.json").write_text('{"format": "lmtool-run", "model": ')
+    with pytest.raises(BadInput, match="corrupt"):
+        load_checkpoint(run)
+
+
+def test_corrupt_optimizer_state(run):
+    (run / "trainer" / "optimizer.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(BadInput, match="optimizer.safetensors"):
+        load_checkpoint(run, trainer=True)
+
+
+def test_wrong_shapes(run):
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["dim"] = 48
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BadInput, match="does not match"):
+        load_checkpoint(run)
+
+
+class Boom:
+    """Unpickling this would run code: the test fails if it ever does."""
+
+    def __reduce__(self):
+        return (pytest.fail, ("a pickle was loaded",))
+
+
+def test_pickle_weights_are_refused(run):
+    (run / "model.safetensors").write_bytes(pickle.dumps({"w": Boom()}, protocol=4))
+    with pytest.raises(BadInput, match="pickle"):
+        load_checkpoint(run)
+
+
+def test_torch_save_zip_is_refused(run):
+    import io
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(2)}, buf)  # writing is fine; lmtool must never read it
+    (run / "model.safetensors").write_bytes(buf.getvalue())
+    with pytest.raises(BadInput, match="pickle"):
+        load_checkpoint(run)
+
+
+def test_stray_pickle_file_is_refused(run):
+    (run / "trainer" / "extra.bin").write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(BadInput, match="pickle"):
+        load_checkpoint(run, trainer=True)
+
+
+def test_cli_reports_bad_checkpoints_in_one_line(run, cli):
+    (run / "model.safetensors").write_bytes(pickle.dumps(Boom()))
+    for args in (("info", run), ("evaluate", run, run / "tokenizer.json")):
+        result = cli(*args)
+        assert result.exit_code == 2
+        assert result.stderr.count("\n") == 1 and "pickle" in result.stderr
+        assert result.stdout == ""
