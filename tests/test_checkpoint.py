@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 import torch
-
 from lm_fixtures import make_shards
+
 from lmtool import checkpoint
 from lmtool.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from lmtool.errors import BadInput

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from lm_fixtures import TINY, make_shards
 
 FAST = [*TINY, "--batch-size", "4", "--max-steps", "4", "--eval-every", "2",

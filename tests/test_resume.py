@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from lm_fixtures import TINY, make_shards
 
 

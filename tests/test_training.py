@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from lm_fixtures import make_shards
+
 from lmtool.errors import BadInput
 from lmtool.training.batches import WindowSampler, eval_windows
 from lmtool.training.objectives import IGNORE, NUM_SPECIAL, mask_tokens

@@ -118,6 +118,8 @@ def pretrain(
         )
     finally:
         reporter.close()
+    if not result.is_main:
+        return  # under torchrun only rank 0 reports
     ev = result.last_eval or {}
     summary = f"{result.run_dir}: {result.step} steps, {result.tokens_seen:,} tokens"
     summary += f", {result.elapsed_s:.0f}s"

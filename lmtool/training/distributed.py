@@ -53,17 +53,8 @@ def wrap(model: torch.nn.Module, ctx: DistContext, device: torch.device) -> torc
     return DistributedDataParallel(model, device_ids=ids)
 
 
-def all_max(values: list[float], ctx: DistContext, device: torch.device) -> list[float]:
-    """Element-wise maximum over ranks, so every rank takes the same decision
-    (stop on time, stop on Ctrl-C, stop on a non-finite loss)."""
-    if not ctx.enabled:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.tolist()
-
-
 def all_sum(values: list[float], ctx: DistContext, device: torch.device) -> list[float]:
+    """Element-wise sum over ranks (identity in a single process)."""
     if not ctx.enabled:
         return values
     t = torch.tensor(values, dtype=torch.float64, device=device)

@@ -47,6 +47,7 @@ class PretrainResult:
     last_eval: dict | None  # the last evaluation row (val_loss, ...)
     resumed_from: int | None  # the step a --resume started from
     sample: str | None  # a short text sampled from a causal model
+    is_main: bool = True  # False on the other ranks under torchrun: they report nothing
 
 
 class MetricsLog(Callback):
@@ -251,6 +252,7 @@ def pretrain(
             last_eval=trainer.last_eval,
             resumed_from=resumed_from,
             sample=text,
+            is_main=ctx.is_main,
         )
     finally:
         distributed.teardown(ctx)

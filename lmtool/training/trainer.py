@@ -209,11 +209,16 @@ class Trainer:
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total += loss.detach()
         loss_value = float(total) / c.grad_accum
-        # One small all-reduce: every rank takes the same stop decisions.
-        bad, elapsed, interrupted = distributed.all_max(
-            [0.0 if math.isfinite(loss_value) else 1.0, elapsed, float(self._interrupted[0])],
+        # One small all-reduce (summed, then averaged over ranks): the logged loss is the
+        # mean over all ranks' data, and every rank takes the same decisions (stop on a
+        # non-finite loss, on Ctrl-C in any rank, on the mean elapsed time).
+        world = self.dist.world_size
+        loss_sum, bad, elapsed, interrupted = distributed.all_sum(
+            [loss_value, 0.0 if math.isfinite(loss_value) else 1.0, elapsed,
+             float(self._interrupted[0])],
             self.dist, self.device,
         )
+        loss_value, elapsed = loss_sum / world, elapsed / world
         if bad:
             kept = (f"the last good checkpoint at step {self.last_saved_step} is kept"
                     if self.last_saved_step is not None else "no checkpoint was saved")
