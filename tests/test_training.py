@@ -38,6 +38,10 @@ def test_linear_constant_and_time_fraction():
     assert lr_at(
         0, base_lr=2.0, warmup=0, total=None, schedule="cosine", min_ratio=0.0, time_fraction=1.0
     ) == pytest.approx(0.0)
+    # Warmup of a time-bounded run ends at 5% of the time even if steps are slow.
+    kw_warm = dict(base_lr=1.0, warmup=100, total=None, schedule="constant")
+    assert lr_at(3, **kw_warm, time_fraction=0.025) == pytest.approx(0.5)
+    assert lr_at(3, **kw_warm, time_fraction=0.06) == 1.0
     # A pure function: asking twice, or out of order, gives the same answer.
     assert lr_at(37, schedule="cosine", **kw) == lr_at(37, schedule="cosine", **kw)
 

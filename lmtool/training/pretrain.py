@@ -249,7 +249,8 @@ def pretrain(
             stop_reason=reason,
             num_parameters=run_config["num_parameters"],
             last_loss=metrics.last_loss,
-            last_eval=trainer.last_eval,
+            last_eval=trainer.last_eval or next(
+                (r for r in reversed(metrics.rows) if "val_loss" in r), None),
             resumed_from=resumed_from,
             sample=text,
             is_main=ctx.is_main,

@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 
 SCHEDULES = ("cosine", "linear", "constant")
+# A time-bounded run ends its warmup after `warmup` steps or this fraction of its time,
+# whichever comes first: on a slow machine 100 warmup steps could be the whole run.
+WARMUP_TIME_FRACTION = 0.05
 
 
 def lr_at(
@@ -27,12 +30,15 @@ def lr_at(
     2. Then decay to `min_ratio * base_lr` at step `total` (cosine or linear), or stay
        at base_lr (constant). Past `total` the rate stays at its final value.
     A run bounded by --max-time passes the fraction of its time used: the decay follows
-    whichever of steps and time is further along (with total=None, time alone).
+    whichever of steps and time is further along (with total=None, time alone); its
+    warmup also ends once WARMUP_TIME_FRACTION of the time is used.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}")
     if warmup > 0 and step < warmup:
-        return base_lr * (step + 1) / warmup
+        ramp = max((step + 1) / warmup, time_fraction / WARMUP_TIME_FRACTION)
+        if ramp < 1:
+            return base_lr * ramp
     if schedule == "constant":
         return base_lr
     progress = (step - warmup) / max(1, total - warmup) if total is not None else 0.0

@@ -335,6 +335,10 @@ class Trainer:
                 if lim.max_time is not None and elapsed >= lim.max_time:
                     reason = "time"
                     break
+        if s.step == self.last_saved_step and self.last_eval is None:
+            # A resumed run that had already reached its limit: nothing new to report.
+            self._fire("on_end", reason)
+            return reason
         if not self.last_eval or self.last_eval["step"] != s.step:
             row = self.evaluate()
             if row:
