@@ -39,9 +39,10 @@ def info(
         f"run         {data['run']}",
         f"model       {data['arch']} ({data['objective']}), preset {_fmt(data['preset'])}, "
         f"{_fmt(data['parameters'])} parameters",
-        f"            layers {m['layers']}, heads {m['heads']}, dim {m['dim']}, "
-        f"context {m['context']}, dropout {m['dropout']}, positions {m['positions']}"
-        + (f", hidden {m['hidden']}" if m.get("arch") == "lstm" else ""),
+        f"            layers {m['layers']}, dim {m['dim']}, context {m['context']}, "
+        f"dropout {m['dropout']}, "
+        + (f"hidden {m['hidden']}" if m.get("arch") == "lstm"
+           else f"heads {m['heads']}, positions {m['positions']}"),
         f"training    batch {_fmt(t.get('batch_size'))}, lr {_fmt(t.get('lr'))}, "
         f"schedule {t.get('schedule')}, weight decay {_fmt(t.get('weight_decay'))}, "
         f"seed {t.get('seed')}",
