@@ -154,6 +154,20 @@ def step(row: Row, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
+@torch.no_grad()
+def val_loss(row: Row, batches: Batches, device: torch.device, count: int = 20) -> float:
+    """Mean loss over `count` fixed validation batches, in the row's own precision."""
+    row.model.eval()
+    losses = []
+    for _ in range(count):
+        x, y = batches.next(device)
+        with autocast(device, row.dtype):
+            logits = row.logits(row.model, x)  # (B, T, V)
+        losses.append(F.cross_entropy(logits.float().flatten(0, 1), y.flatten()).item())
+    row.model.train()
+    return statistics.mean(losses)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default="baby,shakespeare")
@@ -167,6 +181,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--no-hf", action="store_true", help="lmtool rows only")
     ap.add_argument("--no-bf16", action="store_true", help="skip the reduced-precision rows")
+    ap.add_argument("--no-fused", action="store_true", help="skip the fused AdamW rows")
     args = ap.parse_args()
 
     device = resolve_device(args.device)
@@ -184,12 +199,13 @@ def main() -> None:
         text = args.data.read_text(encoding="utf-8")
         chars = sorted(set(text))
         lookup = {c: i for i, c in enumerate(chars)}
-        data = torch.tensor([lookup[c] for c in text[: int(0.9 * len(text))]], dtype=torch.long)
+        ids = torch.tensor([lookup[c] for c in text], dtype=torch.long)
+        split = int(0.9 * len(ids))  # nanoGPT's split: first 90% train, last 10% validation
+        data = (ids[:split], ids[split:])
         vocab = len(chars) + 1  # + one id for the masked objective's [MASK]
 
-    peaks = {torch.float32: matmul_peak(torch.float32, device)}
     low = default_dtype or torch.bfloat16
-    peaks[low] = matmul_peak(low, device)
+    peaks = {d: max(matmul_peak(d, device, n) for n in (1024, 2048)) for d in (torch.float32, low)}
     print(
         f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
         f"lmtool default precision {dtype_name(default_dtype)}; matmul peak "
@@ -215,8 +231,9 @@ def run_one(args, device, default_dtype, have_hf, peaks, data, vocab,
         specs.append((f"lmtool {dtype_name(low)}", "lmtool", low, False))
         if have_hf:
             specs.append((f"{hf_name} {dtype_name(low)}", "hf", low, False))
-    specs.append(("lmtool fused AdamW", "lmtool", None, True))
-    if default_dtype is not None and not args.no_bf16:
+    if not args.no_fused:
+        specs.append(("lmtool fused AdamW", "lmtool", None, True))
+    if default_dtype is not None and not args.no_bf16 and not args.no_fused:
         specs.append((f"lmtool {dtype_name(default_dtype)} fused AdamW", "lmtool",
                       default_dtype, True))
 
@@ -226,7 +243,7 @@ def run_one(args, device, default_dtype, have_hf, peaks, data, vocab,
         model = (lmtool_model if lib == "lmtool" else hf_model)(*shape).to(device).train()
         logits = (lambda m, x: m(x)) if lib == "lmtool" else (lambda m, x: m(input_ids=x).logits)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, fused=fused or None)
-        batches = Batches(objective, vocab, context, batch, data)
+        batches = Batches(objective, vocab, context, batch, data and data[0])
         rows.append(Row(name, model, logits, opt, batches, dtype, [], []))
 
     for row in rows:
@@ -243,14 +260,18 @@ def run_one(args, device, default_dtype, have_hf, peaks, data, vocab,
     print(f"\n{cname} ({layers} layers, {heads} heads, width {dim}, context {context}, "
           f"batch {batch}, vocab {vocab}), {objective}: "
           f"{args.rounds} x {args.steps} timed steps per row, ratios vs {base.name}")
-    print(f"{'':38} {'ms/step':>8} {'tokens/s':>9} {'ratio':>6} {'MFU':>5} {'loss':>7}")
+    loss_name = "val loss" if data else "loss"
+    print(f"{'':38} {'ms/step':>8} {'tokens/s':>9} {'ratio':>6} {'MFU':>5} {loss_name:>8}")
     for r in rows:
         ms = statistics.median(r.times) * 1e3
         peak = peaks.get(r.dtype or torch.float32, peaks[torch.float32])
         mfu = flops / (ms / 1e3) / (peak * 1e9)
-        loss = statistics.mean(r.losses[-args.steps:])
+        if data:
+            loss = val_loss(r, Batches(objective, vocab, context, batch, data[1]), device)
+        else:  # random ids: the last train losses only show that nothing diverged
+            loss = statistics.mean(r.losses[-args.steps :])
         print(f"{r.name:38} {ms:8.1f} {tokens / ms * 1e3:9.0f} {base_ms / ms:6.2f} "
-              f"{mfu:5.0%} {loss:7.3f}")
+              f"{mfu:5.0%} {loss:8.4f}")
 
 
 def dtype_name(dtype: torch.dtype | None) -> str:

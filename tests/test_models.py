@@ -213,3 +213,36 @@ def test_layer_groups_cover_every_parameter_exactly_once(config):
 def test_build_model_needs_a_vocabulary():
     with pytest.raises(BadInput, match="vocab_size"):
         build_model(tiny(vocab_size=0))
+
+
+def test_causal_transformer_matches_hf_gpt2_on_copied_weights():
+    """Same architecture as GPT-2 (with exact GELU and zero biases): copy our weights into
+    transformers' GPT2LMHeadModel and the logits agree."""
+    transformers = pytest.importorskip("transformers")
+    config = tiny(positions="learned")
+    ours = make(config).eval()
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=V, n_positions=config.context, n_embd=config.dim, n_layer=config.layers,
+        n_head=config.heads, activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0,
+        attn_pdrop=0.0, layer_norm_epsilon=1e-5,
+    )).eval()
+    with torch.no_grad():
+        for p in ours.parameters():  # move LayerNorms off their (1, 0) start, too
+            p.add_(0.1 * torch.randn_like(p))
+        for p in hf.parameters():
+            p.zero_()  # GPT-2's biases stay zero: our linears have none
+        hf.transformer.wte.weight.copy_(ours.tok_emb.weight)
+        hf.transformer.wpe.weight.copy_(ours.pos_emb.weight)
+        for mine, theirs in zip(ours.blocks, hf.transformer.h, strict=True):
+            # GPT-2's Conv1D stores (in, out): our (out, in) weights transposed.
+            theirs.attn.c_attn.weight.copy_(mine.attn.qkv.weight.T)
+            theirs.attn.c_proj.weight.copy_(mine.attn.proj.weight.T)
+            theirs.mlp.c_fc.weight.copy_(mine.mlp.fc.weight.T)
+            theirs.mlp.c_proj.weight.copy_(mine.mlp.proj.weight.T)
+            for a, b in ((mine.ln1, theirs.ln_1), (mine.ln2, theirs.ln_2)):
+                b.weight.copy_(a.weight)
+                b.bias.copy_(a.bias)
+        hf.transformer.ln_f.weight.copy_(ours.ln_f.weight)
+        hf.transformer.ln_f.bias.copy_(ours.ln_f.bias)
+        x = ids()
+        torch.testing.assert_close(hf(input_ids=x).logits, ours(x), atol=1e-5, rtol=1e-4)

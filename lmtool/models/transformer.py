@@ -61,7 +61,10 @@ class SelfAttention(nn.Module):
     One fused linear makes q, k and v (one matmul instead of three). Causal attention
     passes is_causal=True and no mask tensor, so PyTorch can pick its flash kernels.
     A KV cache for generation would append this call's k and v to the cached ones
-    right after the rotary step (the later generation issue adds it).
+    right after the rotary step, with the rotary tables sliced from the cache length on.
+    Note for that day: with T_q < T_k, is_causal=True aligns the mask top-left, so one
+    new token needs is_causal=False (it may see the whole cache) and a chunk of new
+    tokens an explicit bottom-right mask.
     """
 
     def __init__(self, config: ModelConfig, causal: bool):
