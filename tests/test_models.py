@@ -246,3 +246,24 @@ def test_causal_transformer_matches_hf_gpt2_on_copied_weights():
         hf.transformer.ln_f.bias.copy_(ours.ln_f.bias)
         x = ids()
         torch.testing.assert_close(hf(input_ids=x).logits, ours(x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [tiny(), tiny(objective="masked", positions="rotary"), tiny("lstm", dropout=0.0)],
+    ids=["causal", "masked-rotary", "lstm"],
+)
+def test_bf16_autocast_on_cpu_trains_and_stays_close_to_fp32(config):
+    model = make(config).eval()
+    x = ids()
+    with torch.no_grad():
+        full = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    assert low.dtype == torch.bfloat16  # the matmuls did run in bf16
+    torch.testing.assert_close(low.float(), full, atol=0.05, rtol=0.05)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x).float().logsumexp(-1).mean()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
