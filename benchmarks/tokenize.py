@@ -55,18 +55,29 @@ def time_bare(tok, corpus: Path, runs: int) -> tuple[float, float]:
     return bare, fast
 
 
+# Runs argv[1:] and prints its exit code and peak RSS (KB). Why a launcher: Linux keeps a
+# forked child's pre-exec peak in ru_maxrss, so a command forked straight from this big
+# benchmark process would report this process's memory; the launcher's child is forked
+# from a small, freshly exec'd interpreter instead.
+_LAUNCHER = (
+    "import os, subprocess, sys\n"
+    "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+    "_, status, usage = os.wait4(p.pid, 0)\n"
+    "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)\n"
+)
+
+
 def peak_rss_mb(args: list[str]) -> tuple[float, float]:
     """Run a command; return (its peak resident memory in MB, wall seconds)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
-    _, status, usage = os.wait4(proc.pid, 0)
+    out = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *args], capture_output=True, text=True, cwd=REPO
+    )
     seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(
-            f"command failed ({proc.returncode}): {' '.join(args)}\n{proc.stderr.read().decode()}"
-        )
-    return usage.ru_maxrss / 1024, seconds  # ru_maxrss is in KB on Linux
+    code, max_rss_kb = (int(x) for x in out.stdout.split())
+    if code != 0:
+        sys.exit(f"command failed ({code}): {' '.join(args)}\n{out.stderr}")
+    return max_rss_kb / 1024, seconds  # ru_maxrss is in KB on Linux
 
 
 def main() -> None:
