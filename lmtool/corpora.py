@@ -87,7 +87,9 @@ def default_manifest_path() -> Path:
     env = os.environ.get(MANIFEST_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "corpora" / "manifest.json"
+    # A symlink to corpora/manifest.json in the repository; a wheel holds a copy of it,
+    # so the manifest is found however lmtool was installed.
+    return Path(__file__).parent / "corpora_manifest.json"
 
 
 def default_cache_dir() -> Path:

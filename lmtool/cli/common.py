@@ -46,6 +46,43 @@ Format = Annotated[
     OutputFormat, typer.Option("--format", help="Output format on stdout: text, json, jsonl, tsv.")
 ]
 
+# Reading text: the same options wherever a command takes text sources.
+class DocumentMode(str, Enum):
+    paragraph = "paragraph"
+    line = "line"
+    file = "file"
+
+
+class EncodingErrors(str, Enum):
+    strict = "strict"
+    replace = "replace"
+    ignore = "ignore"
+
+
+Sources = Annotated[
+    list[str],
+    typer.Argument(
+        metavar="SOURCES", help="Text files, directories (recursive), globs, or - for stdin."
+    ),
+]
+
+Document = Annotated[
+    DocumentMode,
+    typer.Option(
+        "--document",
+        help="What one document is: paragraph (text between blank lines), line, or file.",
+    ),
+]
+Errors = Annotated[
+    EncodingErrors,
+    typer.Option(
+        "--encoding-errors",
+        help="Invalid UTF-8: strict (stop with the file and byte offset), replace (with "
+        "U+FFFD) or ignore (drop the bytes); replace and ignore report the counts.",
+    ),
+]
+
+
 F = TypeVar("F", bound=Callable)
 
 

@@ -9,7 +9,18 @@ from typing import Annotated
 
 import typer
 
-from lmtool.cli.common import Device, Format, OutputFormat, Precision, Seed, handle_errors
+from lmtool.cli.common import (
+    Device,
+    Document,
+    DocumentMode,
+    EncodingErrors,
+    Errors,
+    Format,
+    OutputFormat,
+    Precision,
+    Seed,
+    handle_errors,
+)
 
 HELP_EXAMPLES = (
     "lmtool evaluate runs/lm data/",
@@ -36,6 +47,8 @@ def evaluate(
     ],
     split: Annotated[Split, typer.Option("--split", help="Shard split to score.")] = Split.val,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per batch.")] = 16,
+    document: Document = DocumentMode.paragraph,
+    encoding_errors: Errors = EncodingErrors.strict,
     seed: Seed = 0,
     device: Device = "auto",
     precision: Precision = "auto",
@@ -45,7 +58,8 @@ def evaluate(
 
     result = run_evaluate(
         run, sources, split=split.value, seed=seed, batch_size=batch_size,
-        device=device, precision=precision,
+        device=device, precision=precision, document=document.value,
+        encoding_errors=encoding_errors.value,
     )
     if format in (OutputFormat.json, OutputFormat.jsonl):
         typer.echo(json.dumps(result))

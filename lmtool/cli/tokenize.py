@@ -12,11 +12,16 @@ from typing import Annotated
 import typer
 
 from lmtool.cli.common import (
+    Document,
+    DocumentMode,
+    EncodingErrors,
+    Errors,
     Force,
     Format,
     OutputFormat,
     Quiet,
     Seed,
+    Sources,
     handle_errors,
     info,
     show_progress,
@@ -43,45 +48,12 @@ class Kind(str, Enum):
     char = "char"
 
 
-class DocumentMode(str, Enum):
-    paragraph = "paragraph"
-    line = "line"
-    file = "file"
-
-
-class EncodingErrors(str, Enum):
-    strict = "strict"
-    replace = "replace"
-    ignore = "ignore"
-
-
-Sources = Annotated[
-    list[str],
-    typer.Argument(
-        metavar="SOURCES", help="Text files, directories (recursive), globs, or - for stdin."
-    ),
-]
 TokenizerOpt = Annotated[
     Path,
     typer.Option(
         "--tokenizer",
         "-t",
         help="A tokenizer.json, or a shard or checkpoint directory holding one.",
-    ),
-]
-Document = Annotated[
-    DocumentMode,
-    typer.Option(
-        "--document",
-        help="What one document is: paragraph (text between blank lines), line, or file.",
-    ),
-]
-Errors = Annotated[
-    EncodingErrors,
-    typer.Option(
-        "--encoding-errors",
-        help="Invalid UTF-8: strict (stop with the file and byte offset), replace (with "
-        "U+FFFD) or ignore (drop the bytes); replace and ignore report the counts.",
     ),
 ]
 

@@ -54,7 +54,7 @@ class ModelConfig:
 # Shakespeare model / a small ULMFiT LM; `base` is GPT-2 small / ULMFiT's AWD-LSTM.
 PRESETS: dict[str, dict[str, dict]] = {
     "transformer": {
-        "tiny": dict(layers=4, heads=4, dim=128, context=128, dropout=0.0),
+        "tiny": dict(layers=4, heads=4, dim=128, context=64, dropout=0.0),
         "small": dict(layers=6, heads=6, dim=384, context=256, dropout=0.2),
         "base": dict(layers=12, heads=12, dim=768, context=1024, dropout=0.1),
     },

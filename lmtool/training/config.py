@@ -1,7 +1,8 @@
 """Training configuration: one typed dataclass, saved in every run's config.json.
 
-`resolve_configs` merges, in order: the model preset, a JSON --config file, then the
-flags (None means "not given"), and reports every problem at once, naming the flag.
+`resolve_configs` merges, in order: the preset (model and training defaults), a JSON
+--config file, then the flags (None means "not given"), and reports every problem at
+once, naming the flag.
 """
 
 from __future__ import annotations
@@ -58,6 +59,23 @@ class TrainConfig:
         return self.max_steps is not None or self.epochs is not None
 
 
+# Training defaults that go with a model preset (over TrainConfig's, under --config and
+# the flags). tiny: tuned for the most held-out quality in a minute of CPU time (char
+# tinyshakespeare, 60 s: lr 1e-3 batch 32 → val loss 2.39, lr 5e-3 batch 12 → 1.92;
+# see README "Benchmarks"). small: nanoGPT's shakespeare_char settings. base: GPT-2-like.
+TRAIN_PRESETS: dict[str, dict[str, dict]] = {
+    "transformer": {
+        "tiny": dict(batch_size=12, lr=5e-3),
+        "small": dict(batch_size=64, lr=1e-3),
+        "base": dict(batch_size=16, lr=6e-4),
+    },
+    "lstm": {
+        "tiny": dict(batch_size=32, lr=3e-3),
+        "small": dict(batch_size=32, lr=2e-3),
+        "base": dict(batch_size=32, lr=1e-3),
+    },
+}
+
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"arch", "objective", "vocab_size"}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 TOP_FIELDS = {"arch", "objective", "preset"}
@@ -104,7 +122,10 @@ def resolve_configs(
     model_values = {k: v for k, v in merged.items() if k in MODEL_FIELDS}
     model = resolve_model_config(arch, objective, preset, model_values)
     model.vocab_size = vocab_size
-    train = TrainConfig(**{k: v for k, v in merged.items() if k in TRAIN_FIELDS})
+    train_values = TRAIN_PRESETS.get(arch, {}).get(preset, {})
+    train = TrainConfig(
+        **{**train_values, **{k: v for k, v in merged.items() if k in TRAIN_FIELDS}}
+    )
     validate_train_config(train)
     return model, train, preset
 

@@ -32,7 +32,9 @@ def _shard_tokens(path: Path, split: str, run_sha: str) -> np.ndarray:
     return data
 
 
-def _text_tokens(sources: Sequence[str | Path], tokenizer, encoding_errors: str) -> np.ndarray:
+def _text_tokens(
+    sources: Sequence[str | Path], tokenizer, document: str, encoding_errors: str
+) -> np.ndarray:
     """The sources' documents encoded with the run's tokenizer, each followed by [EOS]
     as in the shards the run was trained on."""
     from lmtool.text.encode import iter_encoded
@@ -40,7 +42,7 @@ def _text_tokens(sources: Sequence[str | Path], tokenizer, encoding_errors: str)
     from lmtool.text.specials import SPECIAL_IDS
 
     parts: list[np.ndarray] = []
-    pieces = iter_pieces(list(sources), encoding_errors=encoding_errors)
+    pieces = iter_pieces(list(sources), document=document, encoding_errors=encoding_errors)
     for lasts, ids_list in iter_encoded(tokenizer, pieces):
         for last, ids in zip(lasts, ids_list, strict=True):
             parts.append(np.asarray(ids + [SPECIAL_IDS.eos] if last else ids, dtype=np.int64))
@@ -59,10 +61,12 @@ def evaluate(
     batch_size: int = 16,
     device: str = "auto",
     precision: str = "auto",
+    document: str = "paragraph",
     encoding_errors: str = "strict",
 ) -> dict:
     """Score the run on `sources`: a shard directory (its `split`) or text
-    (files, directories, globs, "-").
+    (files, directories, globs, "-"), cut into documents as `tokenize encode --document`
+    does, so text scores like the shards the run was trained on.
 
     Returns {"loss", "tokens", "perplexity" (causal) or "accuracy" (masked), ...}; loss
     is the mean cross-entropy in nats per scored token (masked: per masked token).
@@ -89,7 +93,7 @@ def evaluate(
         data = _shard_tokens(Path(sources[0]), split, ckpt.config["tokenizer"]["sha256"])
     else:
         kind = "text"
-        data = _text_tokens(sources, ckpt.tokenizer, encoding_errors)
+        data = _text_tokens(sources, ckpt.tokenizer, document, encoding_errors)
     objective = make_objective(config.objective, config.vocab_size)
     window = objective.window(config.context)
     sums = Sums()

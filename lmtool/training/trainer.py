@@ -143,7 +143,9 @@ class Trainer:
         c = self.config
         self.limits = Limits.from_config(c, self.sampler)
         self.context = self.model.config.context
-        fused = self.device.type == "cuda"  # fused AdamW: one kernel for all parameters
+        # Fused AdamW updates all parameters in one kernel. On the CPU the default is the
+        # per-tensor loop, which took ~6 ms of a ~60 ms step at the tiny preset.
+        fused = self.device.type in ("cuda", "cpu")
         self.optimizer = torch.optim.AdamW(
             [{"params": g["params"], "weight_decay": c.weight_decay if g["decay"] else 0.0}
              for g in decay_split(self.model)],
