@@ -47,6 +47,8 @@ Format = Annotated[
 ]
 
 # Reading text: the same options wherever a command takes text sources.
+
+
 class DocumentMode(str, Enum):
     paragraph = "paragraph"
     line = "line"
