@@ -15,6 +15,14 @@ OBJECTIVES = ("causal", "masked")
 POSITIONS = ("learned", "rotary")
 
 
+def dataclass_from_dict(cls, data: dict, what: str):
+    """cls(**data), refusing unknown keys with a BadInput that names them."""
+    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+    if unknown:
+        raise BadInput(f"unknown {what} config field(s): {', '.join(unknown)}")
+    return cls(**data)
+
+
 @dataclass
 class ModelConfig:
     arch: str = "transformer"  # "transformer" or "lstm" (AWD-LSTM)
@@ -43,11 +51,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BadInput(f"unknown model config field(s): {', '.join(unknown)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "model")
 
 
 # Whole configurations by name. `tiny` trains in CPU minutes; `small` is nanoGPT's

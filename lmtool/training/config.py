@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from lmtool.errors import BadInput
-from lmtool.models.config import ModelConfig, resolve_model_config
+from lmtool.models.config import ModelConfig, dataclass_from_dict, resolve_model_config
 from lmtool.training.schedules import SCHEDULES
 
 DEFAULT_EPOCHS = 1  # when none of --max-steps / --max-time / --epochs is given
@@ -48,15 +48,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BadInput(f"unknown training config field(s): {', '.join(unknown)}")
-        return cls(**data)
-
-    @property
-    def bounded_by_steps(self) -> bool:
-        return self.max_steps is not None or self.epochs is not None
+        return dataclass_from_dict(cls, data, "training")
 
 
 # Training defaults that go with a model preset (over TrainConfig's, under --config and
