@@ -252,6 +252,7 @@ def save_checkpoint(
 # --- loading -----------------------------------------------------------------------
 
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2; torch.save's zip archive
+_PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle"}
 
 
 def _refuse_pickles(run_dir: Path) -> None:
@@ -261,7 +262,10 @@ def _refuse_pickles(run_dir: Path) -> None:
             continue
         with open(path, "rb") as f:
             head = f.read(4)
-        if head.startswith(_PICKLE_MAGIC) or path.suffix in {".pt", ".pth", ".pkl", ".pickle"}:
+        # A safetensors file opens with its header length, whose first byte is 0x80 for
+        # one length in 256: judge those by their structure, not by that byte.
+        pickled = head.startswith(_PICKLE_MAGIC) and not _is_safetensors(path)
+        if pickled or path.suffix in _PICKLE_SUFFIXES:
             raise BadInput(
                 f"{path} contains pickle data; lmtool refuses to load it (unpickling can run "
                 "arbitrary code)",
@@ -269,16 +273,20 @@ def _refuse_pickles(run_dir: Path) -> None:
             )
 
 
-def _check_safetensors(path: Path) -> None:
-    """A cheap structural check, for a clear message instead of a Rust error."""
+def _is_safetensors(path: Path) -> bool:
+    """A cheap structural check: an 8-byte header length, then a JSON object that fits."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
             (header_len,) = struct.unpack("<Q", f.read(8))
-            ok = 8 + header_len <= size and f.read(1) == b"{"
+            return 8 + header_len <= size and f.read(1) == b"{"
     except (OSError, struct.error):
-        ok = False
-    if not ok:
+        return False
+
+
+def _check_safetensors(path: Path) -> None:
+    """For a clear message instead of a Rust error."""
+    if not _is_safetensors(path):
         raise BadInput(f"{path} is not a valid safetensors file (corrupt or truncated)")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import struct
 import shutil
 
 import pytest
@@ -207,6 +208,18 @@ def test_pickle_weights_are_refused(run):
     (run / "model.safetensors").write_bytes(pickle.dumps({"w": Boom()}, protocol=4))
     with pytest.raises(BadInput, match="pickle"):
         load_checkpoint(run)
+
+
+def test_weights_whose_header_length_starts_with_0x80_load(run):
+    """The pickle check must not mistake a safetensors header length for pickle magic."""
+    path = run / "model.safetensors"
+    blob = path.read_bytes()
+    (length,) = struct.unpack("<Q", blob[:8])
+    header, body = blob[8 : 8 + length].rstrip(b" "), blob[8 + length :]
+    padded = len(header) + (0x80 - len(header)) % 256  # spaces are valid header padding
+    path.write_bytes(struct.pack("<Q", padded) + header.ljust(padded, b" ") + body)
+    assert path.read_bytes()[0] == 0x80
+    assert load_checkpoint(run).model is not None
 
 
 def test_torch_save_zip_is_refused(run):
