@@ -40,6 +40,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from lmtool.device import autocast, resolve_device, resolve_precision  # noqa: E402
 from lmtool.models import ModelConfig, build_model  # noqa: E402
+from lmtool.training.objectives import Batch, make_objective  # noqa: E402
 
 # name: (layers, heads, dim, context, batch); vocabulary from --vocab or the data.
 CONFIGS = {
@@ -105,7 +106,7 @@ class Batches:
 class Row:
     name: str
     model: torch.nn.Module
-    logits: object  # model, idx -> (B, T, V)
+    loss: object  # model, Batch -> mean loss over the scored tokens
     optimizer: torch.optim.Optimizer
     batches: Batches
     dtype: torch.dtype | None
@@ -116,9 +117,22 @@ class Row:
 def lmtool_model(objective, layers, heads, dim, context, vocab):
     cfg = ModelConfig(
         objective=objective, layers=layers, heads=heads, dim=dim, context=context,
-        vocab_size=vocab, dropout=0.0,
+        vocab_size=vocab, dropout=0.0, positions="learned",  # as GPT-2 and BERT
     )
     return build_model(cfg)
+
+
+def lmtool_loss(objective: str, vocab: int):
+    """lmtool's own training loss: what `lmtool pretrain` runs (the masked objective
+    runs the MLM head on the scored positions only)."""
+    loss = make_objective(objective, vocab).loss
+    return lambda model, batch: loss(model, batch)[0]
+
+
+def hf_loss(model, batch: Batch) -> torch.Tensor:
+    """The plain loop's loss over every position's logits (-100: no target)."""
+    logits = model(input_ids=batch.inputs).logits  # (B, T, V)
+    return F.cross_entropy(logits.float().flatten(0, 1), batch.targets.flatten())
 
 
 def hf_model(objective, layers, heads, dim, context, vocab):
@@ -144,8 +158,7 @@ def step(row: Row, device: torch.device) -> float:
     sync(device)
     t0 = time.perf_counter()
     with autocast(device, row.dtype):
-        logits = row.logits(row.model, x)  # (B, T, V)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100)
+        loss = row.loss(row.model, Batch(x, y))
     loss.backward()
     row.optimizer.step()
     row.optimizer.zero_grad(set_to_none=True)
@@ -162,8 +175,7 @@ def val_loss(row: Row, batches: Batches, device: torch.device, count: int = 20) 
     for _ in range(count):
         x, y = batches.next(device)
         with autocast(device, row.dtype):
-            logits = row.logits(row.model, x)  # (B, T, V)
-        losses.append(F.cross_entropy(logits.float().flatten(0, 1), y.flatten()).item())
+            losses.append(row.loss(row.model, Batch(x, y)).item())
     row.model.train()
     return statistics.mean(losses)
 
@@ -241,10 +253,10 @@ def run_one(args, device, default_dtype, have_hf, peaks, data, vocab,
     for name, lib, dtype, fused in specs:
         torch.manual_seed(0)
         model = (lmtool_model if lib == "lmtool" else hf_model)(*shape).to(device).train()
-        logits = (lambda m, x: m(x)) if lib == "lmtool" else (lambda m, x: m(input_ids=x).logits)
+        loss = lmtool_loss(objective, vocab) if lib == "lmtool" else hf_loss
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, fused=fused or None)
         batches = Batches(objective, vocab, context, batch, data and data[0])
-        rows.append(Row(name, model, logits, opt, batches, dtype, [], []))
+        rows.append(Row(name, model, loss, opt, batches, dtype, [], []))
 
     for row in rows:
         for _ in range(args.warmup):

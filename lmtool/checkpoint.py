@@ -54,7 +54,7 @@ class TrainerState:
     epoch: float = 0.0  # passes over the training windows done (fractional)
     tokens_seen: int = 0  # training tokens consumed, all ranks together
     elapsed_s: float = 0.0  # seconds of training so far, across resumptions
-    optimizer: dict | None = None  # torch optimizer.state_dict()
+    optimizer: dict | None = None  # {"adamw": state_dict(), "muon": ...} by optimiser
     rng: dict[str, torch.Tensor] = field(default_factory=dict)  # name → uint8 state
     extra: dict = field(default_factory=dict)  # JSON-able odds and ends (scaler scale)
 
@@ -161,33 +161,45 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """optimizer.state_dict() → (tensors for safetensors, everything else for JSON)."""
+def _split_optimizer(states: dict[str, dict]) -> tuple[dict[str, torch.Tensor], dict]:
+    """{name: optimizer.state_dict()} → (tensors for safetensors, the rest for JSON).
+
+    Tensor names are "<optimizer>.<param index>.<key>", e.g. "adamw.3.exp_avg".
+    """
     import torch
 
     tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict] = {}
-    for index, entry in state["state"].items():
-        for key, value in entry.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(index), {})[key] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+    meta: dict[str, dict] = {}
+    for name, state in states.items():
+        scalars: dict[str, dict] = {}
+        for index, entry in state["state"].items():
+            for key, value in entry.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"{name}.{index}.{key}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars.setdefault(str(index), {})[key] = value
+        meta[name] = {"param_groups": state["param_groups"], "scalars": scalars}
+    return tensors, meta
 
 
-def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict[int, dict] = {}
-    for name, value in tensors.items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    for index, entry in meta.get("scalars", {}).items():
-        state.setdefault(int(index), {}).update(entry)
-    groups = [dict(g) for g in meta["param_groups"]]
-    for g in groups:
-        if isinstance(g.get("betas"), list):
-            g["betas"] = tuple(g["betas"])
-    return {"state": state, "param_groups": groups}
+def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict[str, dict]:
+    states: dict[str, dict] = {}
+    for name, part in meta.items():
+        state: dict[int, dict] = {}
+        for index, entry in part.get("scalars", {}).items():
+            state.setdefault(int(index), {}).update(entry)
+        groups = [dict(g) for g in part["param_groups"]]
+        for g in groups:
+            for key in ("betas", "ns_coefficients"):  # tuples that JSON made lists
+                if isinstance(g.get(key), list):
+                    g[key] = tuple(g[key])
+        states[name] = {"state": state, "param_groups": groups}
+    for full, value in tensors.items():
+        name, index, key = full.split(".", 2)
+        if name not in states:
+            raise ValueError(f"optimizer tensor {full} belongs to no optimizer in state.json")
+        states[name]["state"].setdefault(int(index), {})[key] = value
+    return states
 
 
 def _write_json(path: Path, data: Any) -> None:

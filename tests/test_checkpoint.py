@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
-import struct
 import shutil
+import struct
 
 import pytest
 import torch
@@ -54,7 +54,7 @@ def save_tiny(run, model, step: int, tokenizer_json: str):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model(torch.randint(0, 40, (2, 8))).sum().backward()
     opt.step()
-    state = TrainerState(step=step, optimizer=opt.state_dict(),
+    state = TrainerState(step=step, optimizer={"adamw": opt.state_dict()},
                          rng={"torch": torch.get_rng_state()})
     save_checkpoint(run, model=model, config={"model": model.config.to_dict()},
                     tokenizer_json=tokenizer_json, metrics=[{"step": step, "loss": 1.0}],
@@ -68,7 +68,10 @@ def test_round_trip_keeps_weights_optimizer_and_rng(trained, tmp_path):
     assert ckpt.config["tokenizer"]["sha256"]
     assert ckpt.trainer.step == 6 and ckpt.trainer.tokens_seen == 6 * 8 * 32
     assert ckpt.trainer.rng["torch"].dtype == torch.uint8
-    assert set(ckpt.trainer.optimizer["state"]) and ckpt.trainer.optimizer["param_groups"]
+    optimizers = ckpt.trainer.optimizer
+    assert set(optimizers) == {"muon", "adamw"}  # the tiny preset's optimiser
+    for state in optimizers.values():
+        assert set(state["state"]) and state["param_groups"]
     model = ckpt.model
     assert model.lm_head.weight is model.tok_emb.weight  # tying survives the round trip
     # save again and reload: identical tensors
@@ -81,8 +84,11 @@ def test_round_trip_keeps_weights_optimizer_and_rng(trained, tmp_path):
     for (name, a), (_, b) in zip(model.state_dict().items(), again.model.state_dict().items(),
                                  strict=True):
         assert torch.equal(a, b), name
-    for k, v in ckpt.trainer.optimizer["state"][0].items():
-        assert torch.equal(v, again.trainer.optimizer["state"][0][k])
+    for name, state in optimizers.items():
+        for index, entry in state["state"].items():
+            for k, v in entry.items():
+                assert torch.equal(v, again.trainer.optimizer[name]["state"][index][k])
+        assert state["param_groups"] == again.trainer.optimizer[name]["param_groups"]
     assert again.metrics == ckpt.metrics
 
 

@@ -42,6 +42,11 @@ class Schedule(str, Enum):
     constant = "constant"
 
 
+class Optimizer(str, Enum):
+    adamw = "adamw"
+    muon = "muon"
+
+
 class Positions(str, Enum):
     learned = "learned"
     rotary = "rotary"
@@ -67,11 +72,16 @@ def pretrain(
     dim: Annotated[Int, _opt("--dim", "Model width (LSTM: embedding size).", M)] = None,
     context: Annotated[Int, _opt("--context", "Tokens per sequence.", M)] = None,
     dropout: Annotated[Float, _opt("--dropout", "Dropout (LSTM: multiplier).", M)] = None,
-    positions: Annotated[Positions | None, _opt("--positions", "learned or rotary.", M)] = None,
+    positions: Annotated[
+        Positions | None, _opt("--positions", "rotary (default) or learned.", M)
+    ] = None,
     hidden: Annotated[Int, _opt("--hidden", "LSTM hidden size.", M)] = None,
     batch_size: Annotated[Int, _opt("--batch-size", "Sequences per batch (tiny: 12).")] = None,
     lr: Annotated[Float, _opt("--lr", "Peak learning rate (tiny: 5e-3).")] = None,
-    weight_decay: Annotated[Float, _opt("--weight-decay", "AdamW decay (0.1).")] = None,
+    optimizer: Annotated[Optimizer | None, _opt(
+        "--optimizer", "adamw, or muon: Muon on hidden matrices, AdamW elsewhere (tiny: muon)."
+    )] = None,
+    weight_decay: Annotated[Float, _opt("--weight-decay", "Weight decay (0.1).")] = None,
     warmup: Annotated[Int, _opt("--warmup", "Warmup steps (10%, max 100).")] = None,
     schedule: Annotated[Schedule | None, _opt("--schedule", "cosine, linear or constant.")] = None,
     grad_accum: Annotated[Int, _opt("--grad-accum", "Micro-batches per step (1).")] = None,
@@ -101,6 +111,7 @@ def pretrain(
         layers=layers, heads=heads, dim=dim, context=context, dropout=dropout,
         positions=positions.value if positions else None, hidden=hidden,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
+        optimizer=optimizer.value if optimizer else None,
         schedule=schedule.value if schedule else None, grad_accum=grad_accum,
         grad_clip=grad_clip, max_steps=max_steps, max_time=max_time, epochs=epochs,
         eval_every=eval_every, eval_batches=eval_batches, save_every=save_every,

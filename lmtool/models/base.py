@@ -10,7 +10,7 @@ from lmtool.models.config import ModelConfig
 
 
 class LanguageModel(nn.Module):
-    """Base class: `forward(idx) -> logits`, `encode`, `lm_head`, `layer_groups`.
+    """Base class: `forward(idx, where) -> logits`, `encode`, `lm_head`, `layer_groups`.
 
     Subclasses set `self.config` and implement `encode`, `lm_head` (a module) and
     `layer_groups`; `forward` is the backbone followed by the head.
@@ -22,8 +22,14 @@ class LanguageModel(nn.Module):
     def encode(self, idx: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(self.encode(idx))  # (B, T, vocab_size)
+    def forward(self, idx: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V) for ids (B, T); with a (B, T) bool mask `where`, only the
+        logits at its True positions, (N, V) in row-major order: the masked objective
+        scores ~15% of the positions and runs the head on those alone."""
+        hidden = self.encode(idx)  # (B, T, C)
+        if where is not None:
+            hidden = hidden[where]  # (N, C)
+        return self.lm_head(hidden)  # (B, T, V) or (N, V)
 
     def layer_groups(self) -> list[list[nn.Module]]:
         """Modules from the bottom (embeddings) to the top (head), for ULMFiT.

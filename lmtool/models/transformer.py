@@ -19,24 +19,25 @@ from lmtool.models.config import ModelConfig
 
 
 def rotary_tables(head_size: int, context: int, base: float = 10000.0):
-    """cos and sin tables for rotary positions (RoPE, Su et al. 2021), each (context, D).
+    """cos and signed sin tables for rotary positions (RoPE, Su et al. 2021), each (T, D).
 
     Channel pair (i, i + D/2) of the token at position t turns by the angle
-    t * base^(-2i/D): low channels turn fast, high channels slowly.
+    t * base^(-2i/D): low channels turn fast, high channels slowly. The sin table is
+    negated on its first half, so that `apply_rotary` needs no negation of its own.
     """
     inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)  # (D/2,)
     angles = torch.outer(torch.arange(context, dtype=torch.float32), inv_freq)  # (T, D/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (T, D)
-    return angles.cos(), angles.sin()
+    cos, sin = angles.cos(), angles.sin()  # (T, D/2) each
+    return torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1)  # (T, D) each
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each channel pair (i, i + D/2) of x (B, H, T, D) by its position's angle."""
-    x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, D/2) each
-    rotated = torch.cat([-x2, x1], dim=-1)  # (B, H, T, D)
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each channel pair (i, i + D/2) of x (..., T, D) by its position's angle:
+    (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)."""
+    swapped = x.roll(x.size(-1) // 2, dims=-1)  # (..., T, D): (x2, x1)
     # The tables are fp32; under autocast q and k are bf16/fp16, and SDPA needs q, k, v
     # in one dtype, so the tables follow x.
-    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)  # (B, H, T, D)
+    return x * cos.to(x.dtype) + swapped * signed_sin.to(x.dtype)  # (..., T, D)
 
 
 def attention(q, k, v, causal: bool, dropout: float) -> torch.Tensor:
@@ -80,10 +81,12 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None):
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.heads, C // self.heads)  # (B, T, 3, H, D)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, D), no copy
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, T, D), no copy
         if rope is not None:
-            q = apply_rotary(q, *rope)  # (B, H, T, D)
-            k = apply_rotary(k, *rope)  # (B, H, T, D)
+            q, k = apply_rotary(qkv[:2], *rope).unbind(0)  # 2 x (B, H, T, D), in one go
+            v = qkv[2]  # (B, H, T, D)
+        else:
+            q, k, v = qkv.unbind(0)  # 3 x (B, H, T, D)
         y = attention(q, k, v, self.causal, self.dropout if self.training else 0.0)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.proj(y))  # (B, T, C)

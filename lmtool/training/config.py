@@ -15,6 +15,7 @@ from lmtool.errors import BadInput
 from lmtool.models.config import ModelConfig, dataclass_from_dict, resolve_model_config
 from lmtool.training.schedules import SCHEDULES
 
+OPTIMIZERS = ("adamw", "muon")  # lmtool/training/optimizers.py
 DEFAULT_EPOCHS = 1  # when none of --max-steps / --max-time / --epochs is given
 
 
@@ -22,7 +23,8 @@ DEFAULT_EPOCHS = 1  # when none of --max-steps / --max-time / --epochs is given
 class TrainConfig:
     batch_size: int = 32  # sequences per optimiser micro-step, per process
     lr: float = 1e-3  # peak learning rate (after warmup)
-    weight_decay: float = 0.1  # AdamW decay on weight matrices (not biases/norm gains)
+    optimizer: str = "adamw"  # "adamw", or "muon": Muon on hidden matrices, AdamW elsewhere
+    weight_decay: float = 0.1  # decoupled decay on weight matrices (not biases/norm gains)
     warmup: int | None = None  # warmup steps; None: 10% of the run's steps, at most 100
     schedule: str = "cosine"  # decay after warmup: cosine, linear or constant
     min_lr_ratio: float = 0.1  # cosine/linear decay ends at lr * min_lr_ratio
@@ -53,11 +55,12 @@ class TrainConfig:
 
 # Training defaults that go with a model preset (over TrainConfig's, under --config and
 # the flags). tiny: tuned for the most held-out quality in a minute of CPU time (char
-# tinyshakespeare, 60 s: lr 1e-3 batch 32 → val loss 2.39, lr 5e-3 batch 12 → 1.92;
-# see README "Benchmarks"). small: nanoGPT's shakespeare_char settings. base: GPT-2-like.
+# tinyshakespeare, 60 s, learned positions: AdamW lr 1e-3 batch 32 → val loss 2.39,
+# lr 5e-3 batch 12 → 1.92; rotary positions and Muon → 1.75; README "Benchmarks").
+# small: nanoGPT's shakespeare_char settings. base: GPT-2-like.
 TRAIN_PRESETS: dict[str, dict[str, dict]] = {
     "transformer": {
-        "tiny": dict(batch_size=12, lr=5e-3),
+        "tiny": dict(batch_size=12, lr=5e-3, optimizer="muon"),
         "small": dict(batch_size=64, lr=1e-3),
         "base": dict(batch_size=16, lr=6e-4),
     },
@@ -136,6 +139,8 @@ def validate_train_config(c: TrainConfig) -> None:
         problems.append("--log-every must be at least 1")
     if c.warmup is not None and c.warmup < 0:
         problems.append("--warmup must not be negative")
+    if c.optimizer not in OPTIMIZERS:
+        problems.append(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
     if c.schedule not in SCHEDULES:
         problems.append(f"--schedule must be one of {', '.join(SCHEDULES)}")
     if c.max_steps is not None and c.max_steps < 1:

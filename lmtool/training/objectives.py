@@ -135,9 +135,8 @@ class MaskedObjective(Objective):
         return mask_tokens(windows, self.vocab_size, generator, self.rate)
 
     def _logits(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(batch.inputs)  # (B, T, V)
         picked = batch.targets != IGNORE  # (B, T)
-        return logits[picked], batch.targets[picked]  # (N, V), (N,) only scored positions
+        return model(batch.inputs, picked), batch.targets[picked]  # (N, V), (N,) scored only
 
     def loss(self, model, batch):
         logits, targets = self._logits(model, batch)

@@ -1,0 +1,104 @@
+"""The optimiser: AdamW on every parameter, or Muon on the hidden weight matrices.
+
+Muon (Jordan et al. 2024; `torch.optim.Muon`) orthogonalises each update of a weight
+matrix with a few Newton-Schulz iterations. It is meant for the 2-D weights inside the
+network, not for embeddings, the output head, biases or norm gains, so "muon" means
+Muon on the 2-D weights of the middle layer groups (transformer blocks, LSTM layers) and
+AdamW on everything else. With PyTorch's "match_rms_adamw" scaling (Liu et al. 2025,
+"Muon is Scalable for LLM Training") one learning rate and schedule serve both.
+
+On the tiny preset, char-level tinyshakespeare, 1,100 steps: AdamW reaches a held-out
+loss of 1.84, Muon 1.68 (README "Benchmarks"); a Muon step costs more (~28 ms more at
+the tiny preset on a 2-core CPU), which matters less as the batch grows.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lmtool.errors import BadInput
+from lmtool.models.base import parameter_groups
+from lmtool.training.config import OPTIMIZERS
+
+_DEVICE_KEYS = ("fused", "foreach", "capturable")  # param-group flags chosen per device
+
+
+class Optimizers:
+    """Several torch optimisers stepped as one. `param_groups` lists all their groups
+    (the same dicts), so setting a group's "lr" reaches the optimiser that owns it."""
+
+    def __init__(self, named: dict[str, torch.optim.Optimizer]):
+        self.named = named
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for opt in self.named.values() for g in opt.param_groups]
+
+    def zero_grad(self) -> None:
+        for opt in self.named.values():
+            opt.zero_grad(set_to_none=True)
+
+    def step(self, scaler: torch.amp.GradScaler | None = None) -> None:
+        for opt in self.named.values():
+            if scaler is None:
+                opt.step()
+            else:
+                scaler.step(opt)  # skips the step when the fp16 gradients overflowed
+
+    def unscale_(self, scaler: torch.amp.GradScaler) -> None:
+        for opt in self.named.values():
+            scaler.unscale_(opt)
+
+    def state_dict(self) -> dict[str, dict]:
+        return {name: opt.state_dict() for name, opt in self.named.items()}
+
+    def load_state_dict(self, state: dict[str, dict]) -> None:
+        if set(state) != set(self.named):
+            raise BadInput(
+                f"the checkpoint holds the state of optimiser(s) {', '.join(sorted(state))}, "
+                f"not {', '.join(self.named)}",
+                "resume with the run's own --optimizer",
+            )
+        for name, opt in self.named.items():
+            # The kernels suit this device, not necessarily the one the run was saved on.
+            built = [{k: g[k] for k in _DEVICE_KEYS if k in g} for g in opt.param_groups]
+            opt.load_state_dict(state[name])
+            for group, keys in zip(opt.param_groups, built, strict=True):
+                group.update(keys)
+
+
+def build_optimizer(
+    model: nn.Module,
+    name: str,
+    *,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    device: torch.device,
+) -> Optimizers:
+    """AdamW (fused on CPU and CUDA) over the whole model, or Muon + AdamW (see above).
+
+    AdamW decays weight matrices and embedding tables, not biases or norm gains.
+    """
+    if name not in OPTIMIZERS:
+        raise BadInput(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not {name!r}")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    named: dict[str, torch.optim.Optimizer] = {}
+    if name == "muon":
+        middle = {id(p) for group in parameter_groups(model)[1:-1] for p in group}
+        hidden = [p for p in trainable if id(p) in middle and p.dim() == 2]
+        named["muon"] = torch.optim.Muon(
+            hidden, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw"
+        )
+        taken = {id(p) for p in hidden}
+        trainable = [p for p in trainable if id(p) not in taken]
+    # Fused AdamW updates all parameters in one kernel. On the CPU the default is the
+    # per-tensor loop, which took ~6 ms of a ~60 ms step at the tiny preset.
+    fused = True if device.type in ("cuda", "cpu") else None
+    named["adamw"] = torch.optim.AdamW(
+        [{"params": [p for p in trainable if p.dim() >= 2], "weight_decay": weight_decay},
+         {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0}],
+        lr=lr, betas=betas, fused=fused,
+    )
+    return Optimizers(named)
