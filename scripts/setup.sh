@@ -17,7 +17,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 py=.venv/bin/python
 
-if ! "$py" -c "import torch" 2>/dev/null; then
+# torch.optim.Muon arrived in 2.9: an older torch in the venv is replaced by the pin.
+if ! "$py" -c "import sys, torch; sys.exit(tuple(map(int, torch.__version__.split('.')[:2])) < (2, 9))" 2>/dev/null; then
   # shellcheck disable=SC2086
   "$py" -m pip install --quiet --disable-pip-version-check ${LMTOOL_TORCH:-torch==2.13.0}
 fi
