@@ -43,7 +43,8 @@ def info(
         f"dropout {m['dropout']}, "
         + (f"hidden {m['hidden']}" if m.get("arch") == "lstm"
            else f"heads {m['heads']}, positions {m['positions']}"),
-        f"training    batch {_fmt(t.get('batch_size'))}, lr {_fmt(t.get('lr'))}, "
+        f"training    {t.get('optimizer', 'adamw')}, batch {_fmt(t.get('batch_size'))}, "
+        f"lr {_fmt(t.get('lr'))}, "
         f"schedule {t.get('schedule')}, weight decay {_fmt(t.get('weight_decay'))}, "
         f"seed {t.get('seed')}",
         f"tokenizer   {tok.get('kind')}, {_fmt(tok.get('vocab_size'))} tokens, "
