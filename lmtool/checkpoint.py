@@ -185,6 +185,8 @@ def _split_optimizer(states: dict[str, dict]) -> tuple[dict[str, torch.Tensor], 
 def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict[str, dict]:
     states: dict[str, dict] = {}
     for name, part in meta.items():
+        if not isinstance(part, dict) or "param_groups" not in part:
+            raise ValueError(f"optimizer {name!r} has no param_groups")
         state: dict[int, dict] = {}
         for index, entry in part.get("scalars", {}).items():
             state.setdefault(int(index), {}).update(entry)

@@ -195,6 +195,15 @@ def test_corrupt_optimizer_state(run):
         load_checkpoint(run, trainer=True)
 
 
+def test_optimizer_state_not_keyed_by_optimizer_is_corrupt(run):
+    path = run / "trainer" / "state.json"
+    state = json.loads(path.read_text())
+    state["optimizer"] = state["optimizer"]["adamw"]  # one bare state_dict, no names
+    path.write_text(json.dumps(state))
+    with pytest.raises(BadInput, match="corrupt"):
+        load_checkpoint(run, trainer=True)
+
+
 def test_wrong_shapes(run):
     config = json.loads((run / "config.json").read_text())
     config["model"]["dim"] = 48
