@@ -122,10 +122,10 @@ def lmtool_model(objective, layers, heads, dim, context, vocab):
     return build_model(cfg)
 
 
-def lmtool_loss(objective: str, vocab: int):
+def lmtool_loss(model) -> object:
     """lmtool's own training loss: what `lmtool pretrain` runs (the masked objective
     runs the MLM head on the scored positions only)."""
-    loss = make_objective(objective, vocab).loss
+    loss = make_objective(model.config).loss
     return lambda model, batch: loss(model, batch)[0]
 
 
@@ -253,7 +253,7 @@ def run_one(args, device, default_dtype, have_hf, peaks, data, vocab,
     for name, lib, dtype, fused in specs:
         torch.manual_seed(0)
         model = (lmtool_model if lib == "lmtool" else hf_model)(*shape).to(device).train()
-        loss = lmtool_loss(objective, vocab) if lib == "lmtool" else hf_loss
+        loss = lmtool_loss(model) if lib == "lmtool" else hf_loss
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, fused=fused or None)
         batches = Batches(objective, vocab, context, batch, data and data[0])
         rows.append(Row(name, model, loss, opt, batches, dtype, [], []))

@@ -54,6 +54,17 @@ def test_trains_writes_a_run_and_logs_to_stderr(shards, tmp_path, cli):
         "tokenizer_sha256"]
 
 
+def test_backward_run_is_shown_and_refused_for_masked(shards, tmp_path, cli):
+    run = tmp_path / "run"
+    result = cli("pretrain", shards, "-o", run, *FAST, "--backward")
+    assert result.exit_code == 0, result.stderr
+    assert "sample:" in result.stderr
+    assert "(causal, backward)" in cli("info", run).stdout
+    masked = cli("pretrain", shards, "-o", tmp_path / "m", *FAST, "--backward",
+                 "--objective", "masked")
+    assert "--backward needs --objective causal" in one_line_error(masked)
+
+
 def test_quiet_is_silent(shards, tmp_path, cli):
     result = cli("pretrain", shards, "-o", tmp_path / "run", *FAST, "--quiet")
     assert result.exit_code == 0, result.stderr

@@ -12,7 +12,7 @@ from lm_fixtures import make_shards
 
 from lmtool.errors import BadInput
 from lmtool.training.batches import WindowSampler, eval_windows
-from lmtool.training.objectives import IGNORE, NUM_SPECIAL, mask_tokens
+from lmtool.training.objectives import IGNORE, NUM_SPECIAL, CausalObjective, mask_tokens
 from lmtool.training.schedules import lr_at
 
 # --- schedules ----------------------------------------------------------------------
@@ -172,6 +172,32 @@ def test_causal_transformer_beats_the_unigram_entropy(shards, tmp_path, optimize
     assert [r["step"] for r in train_rows] == list(range(5, 151, 5))
     for r in train_rows:
         assert {"step", "loss", "lr", "tokens_per_s", "elapsed_s"} <= set(r)
+
+
+def test_backward_batches_read_right_to_left():
+    windows = torch.arange(10).view(2, 5)  # (B, T+1)
+    batch = CausalObjective(backward=True).make_batch(windows, torch.Generator())
+    assert batch.inputs.tolist() == [[4, 3, 2, 1], [9, 8, 7, 6]]
+    assert batch.targets.tolist() == [[3, 2, 1, 0], [8, 7, 6, 5]]
+
+
+def test_backward_lm_learns_right_to_left(shards, tmp_path):
+    from lmtool.checkpoint import load_checkpoint
+    from lmtool.text.shards import open_shards
+    from lmtool.training.objectives import Sums
+
+    baseline = unigram_entropy(open_shards(shards).train)
+    result, _ = _train(shards, tmp_path / "run", lr=3e-3, max_steps=150, backward=True)
+    backward_loss = result.last_eval["val_loss"]
+    assert backward_loss < baseline - 0.5, (result.last_eval, baseline)
+    model = load_checkpoint(tmp_path / "run").model
+    assert model.config.backward
+    # Scored left to right, the same weights do far worse: what it learned has a direction.
+    sums, forward = Sums(), CausalObjective(backward=False)
+    val = open_shards(shards).val
+    for _, windows in eval_windows(val, model.config.context, model.config.context + 1, 16):
+        sums.add(forward.sums(model, forward.make_batch(windows, torch.Generator())))
+    assert sums.loss / sums.tokens > backward_loss + 0.5
 
 
 def test_lstm_loss_falls(shards, tmp_path):

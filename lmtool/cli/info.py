@@ -37,7 +37,8 @@ def info(
                        data["history"])
     lines = [
         f"run         {data['run']}",
-        f"model       {data['arch']} ({data['objective']}), preset {_fmt(data['preset'])}, "
+        f"model       {data['arch']} ({data['objective']}"
+        + (", backward" if m.get("backward") else "") + f"), preset {_fmt(data['preset'])}, "
         f"{_fmt(data['parameters'])} parameters",
         f"            layers {m['layers']}, dim {m['dim']}, context {m['context']}, "
         f"dropout {m['dropout']}, "

@@ -76,6 +76,9 @@ def pretrain(
         Positions | None, _opt("--positions", "rotary (default) or learned.", M)
     ] = None,
     hidden: Annotated[Int, _opt("--hidden", "LSTM hidden size.", M)] = None,
+    backward: Annotated[bool | None, _opt(
+        "--backward/--forward", "Causal: read text right to left (ULMFiT's backward LM).", M
+    )] = None,
     batch_size: Annotated[Int, _opt("--batch-size", "Sequences per batch (tiny: 12).")] = None,
     lr: Annotated[Float, _opt("--lr", "Peak learning rate (tiny: 5e-3).")] = None,
     optimizer: Annotated[Optimizer | None, _opt(
@@ -109,7 +112,7 @@ def pretrain(
 
     overrides = dict(
         layers=layers, heads=heads, dim=dim, context=context, dropout=dropout,
-        positions=positions.value if positions else None, hidden=hidden,
+        positions=positions.value if positions else None, hidden=hidden, backward=backward,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
         optimizer=optimizer.value if optimizer else None,
         schedule=schedule.value if schedule else None, grad_accum=grad_accum,

@@ -25,12 +25,15 @@ def sample(
 
     An empty prompt starts from [EOS], which in lmtool shards ends every document: the
     model then begins a new document. Stops early at [EOS] unless `stop_at_eos` is
-    False, in which case documents are separated by a newline in the text.
+    False, in which case documents are separated by a newline in the text. A backward
+    model writes the text that comes *before* `prompt`, returned in reading order.
     """
     device = next(model.parameters()).device
     context = model.config.context
+    backward = getattr(model.config, "backward", False)
     ids = tokenizer.encode(prompt, add_special_tokens=False).ids if prompt else []
-    ids = [SPECIAL_IDS.eos, *ids]
+    # Backward: the model reads right to left, and [EOS] precedes each reversed document.
+    ids = [SPECIAL_IDS.eos, *(ids[::-1] if backward else ids)]
     gen = torch.Generator().manual_seed(seed)  # its own stream: the global RNG is untouched
     new: list[int] = []
     was_training = model.training
@@ -54,6 +57,8 @@ def sample(
             new.append(next_id)
     finally:
         model.train(was_training)
+    if backward:
+        new.reverse()  # back into reading order
     pieces, current = [], []  # decode document by document, so [EOS] becomes a newline
     for i in new:
         if i == SPECIAL_IDS.eos:

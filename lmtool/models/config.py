@@ -47,6 +47,9 @@ class ModelConfig:
     weight_dropout: float = 0.2  # DropConnect on hidden-to-hidden weights
     output_dropout: float = 0.1  # locked dropout on the last LSTM output
     tie_embeddings: bool = True  # share the input embedding with the output projection
+    # Causal only: read and predict the text right to left (ULMFiT's backward LM, which
+    # it ensembles with the forward one). Training reverses each window.
+    backward: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,6 +107,8 @@ def validate_model_config(c: ModelConfig) -> None:
         problems.append(f"--objective must be one of {', '.join(OBJECTIVES)}")
     if c.arch == "lstm" and c.objective == "masked":
         problems.append("--objective masked needs --arch transformer (an LSTM reads one way)")
+    if c.backward and c.objective != "causal":
+        problems.append("--backward needs --objective causal (a masked model reads both ways)")
     if c.positions not in POSITIONS:
         problems.append(f"--positions must be one of {', '.join(POSITIONS)}")
     for name in ("context", "layers", "heads", "dim", "hidden", "mlp_ratio"):

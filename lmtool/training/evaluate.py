@@ -94,7 +94,7 @@ def evaluate(
     else:
         kind = "text"
         data = _text_tokens(sources, ckpt.tokenizer, document, encoding_errors)
-    objective = make_objective(config.objective, config.vocab_size)
+    objective = make_objective(config)
     window = objective.window(config.context)
     sums = Sums()
     with torch.no_grad():

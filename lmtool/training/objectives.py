@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lmtool.models.config import ModelConfig
 from lmtool.text.specials import SPECIAL_IDS, SPECIAL_TOKENS
 
 IGNORE = -100  # cross_entropy's ignore_index: positions that carry no loss
@@ -65,14 +66,20 @@ class Objective:
 
 
 class CausalObjective(Objective):
-    """Next-token prediction: the target at position t is the input at t+1."""
+    """Next-token prediction: the target at position t is the input at t+1. A backward
+    model reads each window reversed, so it predicts the token before."""
 
     name = "causal"
+
+    def __init__(self, backward: bool = False):
+        self.backward = backward
 
     def window(self, context: int) -> int:
         return context + 1  # one extra token: the last input's target
 
     def make_batch(self, windows: torch.Tensor, generator: torch.Generator) -> Batch:
+        if self.backward:
+            windows = windows.flip(1)  # (B, T+1) right to left
         return Batch(windows[:, :-1], windows[:, 1:])  # (B, T), (B, T)
 
     def loss(self, model, batch):
@@ -150,9 +157,10 @@ class MaskedObjective(Objective):
         return Sums(float(loss), targets.numel(), int(correct))
 
 
-def make_objective(name: str, vocab_size: int) -> Objective:
-    if name == "causal":
-        return CausalObjective()
-    if name == "masked":
-        return MaskedObjective(vocab_size)
-    raise ValueError(f"unknown objective {name!r}")
+def make_objective(config: ModelConfig) -> Objective:
+    """The objective a model was built for (config.objective, config.backward)."""
+    if config.objective == "causal":
+        return CausalObjective(config.backward)
+    if config.objective == "masked":
+        return MaskedObjective(config.vocab_size)
+    raise ValueError(f"unknown objective {config.objective!r}")

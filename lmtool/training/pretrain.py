@@ -184,7 +184,7 @@ def pretrain(
                        f"say {shards.vocab_size}", "re-encode the shards")
     device = resolve_device(train_config.device)
     dtype = resolve_precision(train_config.precision, device)
-    objective_ = make_objective(model_config.objective, model_config.vocab_size)
+    objective_ = make_objective(model_config)
 
     ctx, device = distributed.setup(device)
     try:
