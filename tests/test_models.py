@@ -267,3 +267,24 @@ def test_bf16_autocast_on_cpu_trains_and_stays_close_to_fp32(config):
         loss = model(x).float().logsumexp(-1).mean()
     loss.backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+def test_rotary_scores_depend_only_on_the_offset_and_keep_norms():
+    """RoPE's defining property: <rot(q, m), rot(k, n)> is a function of m - n."""
+    from lmtool.models.transformer import apply_rotary, rotary_tables
+
+    torch.manual_seed(0)
+    cos, sin = rotary_tables(head_size=8, context=32)  # (32, 8) each
+    q, k = torch.randn(8), torch.randn(8)
+
+    def rotated(x, position):
+        return apply_rotary(x.expand(32, 8), cos, sin)[position]  # (8,)
+
+    def score(m, n):
+        return float(rotated(q, m) @ rotated(k, n))
+
+    assert score(5, 2) == pytest.approx(score(20, 17), abs=1e-5)
+    assert score(9, 9) == pytest.approx(score(0, 0), abs=1e-5)
+    assert score(0, 0) == pytest.approx(float(q @ k), abs=1e-5)  # position 0 turns by 0
+    assert score(5, 2) != pytest.approx(score(5, 3), abs=1e-3)  # but the offset matters
+    assert float(rotated(q, 13).norm()) == pytest.approx(float(q.norm()), rel=1e-5)
