@@ -10,7 +10,7 @@ import functools
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from lmtool.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, LmtoolError
+from lmtool.text.sources import DOCUMENT_MODES, ENCODING_ERRORS
 
 # Logs, warnings, errors and progress go to stderr; stdout carries results only.
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -46,19 +47,16 @@ Format = Annotated[
     OutputFormat, typer.Option("--format", help="Output format on stdout: text, json, jsonl, tsv.")
 ]
 
+
+def choices(name: str, values: Sequence[str]) -> type[Enum]:
+    """A str Enum of the values a library module allows, for a Typer option: the list
+    lives in one place (the library), and the CLI shows and checks the same one."""
+    return Enum(name, {value: value for value in values}, type=str)
+
+
 # Reading text: the same options wherever a command takes text sources.
-
-
-class DocumentMode(str, Enum):
-    paragraph = "paragraph"
-    line = "line"
-    file = "file"
-
-
-class EncodingErrors(str, Enum):
-    strict = "strict"
-    replace = "replace"
-    ignore = "ignore"
+DocumentMode = choices("DocumentMode", DOCUMENT_MODES)
+EncodingErrors = choices("EncodingErrors", ENCODING_ERRORS)
 
 
 Sources = Annotated[

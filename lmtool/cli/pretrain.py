@@ -9,7 +9,17 @@ from typing import Annotated
 
 import typer
 
-from lmtool.cli.common import Device, Force, Precision, Quiet, handle_errors, info, stderr
+from lmtool.cli.common import (
+    Device,
+    Force,
+    Precision,
+    Quiet,
+    choices,
+    handle_errors,
+    info,
+    stderr,
+)
+from lmtool.models.config import ARCHS, OBJECTIVES, POSITIONS
 
 HELP_EXAMPLES = (
     "lmtool pretrain data/ --objective causal --preset tiny -o runs/lm --max-time 120",
@@ -26,16 +36,13 @@ SUMMARY = (
 )
 
 
-class Objective(str, Enum):
-    causal = "causal"
-    masked = "masked"
+Objective = choices("Objective", OBJECTIVES)
+Arch = choices("Arch", ARCHS)
+Positions = choices("Positions", POSITIONS)
 
 
-class Arch(str, Enum):
-    transformer = "transformer"
-    lstm = "lstm"
-
-
+# Spelled out, not imported: importing lmtool.training loads torch, which --help must not
+# (TrainConfig validation names the same values: SCHEDULES, OPTIMIZERS).
 class Schedule(str, Enum):
     cosine = "cosine"
     linear = "linear"
@@ -45,11 +52,6 @@ class Schedule(str, Enum):
 class Optimizer(str, Enum):
     adamw = "adamw"
     muon = "muon"
-
-
-class Positions(str, Enum):
-    learned = "learned"
-    rotary = "rotary"
 
 
 def _opt(flag: str, help: str, panel: str = "Training"):

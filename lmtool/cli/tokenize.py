@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +21,7 @@ from lmtool.cli.common import (
     Quiet,
     Seed,
     Sources,
+    choices,
     handle_errors,
     info,
     show_progress,
@@ -29,6 +29,7 @@ from lmtool.cli.common import (
     warn,
     with_examples,
 )
+from lmtool.text.tokenizer import KINDS
 
 app = typer.Typer(
     help=with_examples(
@@ -41,11 +42,7 @@ app = typer.Typer(
 )
 
 
-class Kind(str, Enum):
-    bpe = "bpe"
-    wordpiece = "wordpiece"
-    unigram = "unigram"
-    char = "char"
+Kind = choices("Kind", KINDS)
 
 
 TokenizerOpt = Annotated[

@@ -30,7 +30,7 @@ def sample(
     """
     device = next(model.parameters()).device
     context = model.config.context
-    backward = getattr(model.config, "backward", False)
+    backward = model.config.backward
     ids = tokenizer.encode(prompt, add_special_tokens=False).ids if prompt else []
     # Backward: the model reads right to left, and [EOS] precedes each reversed document.
     ids = [SPECIAL_IDS.eos, *(ids[::-1] if backward else ids)]

@@ -7,8 +7,13 @@
 
 from __future__ import annotations
 
-from lmtool.models.base import LanguageModel, parameter_groups
+import importlib
+from typing import TYPE_CHECKING
+
 from lmtool.models.config import PRESETS, ModelConfig, resolve_model_config
+
+if TYPE_CHECKING:
+    from lmtool.models.base import LanguageModel, parameter_groups
 
 __all__ = [
     "PRESETS",
@@ -18,6 +23,13 @@ __all__ = [
     "parameter_groups",
     "resolve_model_config",
 ]
+
+
+def __getattr__(name: str):
+    """Torch loads on first use: the CLI reads configs (and --help) without it."""
+    if name in ("LanguageModel", "parameter_groups"):
+        return getattr(importlib.import_module("lmtool.models.base"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_model(config: ModelConfig) -> LanguageModel:
