@@ -1,4 +1,5 @@
-"""What every language model shares: the config, a length check, parameter counting."""
+"""What every language model shares: the config, a length check, parameter counting,
+and the state a causal model carries from one chunk of text to the next (models/state.py)."""
 
 from __future__ import annotations
 
@@ -7,26 +8,39 @@ from torch import nn
 
 from lmtool.errors import BadInput
 from lmtool.models.config import ModelConfig
+from lmtool.models.state import State
 
 
 class LanguageModel(nn.Module):
-    """Base class: `forward(idx, where) -> logits`, `encode`, `lm_head`, `layer_groups`.
+    """Base class: `forward(idx, where, state) -> logits`, `encode`, `initial_state`,
+    `lm_head`, `layer_groups`.
 
-    Subclasses set `self.config` and implement `encode`, `lm_head` (a module) and
-    `layer_groups`; `forward` is the backbone followed by the head.
+    Subclasses set `self.config` and implement `encode`, `initial_state`, `lm_head` (a
+    module) and `layer_groups`; `forward` is the backbone followed by the head.
     """
 
     config: ModelConfig
     lm_head: nn.Module
 
-    def encode(self, idx: torch.Tensor) -> torch.Tensor:
+    def initial_state(self, batch_size: int, **options) -> State:
+        """A fresh state for `batch_size` rows on the model's device: what `encode`
+        starts from when given none. Causal models only; see models/state.py."""
         raise NotImplementedError
 
-    def forward(self, idx: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, idx: torch.Tensor, state: State | None = None) -> torch.Tensor:
+        """Token ids (B, T) → hidden states (B, T, C). Without a state each call reads
+        its sequence from scratch; with one, it continues from the state and advances
+        it in place to the end of `idx`."""
+        raise NotImplementedError
+
+    def forward(
+        self, idx: torch.Tensor, where: torch.Tensor | None = None, state: State | None = None
+    ) -> torch.Tensor:
         """Logits (B, T, V) for ids (B, T); with a (B, T) bool mask `where`, only the
         logits at its True positions, (N, V) in row-major order: the masked objective
-        scores ~15% of the positions and runs the head on those alone."""
-        hidden = self.encode(idx)  # (B, T, C)
+        scores ~15% of the positions and runs the head on those alone. `state` goes to
+        `encode` (so stateful training reaches it through DDP's forward)."""
+        hidden = self.encode(idx, state)  # (B, T, C)
         if where is not None:
             hidden = hidden[where]  # (N, C)
         return self.lm_head(hidden)  # (B, T, V) or (N, V)
@@ -42,6 +56,14 @@ class LanguageModel(nn.Module):
     def num_parameters(self) -> int:
         # .parameters() yields a shared (tied) tensor once.
         return sum(p.numel() for p in self.parameters())
+
+    def refuse_state(self) -> None:
+        """A masked model reads every position at once: there is nothing to carry."""
+        raise BadInput(
+            "a masked (bidirectional) model has no state to carry from one chunk to the "
+            "next: it reads the whole sequence at once",
+            "use a causal model for generation or stateful reading",
+        )
 
     def check_length(self, idx: torch.Tensor) -> None:
         """Refuse sequences longer than the context the model was built for."""

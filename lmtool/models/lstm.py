@@ -5,8 +5,11 @@ Every dropout probability is the config's base value times `config.dropout` (fas
 drop_mult), so `--dropout 0` turns them all off. Shapes: B batch, T time, E embedding
 size (config.dim), H hidden size (config.hidden), V vocabulary.
 
-The model is not stateful across batches: every forward starts from a zero hidden
-state, so batches need not be consecutive and the trainer can shuffle them freely.
+Without a state every forward starts from a zero hidden state, so batches need not be
+consecutive and the trainer can shuffle them freely. With one (`initial_state`, then
+`encode(idx, state)`), each call continues where the last ended and leaves the new
+(h, c) in the state: stateful BPTT (detach between batches), long documents read in
+chunks, token-by-token generation. The dropout masks are drawn per call either way.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from torch import nn
 from lmtool.errors import BadInput
 from lmtool.models.base import LanguageModel
 from lmtool.models.config import ModelConfig
+from lmtool.models.state import LSTMState
 
 
 def embedding_dropout(weight: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -63,7 +67,11 @@ class WeightDroppedLSTM(nn.Module):
         del self.lstm.weight_hh_l0  # no longer a parameter of the LSTM
         self.lstm.weight_hh_l0 = None  # RNNBase.__setattr__ keeps its _flat_weights in sync
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, hc: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Inputs (B, T, in) and the state to start from (each (1, B, hidden_size);
+        None: zeros) → outputs (B, T, hidden_size) and the state after the last step."""
         raw = self.weight_hh_raw
         if self.training and self.weight_p > 0:
             weight = F.dropout(raw, self.weight_p, training=True)  # (4H, H), new mask per call
@@ -75,10 +83,10 @@ class WeightDroppedLSTM(nn.Module):
                 # On CUDA, cuDNN warns on every call that the weights are not one
                 # contiguous chunk: true by design here (the dropped matrix is new).
                 warnings.filterwarnings("ignore", message="RNN module weights are not part")
-                out, _ = self.lstm(x)  # (B, T, hidden_size), from a zero state
+                out, hc = self.lstm(x, hc)  # (B, T, hidden_size), 2 x (1, B, hidden_size)
         finally:
             self.lstm.weight_hh_l0 = None
-        return out
+        return out, hc
 
 
 class AWDLSTM(LanguageModel):
@@ -131,13 +139,34 @@ class AWDLSTM(LanguageModel):
         if idx.dim() != 2:
             raise BadInput(f"expected token ids of shape (batch, time), got {tuple(idx.shape)}")
 
-    def encode(self, idx: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, T) → the last layer's (dropped-out) outputs (B, T, E)."""
+    def initial_state(self, batch_size: int, **options) -> LSTMState:
+        """Zero (h, c) for every layer, `batch_size` rows, on the model's device.
+        (Options meant for a KV cache, such as `capacity`, mean nothing here.)"""
+        if options.get("left_pad") is not None:
+            raise BadInput("an LSTM state cannot skip left padding", "group rows by length")
+        sizes = [rnn.lstm.hidden_size for rnn in self.rnns]
+        return LSTMState.zeros(sizes, batch_size, self.embedding.weight.device)
+
+    def encode(self, idx: torch.Tensor, state: LSTMState | None = None) -> torch.Tensor:
+        """Token ids (B, T) → the last layer's (dropped-out) outputs (B, T, E). With a
+        state, start from its (h, c) and replace them by the ones after `idx`."""
         self.check_length(idx)
+        if state is not None:
+            if not isinstance(state, LSTMState):
+                raise BadInput(f"an AWD-LSTM carries an LSTMState, not {type(state).__name__}")
+            if state.batch_size != idx.size(0):
+                raise BadInput(f"{idx.size(0)} rows of tokens for a state of "
+                               f"{state.batch_size} rows")
         weight = embedding_dropout(self.embedding.weight, self.embed_p, self.training)  # (V, E)
         x = self.input_dropout(F.embedding(idx, weight))  # (B, T, E)
-        for rnn, dropout in zip(self.rnns, self.layer_dropouts, strict=True):
-            x = dropout(rnn(x))  # (B, T, H), or (B, T, E) after the last layer
+        new_state = []
+        for i, (rnn, dropout) in enumerate(zip(self.rnns, self.layer_dropouts, strict=True)):
+            x, hc = rnn(x, state.layers[i] if state is not None else None)
+            x = dropout(x)  # (B, T, H), or (B, T, E) after the last layer
+            new_state.append(hc)
+        if state is not None:
+            state.layers = new_state
+            state.length += idx.size(1)
         return x
 
     def layer_groups(self) -> list[list[nn.Module]]:

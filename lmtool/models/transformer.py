@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmtool.errors import BadInput
 from lmtool.models.base import LanguageModel
 from lmtool.models.config import ModelConfig
+from lmtool.models.state import KVCache
 
 
 def rotary_tables(head_size: int, context: int, base: float = 10000.0):
@@ -40,8 +42,12 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -
     return x * cos.to(x.dtype) + swapped * signed_sin.to(x.dtype)  # (..., T, D)
 
 
-def attention(q, k, v, causal: bool, dropout: float) -> torch.Tensor:
+def attention(q, k, v, causal: bool, dropout: float, mask: torch.Tensor | None = None):
     """softmax(q k^T / sqrt(D)) v over (B, H, T, D) tensors, via PyTorch's fused kernels.
+
+    q may have fewer positions than k and v (a KV cache: T new queries, L + T keys);
+    `mask` (bool, True = may attend) then says which keys each query sees, and `causal`
+    must be False (SDPA's is_causal aligns top-left, see models/state.py).
 
     On the CPU under bf16 autocast the attention itself runs in fp32: PyTorch's CPU
     flash-attention backward is several times slower in bf16 than in fp32 (6x at
@@ -51,9 +57,12 @@ def attention(q, k, v, causal: bool, dropout: float) -> torch.Tensor:
     if q.device.type == "cpu" and q.dtype == torch.bfloat16:
         with torch.autocast("cpu", enabled=False):  # else autocast casts back to bf16
             return F.scaled_dot_product_attention(
-                q.float(), k.float(), v.float(), dropout_p=dropout, is_causal=causal
+                q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout,
+                is_causal=causal,
             )  # (B, H, T, D) in fp32; the next linear casts it back to bf16
-    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal
+    )
 
 
 class SelfAttention(nn.Module):
@@ -61,24 +70,29 @@ class SelfAttention(nn.Module):
 
     One fused linear makes q, k and v (one matmul instead of three). Causal attention
     passes is_causal=True and no mask tensor, so PyTorch can pick its flash kernels.
-    A KV cache for generation would append this call's k and v to the cached ones
-    right after the rotary step, with the rotary tables sliced from the cache length on.
-    Note for that day: with T_q < T_k, is_causal=True aligns the mask top-left, so one
-    new token needs is_causal=False (it may see the whole cache) and a chunk of new
-    tokens an explicit bottom-right mask.
+    With a KV cache, this call's k and v (after the rotary step) are appended to the
+    cached ones and the queries attend over all of them: one new token with no mask (it
+    may see everything), a chunk with the cache's bottom-right causal mask.
     """
 
-    def __init__(self, config: ModelConfig, causal: bool):
+    def __init__(self, config: ModelConfig, causal: bool, layer: int = 0):
         super().__init__()
         self.heads = config.heads
         self.causal = causal
+        self.layer = layer  # which of the KV cache's blocks is ours
         self.dropout = config.dropout
         # bias=False: a little faster and no worse (nanoGPT's finding); LayerNorms keep theirs.
         self.qkv = nn.Linear(config.dim, 3 * config.dim, bias=False)
         self.proj = nn.Linear(config.dim, config.dim, bias=False)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        cache: KVCache | None = None,
+        mask: torch.Tensor | None = None,
+    ):
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.heads, C // self.heads)  # (B, T, 3, H, D)
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, T, D), no copy
@@ -87,7 +101,13 @@ class SelfAttention(nn.Module):
             v = qkv[2]  # (B, H, T, D)
         else:
             q, k, v = qkv.unbind(0)  # 3 x (B, H, T, D)
-        y = attention(q, k, v, self.causal, self.dropout if self.training else 0.0)  # (B, H, T, D)
+        dropout = self.dropout if self.training else 0.0
+        if cache is None:
+            y = attention(q, k, v, self.causal, dropout)  # (B, H, T, D)
+        else:
+            k, v = cache.update(self.layer, k, v)  # (B, H, L + T, D) each
+            # No mask: either one new token (sees all) or a first chunk (plain causal).
+            y = attention(q, k, v, mask is None and T > 1, dropout, mask)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.proj(y))  # (B, T, C)
 
@@ -110,15 +130,21 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
-    def __init__(self, config: ModelConfig, causal: bool):
+    def __init__(self, config: ModelConfig, causal: bool, layer: int = 0):
         super().__init__()
         self.ln1 = nn.LayerNorm(config.dim)
-        self.attn = SelfAttention(config, causal)
+        self.attn = SelfAttention(config, causal, layer)
         self.ln2 = nn.LayerNorm(config.dim)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None):
-        x = x + self.attn(self.ln1(x), rope)  # (B, T, C)
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        cache: KVCache | None = None,
+        mask: torch.Tensor | None = None,
+    ):
+        x = x + self.attn(self.ln1(x), rope, cache, mask)  # (B, T, C)
         return x + self.mlp(self.ln2(x))  # (B, T, C)
 
 
@@ -157,7 +183,7 @@ class Transformer(LanguageModel):
             self.register_buffer("rope_cos", cos, persistent=False)  # (context, D)
             self.register_buffer("rope_sin", sin, persistent=False)  # (context, D)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config, causal) for _ in range(config.layers))
+        self.blocks = nn.ModuleList(Block(config, causal, i) for i in range(config.layers))
         self.ln_f = nn.LayerNorm(C)
         if causal:
             self.lm_head = nn.Linear(C, V, bias=False)
@@ -182,8 +208,26 @@ class Transformer(LanguageModel):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def encode(self, idx: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, T) → final hidden states (B, T, C), after the last LayerNorm."""
+    def initial_state(
+        self, batch_size: int, *, capacity: int | None = None,
+        left_pad: torch.Tensor | None = None,
+    ) -> KVCache:
+        """An empty KV cache for `batch_size` rows. `capacity`: positions to allocate
+        at first (it grows up to the context); `left_pad` (B,): pad positions at the
+        start of each row of a left-padded batch (see models/state.py)."""
+        if not self.blocks[0].attn.causal:
+            self.refuse_state()
+        c = self.config
+        return KVCache(
+            c.layers, batch_size, c.heads, c.dim // c.heads, c.context,
+            self.tok_emb.weight.device, capacity, left_pad,
+        )
+
+    def encode(self, idx: torch.Tensor, state: KVCache | None = None) -> torch.Tensor:
+        """Token ids (B, T) → final hidden states (B, T, C), after the last LayerNorm.
+        With a KV cache, the tokens continue the cached ones and are appended to it."""
+        if state is not None:
+            return self._encode_cached(idx, state)
         self.check_length(idx)
         T = idx.size(1)
         x = self.tok_emb(idx)  # (B, T, C)
@@ -193,6 +237,41 @@ class Transformer(LanguageModel):
         x = self.drop(x)  # (B, T, C)
         for block in self.blocks:
             x = block(x, rope)  # (B, T, C)
+        return self.ln_f(x)  # (B, T, C)
+
+    def _encode_cached(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """`encode` after the cache's positions: positions start at cache.length (per
+        row minus its left padding), attention sees the cached keys too."""
+        if not self.blocks[0].attn.causal:
+            self.refuse_state()
+        if not isinstance(cache, KVCache):
+            raise BadInput(f"a Transformer carries a KVCache, not {type(cache).__name__}")
+        rows, T = idx.shape
+        if rows != cache.batch_size:
+            raise BadInput(f"{rows} rows of tokens for a state of {cache.batch_size} rows")
+        if cache.room() < T:
+            raise BadInput(
+                f"{T} more tokens do not fit: the cache holds {cache.length} of the "
+                f"model's context of {self.config.context}",
+                "start a new state from the most recent tokens",
+            )
+        start = cache.length
+        pos = cache.positions(T)  # (B, T), or None: start ... start + T - 1 for all rows
+        x = self.tok_emb(idx)  # (B, T, C)
+        if self.pos_emb is not None:
+            # (T, C) shared by every row, or (B, T, C) per row
+            table = self.pos_emb.weight[start : start + T] if pos is None else self.pos_emb(pos)
+            x = x + table  # (B, T, C)
+            rope = None
+        elif pos is None:
+            rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])  # (T, D)
+        else:  # per row: (B, 1, T, D), broadcast over the heads
+            rope = (self.rope_cos[pos][:, None], self.rope_sin[pos][:, None])
+        x = self.drop(x)  # (B, T, C)
+        mask = cache.attention_mask(T)  # built once for every block
+        for block in self.blocks:
+            x = block(x, rope, cache, mask)  # (B, T, C)
+        cache.advance(T)
         return self.ln_f(x)  # (B, T, C)
 
     def layer_groups(self) -> list[list[nn.Module]]:
