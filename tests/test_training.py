@@ -18,19 +18,23 @@ from lmtool.training.schedules import lr_at
 # --- schedules ----------------------------------------------------------------------
 
 
-def test_warmup_then_cosine_reaches_the_floor():
-    kw = dict(base_lr=1.0, warmup=10, total=110, schedule="cosine", min_ratio=0.1)
-    rates = [lr_at(s, **kw) for s in range(130)]
+def test_warmup_then_cosine_reaches_the_floor_on_the_last_step():
+    # 111 steps run: 0..110. Warmup 0..9, decay 10..110, the floor on step 110.
+    kw = dict(base_lr=1.0, warmup=10, total=111, schedule="cosine", min_ratio=0.1)
+    rates = [lr_at(s, **kw) for s in range(111)]
     assert rates[0] == pytest.approx(0.1)  # 1/10 of the way up
     assert rates[9] == pytest.approx(1.0)
     assert all(a <= b for a, b in zip(rates[:10], rates[1:10], strict=False))  # warmup rises
     assert all(a >= b for a, b in zip(rates[10:], rates[11:], strict=False))  # decay falls
+    assert rates[10] == pytest.approx(1.0)  # the decay starts at the peak
     assert rates[60] == pytest.approx(0.55)  # halfway: midpoint of 1.0 and 0.1
-    assert rates[110] == pytest.approx(0.1) and rates[129] == pytest.approx(0.1)
+    assert rates[110] == pytest.approx(0.1)  # the last step that runs
+    assert rates[109] > 0.1 + 1e-6
+    assert lr_at(200, **kw) == pytest.approx(0.1)  # past the horizon: the floor
 
 
 def test_linear_constant_and_time_fraction():
-    kw = dict(base_lr=2.0, warmup=0, total=100, min_ratio=0.0)
+    kw = dict(base_lr=2.0, warmup=0, total=101, min_ratio=0.0)  # steps 0..100
     assert lr_at(50, schedule="linear", **kw) == pytest.approx(1.0)
     assert lr_at(50, schedule="constant", **kw) == 2.0
     # A time-bounded run: half the time used decays as far as half the steps would.

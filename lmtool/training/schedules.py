@@ -1,12 +1,18 @@
 """Learning-rate schedules: pure functions of the optimiser step.
 
 A pure function of the step means a resumed run needs no scheduler state: step N gives
-the same rate whether or not the process was restarted at step N-1.
+the same rate whether or not the process was restarted at step N-1. What a resumed run
+does need is the schedule's horizon, fixed when the run started (`Plan`, saved in the
+checkpoint): `--resume` with a new limit changes when training stops, not the schedule,
+so a finished cosine run continued with a larger --max-steps trains on at its final
+rate instead of jumping back to a high one. A new schedule is a new run: fine-tune
+from the old one (`lmtool finetune lm`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 SCHEDULES = ("cosine", "linear", "constant")
 # A time-bounded run ends its warmup after `warmup` steps or this fraction of its time,
@@ -24,11 +30,11 @@ def lr_at(
     min_ratio: float = 0.1,
     time_fraction: float = 0.0,
 ) -> float:
-    """The learning rate for optimiser step `step` (0-based).
+    """The learning rate for optimiser step `step` (0-based) of a schedule of `total` steps.
 
     1. Linear warmup from base_lr/warmup up to base_lr over the first `warmup` steps.
-    2. Then decay to `min_ratio * base_lr` at step `total` (cosine or linear), or stay
-       at base_lr (constant). Past `total` the rate stays at its final value.
+    2. Then decay to `min_ratio * base_lr`, reached on the last step, `total - 1` (cosine
+       or linear), or stay at base_lr (constant). Past it the rate stays at its floor.
     A run bounded by --max-time passes the fraction of its time used: the decay follows
     whichever of steps and time is further along (with total=None, time alone); its
     warmup also ends once WARMUP_TIME_FRACTION of the time is used.
@@ -41,9 +47,30 @@ def lr_at(
             return base_lr * ramp
     if schedule == "constant":
         return base_lr
-    progress = (step - warmup) / max(1, total - warmup) if total is not None else 0.0
+    # Steps warmup .. total-1 decay: progress 0 on the first, 1 on the last.
+    progress = (step - warmup) / max(1, total - 1 - warmup) if total is not None else 0.0
     progress = min(1.0, max(progress, time_fraction))  # 0 → 1 over the decay
     min_lr = base_lr * min_ratio
     if schedule == "linear":
         return base_lr - (base_lr - min_lr) * progress
     return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class Plan:
+    """A run's schedule horizon, fixed when the run starts and saved with it: decay
+    until step `end` - 1 and/or `seconds` of training, whichever comes first."""
+
+    end: int | None  # the run's step limit when it started; None: bounded by time alone
+    seconds: float | None  # the run's --max-time when it started
+    warmup: int  # steps
+
+    def time_fraction(self, elapsed: float) -> float:
+        return elapsed / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Plan:
+        return cls(**data)
