@@ -19,7 +19,7 @@ def _run(shards, out, objective):
 
     pretrain(shards, out, objective=objective,
              overrides=dict(layers=2, heads=2, dim=32, context=32, batch_size=8, lr=3e-3,
-                            max_steps=40, eval_every=20, log_every=10),
+                            max_steps=40, eval_every=20, eval_batches=0, log_every=10),
              sample_chars=0)
     return out
 
@@ -46,6 +46,24 @@ def test_evaluate_shards_json(causal_run, shards, cli):
     rows = [json.loads(line) for line in (causal_run / "metrics.jsonl").read_text().splitlines()]
     last_eval = [r for r in rows if "val_loss" in r][-1]
     assert data["loss"] == pytest.approx(last_eval["val_loss"], rel=1e-3)
+
+
+@pytest.mark.parametrize("objective", ["causal", "masked"])
+@pytest.mark.parametrize("batch_size", ["16", "3"])
+def test_the_trainers_last_eval_equals_evaluate(causal_run, masked_run, shards, cli,
+                                                objective, batch_size):
+    """One scoring function, the same masks: whatever --batch-size evaluate uses."""
+    run = causal_run if objective == "causal" else masked_run
+    result = cli("evaluate", run, shards, "--format", "json", "--batch-size", batch_size)
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last_eval = [r for r in rows if "val_loss" in r][-1]
+    assert last_eval["step"] == 40
+    assert data["tokens"] == last_eval["val_tokens"]  # masked: the very same tokens masked
+    for key in ("loss", "perplexity", "accuracy"):
+        if key in data or f"val_{key}" in last_eval:
+            assert data[key] == pytest.approx(last_eval[f"val_{key}"], rel=1e-5), key
 
 
 def test_evaluate_text_and_shards_agree_in_magnitude(causal_run, shards, tmp_path, cli):

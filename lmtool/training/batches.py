@@ -96,8 +96,9 @@ def eval_windows(
     max_batches: int | None = None,
     rank: int = 0,
     world_size: int = 1,
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """(batch index, windows) covering `data` for evaluation, windows (b, window) int64.
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(starts, windows) covering `data` for evaluation: each window's offset in `data`
+    (b,) and the windows (b, window) int64.
 
     Windows start every `context` tokens, so each token is scored once. The tail that
     does not fill a window is scored in one shorter window of its own: for causal
@@ -113,8 +114,8 @@ def eval_windows(
     for b, group in enumerate(batches):
         if b % world_size == rank:
             rows = np.stack([data[s : s + window] for s in group]).astype(np.int64)
-            yield b, torch.from_numpy(rows)  # (b, window)
+            yield np.asarray(group), torch.from_numpy(rows)  # (b,), (b, window)
     covered = starts[-1] + context if starts else 0  # where the unscored tail begins
     if complete and n - covered >= window - context + 1 and len(batches) % world_size == rank:
         tail = np.asarray(data[covered:], dtype=np.int64)[None]  # (1, < window)
-        yield len(batches), torch.from_numpy(tail)
+        yield np.asarray([covered]), torch.from_numpy(tail)

@@ -1,14 +1,73 @@
-"""`evaluate`: score a run on text or token shards (perplexity, or masked-token accuracy)."""
+"""`evaluate`: score a run on text or token shards (perplexity, or masked-token accuracy).
+
+`score` is the one scoring function: the trainer's validation rows and `lmtool evaluate`
+both call it, so on the same tokens they report the same figures.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lmtool.errors import BadInput
+
+if TYPE_CHECKING:
+    import torch
+
+    from lmtool.training.distributed import DistContext
+    from lmtool.training.objectives import Objective
+
+# Validation masks come from this seed whatever the run's --seed, so runs trained with
+# different seeds are compared on the same masked tokens, and `lmtool evaluate` (whose
+# --seed defaults to it) reproduces the trainer's figures.
+EVAL_SEED = 0
+
+
+def score(
+    model: torch.nn.Module,
+    objective: Objective,
+    data: np.ndarray,
+    *,
+    context: int,
+    batch_size: int,
+    max_batches: int | None = None,
+    seed: int = EVAL_SEED,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    dist: DistContext | None = None,
+) -> dict[str, float] | None:
+    """The objective's metrics over `data` (None when nothing was scored), on all ranks.
+
+    Each window draws its masks from its own generator, seeded by (seed, its offset in
+    `data`): the figures depend on neither --batch-size, nor how many processes share
+    the work; only `max_batches` (0 or None: all) changes which windows are scored.
+    """
+    import torch
+
+    from lmtool.device import autocast
+    from lmtool.training import distributed
+    from lmtool.training.batches import eval_windows, seed_for
+    from lmtool.training.objectives import Batch, Sums
+
+    rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+    window = objective.window(context)
+    sums = Sums()
+    with torch.no_grad():
+        for starts, windows in eval_windows(data, context, window, batch_size, max_batches,
+                                            rank, world):
+            batch = Batch.cat([
+                objective.make_batch(row[None], torch.Generator().manual_seed(
+                    seed_for(seed, int(start))))
+                for start, row in zip(starts, windows, strict=True)
+            ]).to(device)  # (b, T)
+            with autocast(device, dtype):
+                sums.add(objective.sums(model, batch))
+    if dist is not None:
+        sums = sums.from_flat(distributed.all_sum(sums.flat(), dist, device))
+    return objective.metrics(sums) if sums.tokens else None
 
 
 def _is_shard_dir(sources: Sequence[str | Path]) -> bool:
@@ -68,15 +127,13 @@ def evaluate(
     (files, directories, globs, "-"), cut into documents as `tokenize encode --document`
     does, so text scores like the shards the run was trained on.
 
-    Returns {"loss", "tokens", "perplexity" (causal) or "accuracy" (masked), ...}; loss
+    Returns the objective's metrics ("loss", "tokens", and "perplexity" for a causal
+    model, "accuracy" for a masked one), plus "objective", "source", "input_tokens"; loss
     is the mean cross-entropy in nats per scored token (masked: per masked token).
     """
-    import torch
-
     from lmtool.checkpoint import load_checkpoint
-    from lmtool.device import autocast, resolve_device, resolve_precision
-    from lmtool.training.batches import eval_windows, seed_for
-    from lmtool.training.objectives import Sums, make_objective
+    from lmtool.device import resolve_device, resolve_precision
+    from lmtool.training.objectives import make_objective
 
     if split not in ("train", "val"):
         raise BadInput(f"unknown --split {split!r}", "use train or val")
@@ -94,25 +151,11 @@ def evaluate(
     else:
         kind = "text"
         data = _text_tokens(sources, ckpt.tokenizer, document, encoding_errors)
-    objective = make_objective(config)
-    window = objective.window(config.context)
-    sums = Sums()
-    with torch.no_grad():
-        for index, windows in eval_windows(data, config.context, window, batch_size):
-            gen = torch.Generator().manual_seed(seed_for(seed, index))  # masking
-            batch = objective.make_batch(windows, gen).to(dev)
-            with autocast(dev, dtype):
-                sums.add(objective.sums(model, batch))
-    if sums.tokens == 0:
+    metrics = score(model, make_objective(config), data, context=config.context,
+                    batch_size=batch_size, seed=seed, device=dev, dtype=dtype)
+    if metrics is None:
         raise BadInput("nothing to score in the input", "pass more text")
-    loss = sums.loss / sums.tokens
-    result: dict = {"objective": config.objective, "loss": loss, "tokens": sums.tokens}
-    if config.objective == "causal":
-        result["perplexity"] = math.exp(min(loss, 700.0))
-        result["bits_per_token"] = loss / math.log(2)
-    else:
-        result["accuracy"] = sums.correct / sums.tokens
-        result["input_tokens"] = int(len(data))
+    result: dict = {"objective": config.objective, **metrics, "input_tokens": int(len(data))}
     result["source"] = kind
     if kind == "shards":
         result["split"] = split

@@ -7,7 +7,8 @@ causal and masked training alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -29,19 +30,38 @@ class Batch:
             self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True)
         )
 
+    @staticmethod
+    def cat(batches: list[Batch]) -> Batch:
+        return Batch(torch.cat([b.inputs for b in batches]),
+                     torch.cat([b.targets for b in batches]))
+
 
 @dataclass
 class Sums:
-    """Token-weighted totals, so evaluation over many batches averages per token."""
+    """Additive totals, so evaluation over many batches (and ranks) averages per token.
+    An objective turns them into its metrics (`Objective.metrics`)."""
 
     loss: float = 0.0  # sum over scored tokens of their cross-entropy (nats)
     tokens: int = 0  # scored tokens
     correct: int = 0  # scored tokens whose argmax prediction is right
+    extra: dict[str, float] = field(default_factory=dict)  # any other totals, by name
 
     def add(self, other: Sums) -> None:
         self.loss += other.loss
         self.tokens += other.tokens
         self.correct += other.correct
+        for key, value in other.extra.items():
+            self.extra[key] = self.extra.get(key, 0.0) + value
+
+    def flat(self) -> list[float]:
+        """The totals as one list (for one all-reduce over ranks); `extra` by sorted key."""
+        return [self.loss, self.tokens, self.correct, *(self.extra[k] for k in sorted(self.extra))]
+
+    def from_flat(self, values: list[float]) -> Sums:
+        """Totals of the same shape as these, from `flat()` values (e.g. summed over ranks)."""
+        loss, tokens, correct, *rest = values
+        extra = dict(zip(sorted(self.extra), rest, strict=True))
+        return Sums(loss, int(tokens), int(correct), extra)
 
 
 class Objective:
@@ -62,6 +82,11 @@ class Objective:
 
     def sums(self, model: torch.nn.Module, batch: Batch) -> Sums:
         """Totals for evaluation (no gradient)."""
+        raise NotImplementedError
+
+    def metrics(self, sums: Sums) -> dict[str, float]:
+        """What evaluation reports, from the totals: {"loss": mean per scored token, ...}.
+        The trainer logs them prefixed with "val_"; `evaluate` returns them as they are."""
         raise NotImplementedError
 
 
@@ -94,6 +119,11 @@ class CausalObjective(Objective):
         loss = F.cross_entropy(flat, targets, reduction="sum")
         correct = (flat.argmax(-1) == targets).sum()
         return Sums(float(loss), targets.numel(), int(correct))
+
+    def metrics(self, sums: Sums) -> dict[str, float]:
+        loss = sums.loss / sums.tokens
+        return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)),
+                "bits_per_token": loss / math.log(2), "tokens": sums.tokens}
 
 
 def mask_tokens(
@@ -155,6 +185,11 @@ class MaskedObjective(Objective):
         loss = F.cross_entropy(logits.float(), targets, reduction="sum")
         correct = (logits.argmax(-1) == targets).sum()
         return Sums(float(loss), targets.numel(), int(correct))
+
+    def metrics(self, sums: Sums) -> dict[str, float]:
+        # loss and accuracy over the masked tokens only; "tokens" counts those
+        return {"loss": sums.loss / sums.tokens, "accuracy": sums.correct / sums.tokens,
+                "tokens": sums.tokens}
 
 
 def make_objective(config: ModelConfig) -> Objective:
