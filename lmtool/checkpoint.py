@@ -5,7 +5,7 @@
     RUN/model.safetensors  weights (loading never unpickles)
     RUN/tokenizer.json     the tokenizer the model was trained with
     RUN/trainer/           state.json (step, epoch, tokens, elapsed, optimiser hyper-
-                           parameters) + optimizer.safetensors + rng.safetensors
+                           parameters) + optimizer.safetensors + tensors.safetensors
     RUN/metrics.jsonl      one JSON object per logged step / evaluation
 
 A save builds the whole new directory in a temporary sibling, fsyncs it and swaps it
@@ -43,7 +43,7 @@ TRAINER = "trainer"
 METRICS = "metrics.jsonl"
 STATE = "state.json"
 OPTIMIZER = "optimizer.safetensors"
-RNG = "rng.safetensors"
+TENSORS = "tensors.safetensors"  # TrainerState.tensors
 
 
 @dataclass
@@ -55,7 +55,9 @@ class TrainerState:
     tokens_seen: int = 0  # training tokens consumed, all ranks together
     elapsed_s: float = 0.0  # seconds of training so far, across resumptions
     optimizer: dict | None = None  # {"adamw": state_dict(), "muon": ...} by optimiser
-    rng: dict[str, torch.Tensor] = field(default_factory=dict)  # name → uint8 state
+    # Other tensors exact resumption needs (a stateful model's carried state). No RNG
+    # state: the trainer reseeds every random draw from (seed, step, rank).
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # JSON-able odds and ends (scaler scale)
 
 
@@ -253,7 +255,9 @@ def save_checkpoint(
             if trainer.optimizer is not None:
                 tensors, state["optimizer"] = _split_optimizer(trainer.optimizer)
                 save_file(tensors, str(tmp / TRAINER / OPTIMIZER))
-            save_file({k: v.contiguous() for k, v in trainer.rng.items()}, str(tmp / TRAINER / RNG))
+            if trainer.tensors:
+                save_file({k: v.detach().cpu().contiguous() for k, v in trainer.tensors.items()},
+                          str(tmp / TRAINER / TENSORS))
             _write_json(tmp / TRAINER / STATE, state)
         _set_modes(tmp)
         _fsync_tree(tmp)
@@ -372,7 +376,7 @@ def read_trainer_state(run_dir: Path) -> TrainerState:
             tokens_seen=int(state["tokens_seen"]),
             elapsed_s=float(state["elapsed_s"]),
             optimizer=optimizer,
-            rng=_load_tensors(folder / RNG),
+            tensors=_load_tensors(folder / TENSORS) if (folder / TENSORS).exists() else {},
             extra=dict(state.get("extra", {})),
         )
     except (KeyError, TypeError, ValueError) as e:
@@ -383,7 +387,7 @@ def load_checkpoint(
     run_dir: Path, device: str | torch.device = "cpu", *, trainer: bool = False
 ) -> Checkpoint:
     """Load a run: model (eval mode, on `device`), config, tokenizer, metrics, and with
-    `trainer=True` the optimiser/RNG state for resuming. Never unpickles anything."""
+    `trainer=True` what resuming needs (optimiser state, ...). Never unpickles anything."""
     import torch
     from safetensors.torch import load_model
 

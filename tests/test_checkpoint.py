@@ -55,19 +55,18 @@ def save_tiny(run, model, step: int, tokenizer_json: str):
     model(torch.randint(0, 40, (2, 8))).sum().backward()
     opt.step()
     state = TrainerState(step=step, optimizer={"adamw": opt.state_dict()},
-                         rng={"torch": torch.get_rng_state()})
+                         tensors={"stream.0": torch.arange(6.0).view(2, 3)})
     save_checkpoint(run, model=model, config={"model": model.config.to_dict()},
                     tokenizer_json=tokenizer_json, metrics=[{"step": step, "loss": 1.0}],
                     trainer=state)
     return opt
 
 
-def test_round_trip_keeps_weights_optimizer_and_rng(trained, tmp_path):
+def test_round_trip_keeps_weights_and_optimizer(trained, tmp_path):
     ckpt = load_checkpoint(trained, trainer=True)
     assert ckpt.config["format"] == "lmtool-run"
     assert ckpt.config["tokenizer"]["sha256"]
     assert ckpt.trainer.step == 6 and ckpt.trainer.tokens_seen == 6 * 8 * 32
-    assert ckpt.trainer.rng["torch"].dtype == torch.uint8
     optimizers = ckpt.trainer.optimizer
     assert set(optimizers) == {"muon", "adamw"}  # the tiny preset's optimiser
     for state in optimizers.values():

@@ -40,3 +40,94 @@ def test_torchrun_two_processes_train_and_the_checkpoint_loads(shards, tmp_path)
     assert proc.stderr.count("step 6: loss") == 1
     assert proc.stderr.count(f"{run}: 6 steps") == 1
     assert not [p for p in run.parent.iterdir() if p.name != "run"]  # no stray temp dirs
+
+
+def test_resuming_under_another_number_of_processes_is_refused(shards, tmp_path, cli):
+    """Two ranks read two slices of every batch: one process would read other data."""
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node", "2", "-m", "lmtool", "pretrain", str(shards), "-o", str(run),
+           *TINY, "--batch-size", "4", "--max-steps", "2", "--eval-every", "0",
+           "--device", "cpu", "--quiet"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before = (run / "model.safetensors").read_bytes()
+    result = cli("pretrain", shards, "-o", run, *TINY, "--batch-size", "4", "--max-steps",
+                 "4", "--resume", "--device", "cpu")
+    assert result.exit_code == 2, result.stderr
+    assert "trained by 2 process(es)" in result.stderr
+    assert "--nproc_per_node 2" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert (run / "model.safetensors").read_bytes() == before
+
+
+def test_ranks_agree_on_the_time_before_each_step(shards, tmp_path):
+    """Rank 1's clock runs three times as fast as rank 0's. Under --max-time the rate is
+    a function of the time, so a rank that followed its own clock would step with
+    another rate and the replicas would drift apart; they must end identical."""
+    out = tmp_path / "params.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node", "2", __file__, str(shards), str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["steps"] >= 5, result
+    assert result["lr_first"] != result["lr_last"]  # the rate did follow the time
+    assert result["max_param_diff"] == 0.0, result
+
+
+def _clock_worker(shards: str, out: str) -> None:
+    """Run by torchrun from the test above: train with a skewed clock on each rank."""
+    import time
+
+    import torch
+    import torch.distributed as dist
+
+    from lmtool.models import build_model, resolve_model_config
+    from lmtool.text.shards import open_shards
+    from lmtool.training import distributed
+    from lmtool.training.batches import WindowSampler
+    from lmtool.training.config import TrainConfig
+    from lmtool.training.objectives import CausalObjective
+    from lmtool.training.trainer import Callback, Trainer
+
+    torch.set_num_threads(1)
+    ctx, device = distributed.setup(torch.device("cpu"))
+    data = open_shards(shards)
+    config = resolve_model_config("transformer", "causal", "tiny",
+                                  dict(layers=1, heads=2, dim=16, context=16))
+    config.vocab_size = data.vocab_size
+    torch.manual_seed(0)
+    model = build_model(config)
+    train = TrainConfig(batch_size=4, lr=1e-2, optimizer="adamw", schedule="linear",
+                        warmup=0, max_time=1.0, eval_every=0, log_every=1, device="cpu")
+    t0, speed = time.perf_counter(), 1.0 + 2.0 * ctx.rank
+
+    def clock() -> float:
+        return t0 + (time.perf_counter() - t0) * speed
+
+    rates: list[float] = []
+
+    class Rates(Callback):
+        def on_train_row(self, trainer, row):
+            rates.append(row["lr"])
+
+    sampler = WindowSampler(data.train, 16, 17, 4, 0, ctx.rank, ctx.world_size)
+    trainer = Trainer(model, CausalObjective(), sampler, train, device, dist=ctx,
+                      clock=clock, callbacks=[Rates()])
+    trainer.fit()
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    gathered = [torch.empty_like(flat) for _ in range(ctx.world_size)]
+    dist.all_gather(gathered, flat)
+    if ctx.is_main:
+        diff = max(float((g - flat).abs().max()) for g in gathered)
+        with open(out, "w") as f:
+            json.dump({"steps": trainer.state.step, "max_param_diff": diff,
+                       "lr_first": rates[0], "lr_last": rates[-1]}, f)
+    distributed.teardown(ctx)
+
+
+if __name__ == "__main__":
+    _clock_worker(sys.argv[1], sys.argv[2])

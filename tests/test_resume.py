@@ -147,3 +147,88 @@ def test_absurd_lr_before_any_checkpoint_leaves_nothing(shards, tmp_path, cli):
     assert result.exit_code == 1, result.stderr
     assert "loss became" in result.stderr and "no checkpoint was saved" in result.stderr
     assert not run.exists()
+
+
+# --- what --resume does with limits and the schedule ---------------------------------
+
+FAST = [*TINY, "--batch-size", "8", "--lr", "1e-2", "--log-every", "1", "--eval-every", "0",
+        "--optimizer", "adamw", "--warmup", "0", "--quiet"]
+
+
+def lrs(run: Path) -> dict[int, float]:
+    return {r["step"]: r["lr"] for r in rows(run) if "lr" in r}
+
+
+def test_resume_of_a_finished_cosine_run_keeps_its_horizon(shards, tmp_path, cli):
+    """The schedule is planned when the run starts: the floor is reached on its last step,
+    and steps added by `--resume --max-steps` run at the floor, not at a high rate again."""
+    run = tmp_path / "run"
+    assert cli("pretrain", shards, "-o", run, *FAST, "--max-steps", "6").exit_code == 0
+    first = lrs(run)
+    assert first[6] == pytest.approx(1e-3)  # the last step that ran: lr * min_lr_ratio
+    assert all(first[s] > first[s + 1] for s in range(1, 6))  # decaying all the way
+    result = cli("pretrain", shards, "-o", run, *FAST, "--max-steps", "10", "--resume")
+    assert result.exit_code == 0, result.stderr
+    after = lrs(run)
+    assert [after[s] for s in range(1, 7)] == [first[s] for s in range(1, 7)]
+    assert [after[s] for s in range(7, 11)] == pytest.approx([1e-3] * 4)
+
+
+def test_a_limit_given_on_resume_replaces_the_saved_ones(shards, tmp_path, cli):
+    """README's "continue a run": after a time-bounded run, --resume --max-steps N trains
+    to step N (the saved --max-time no longer applies), the time schedule at its floor."""
+    run = tmp_path / "run"
+    result = cli("pretrain", shards, "-o", run, *FAST, "--max-time", "0.001")
+    assert result.exit_code == 0, result.stderr
+    stopped = checkpoint_step(run)
+    assert 1 <= stopped < 6  # stopped by the clock after a step or so
+    result = cli("pretrain", shards, "-o", run, *FAST, "--max-steps", "6", "--resume")
+    assert result.exit_code == 0, result.stderr
+    assert checkpoint_step(run) == 6
+    assert json.loads((run / "config.json").read_text())["training"]["max_time"] is None
+    assert [lrs(run)[s] for s in range(stopped + 1, 7)] == pytest.approx(
+        [1e-3] * (6 - stopped))
+    # --epochs is a limit too: a tiny fraction of an epoch is one step, and a resume
+    # with --max-steps is not held back by it.
+    other = tmp_path / "epochs"
+    assert cli("pretrain", shards, "-o", other, *FAST, "--epochs", "0.001").exit_code == 0
+    assert checkpoint_step(other) == 1
+    assert cli("pretrain", shards, "-o", other, *FAST, "--max-steps", "3",
+               "--resume").exit_code == 0
+    assert checkpoint_step(other) == 3
+
+
+def test_a_resume_with_nothing_left_to_do_says_so(shards, tmp_path, cli):
+    run = tmp_path / "run"
+    args = [*FAST[:-1], "--max-steps", "3"]  # not --quiet
+    assert cli("pretrain", shards, "-o", run, *args).exit_code == 0
+    files = {p.name: p.read_bytes() for p in [run / "model.safetensors", run / "metrics.jsonl"]}
+    result = cli("pretrain", shards, "-o", run, *args, "--resume")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    assert "already reached its limits (3 steps) at step 3: nothing to do" in result.stderr
+    assert "--max-steps" in result.stderr
+    assert {p.name: p.read_bytes() for p in [run / "model.safetensors",
+                                             run / "metrics.jsonl"]} == files
+
+
+def test_metrics_are_live_from_the_first_logged_step(shards, tmp_path):
+    """Rows reach RUN/metrics.jsonl as they are logged, long before the first save, and
+    the run directory is a resumable run from the start."""
+    from lmtool.checkpoint import load_checkpoint
+    from lmtool.training import Callback, pretrain
+
+    run = tmp_path / "run"
+    seen: list[int] = []
+
+    class Peek(Callback):
+        def on_train_row(self, trainer, row):
+            seen.append(len(rows(run)))
+            if row["step"] == 2:
+                assert load_checkpoint(run, trainer=True).trainer.step == 0
+
+    pretrain(shards, run, overrides=dict(layers=2, heads=2, dim=32, context=32, batch_size=8,
+                                         max_steps=3, log_every=1, save_every=1000,
+                                         eval_every=0),
+             callbacks=[Peek()], sample_chars=0)
+    assert seen == [1, 2, 3]  # on disk when each row was logged

@@ -31,8 +31,13 @@ HELP_EXAMPLES = (
 SUMMARY = (
     "Pre-train a language model on token shards (from `lmtool tokenize encode`). "
     "Stops at whichever of --max-steps, --max-time, --epochs comes first (none given: "
-    "1 epoch). Settings come from the preset, then --config FILE, then the flags. "
-    "Checkpoints are written atomically to -o; Ctrl-C saves one and exits 130."
+    "1 epoch); they count the whole run, across resumptions. Settings come from the "
+    "preset, then --config FILE, then the flags. Checkpoints are written atomically to "
+    "-o (the first before step 1, so RUN/metrics.jsonl is live); Ctrl-C saves one and "
+    "exits 130. --resume continues a run: a limit given with it replaces the saved ones; "
+    "the learning-rate schedule keeps the horizon the run started with (steps past it "
+    "run at the final rate; for a new schedule, fine-tune from the run); a run that has "
+    "nothing left to do says so and exits 0."
 )
 
 
@@ -136,6 +141,11 @@ def pretrain(
         reporter.close()
     if not result.is_main:
         return  # under torchrun only rank 0 reports
+    if result.stop_reason == "done":
+        info(f"{result.run_dir} has already reached its limits ({result.limits}) at step "
+             f"{result.step}: nothing to do (give a larger --max-steps, --max-time or "
+             "--epochs to train on)", quiet)
+        return
     ev = result.last_eval or {}
     summary = f"{result.run_dir}: {result.step} steps, {result.tokens_seen:,} tokens"
     summary += f", {result.elapsed_s:.0f}s"

@@ -9,6 +9,7 @@ callbacks: library code never prints.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,17 +22,21 @@ from lmtool.checkpoint import (
     read_run_config,
     save_checkpoint,
 )
-from lmtool.errors import BadInput
+from lmtool.errors import BadInput, RuntimeFailure
 from lmtool.fsio import atomic_file
 from lmtool.models.config import ModelConfig
 from lmtool.training.config import MODEL_FIELDS, TrainConfig, resolve_configs, validate_train_config
 from lmtool.training.trainer import Callback, Trainer
 
+# When to stop. They count from the start of the run (steps, seconds, epochs in total),
+# and a limit given with --resume replaces all the saved ones: `--resume --max-steps
+# 450` after a `--max-time 30` run trains to step 450, whatever the time.
+LIMITS = ("max_steps", "max_time", "epochs")
 # Fields of a finished run that --resume may change: when to stop, how often to log,
 # evaluate and save, and where/how to compute. The rest would make a different run.
 RESUMABLE_FIELDS = {
-    "max_steps", "max_time", "epochs", "eval_every", "eval_batches", "save_every",
-    "log_every", "device", "precision", "compile",
+    *LIMITS, "eval_every", "eval_batches", "save_every", "log_every", "device",
+    "precision", "compile",
 }
 
 
@@ -41,13 +46,14 @@ class PretrainResult:
     step: int  # optimiser steps done in total
     tokens_seen: int
     elapsed_s: float
-    stop_reason: str  # "steps" or "time"
+    stop_reason: str  # "steps" or "time"; "done": a resumed run had nothing left to do
     num_parameters: int
     last_loss: float | None  # the last logged training loss
     last_eval: dict | None  # the last evaluation row (val_loss, ...)
     resumed_from: int | None  # the step a --resume started from
     sample: str | None  # a short text sampled from a causal model
     is_main: bool = True  # False on the other ranks under torchrun: they report nothing
+    limits: str = ""  # the limits the run trained to, e.g. "450 steps / 30 s"
 
 
 class MetricsLog(Callback):
@@ -106,6 +112,9 @@ def _resume_configs(run_dir: Path, overrides: dict, config_file: Path | None,
     given = {**(read_config_file(config_file) if config_file else {}),
              **{k: v for k, v in overrides.items() if v is not None}}
     given.update({k: v for k, v in (("objective", objective), ("arch", arch)) if v})
+    if any(given.get(k) is not None for k in LIMITS):
+        for key in LIMITS:
+            setattr(train, key, given.pop(key, None))
     conflicts = []
     for key, value in given.items():
         if key in RESUMABLE_FIELDS:
@@ -232,9 +241,15 @@ def pretrain(
             val_data=shards.val, dist=ctx, state=state,
             callbacks=[metrics, checkpointer, *callbacks],
         )
-        reason = trainer.fit()
+        try:
+            reason = trainer.fit()
+        except RuntimeFailure:
+            if not resume and ctx.is_main and not trainer.last_saved_step:
+                # Only the untrained step-0 checkpoint was written: leave nothing.
+                shutil.rmtree(output, ignore_errors=True)
+            raise
         text = None
-        if ctx.is_main and sample_chars and model_config.objective == "causal":
+        if ctx.is_main and sample_chars and reason != "done" and model_config.objective == "causal":
             from lmtool.inference.sampling import sample
 
             model.eval()
@@ -254,6 +269,7 @@ def pretrain(
             resumed_from=resumed_from,
             sample=text,
             is_main=ctx.is_main,
+            limits=trainer.limits.describe(),
         )
     finally:
         distributed.teardown(ctx)

@@ -12,7 +12,7 @@ import contextlib
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,15 +22,15 @@ from torch import nn
 from lmtool.checkpoint import TrainerState
 from lmtool.errors import BadInput, Interrupted, RuntimeFailure
 from lmtool.training import distributed
-from lmtool.training.batches import WindowSampler, eval_windows, seed_for
+from lmtool.training.batches import WindowSampler, seed_for
 from lmtool.training.config import DEFAULT_EPOCHS, TrainConfig
 from lmtool.training.distributed import DistContext
-from lmtool.training.objectives import Objective, Sums
+from lmtool.training.objectives import Objective
 from lmtool.training.optimizers import build_optimizer
-from lmtool.training.schedules import lr_at
+from lmtool.training.schedules import Plan, lr_at
 
 # Distinct streams derived from the seed, so e.g. masking never reuses dropout's numbers.
-_DROPOUT, _MASKING, _EVAL_MASKING = 1, 2, 3
+_DROPOUT, _MASKING = 1, 2
 
 
 class Callback:
@@ -59,10 +59,10 @@ class Limits:
     steps_per_epoch: int  # optimiser steps per pass over the training windows
     max_steps: int | None  # the earlier of --max-steps and --epochs, in steps
     max_time: float | None  # seconds
-    warmup: int  # steps
 
     @classmethod
     def from_config(cls, config: TrainConfig, sampler: WindowSampler) -> Limits:
+        """The limits in steps; a limit is a total for the run, across resumptions."""
         spe = sampler.batches_per_epoch // config.grad_accum
         if spe == 0:
             raise BadInput(
@@ -75,26 +75,25 @@ class Limits:
             epochs = DEFAULT_EPOCHS
         bounds = [b for b in (config.max_steps, epochs and math.ceil(epochs * spe)) if b]
         max_steps = min(bounds) if bounds else None
+        return cls(spe, max_steps, config.max_time)
+
+    def reached(self, step: int, elapsed: float) -> bool:
+        return (self.max_steps is not None and step >= self.max_steps) or (
+            self.max_time is not None and elapsed >= self.max_time)
+
+    def describe(self) -> str:
+        """The limits as flags, for messages: "--max-steps 450", "--max-time 30"."""
+        parts = [f"{self.max_steps} steps"] if self.max_steps is not None else []
+        if self.max_time is not None:
+            parts.append(f"{self.max_time:g} s")
+        return " / ".join(parts)
+
+    def plan(self, config: TrainConfig) -> Plan:
+        """The schedule's horizon for a run that starts with these limits."""
         warmup = config.warmup
         if warmup is None:
-            warmup = min(100, max_steps // 10) if max_steps else 100
-        return cls(spe, max_steps, config.max_time, warmup)
-
-
-def rng_snapshot() -> dict[str, torch.Tensor]:
-    states = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            states[f"cuda.{i}"] = s
-    return states
-
-
-def rng_restore(states: dict[str, torch.Tensor]) -> None:
-    if "torch" in states:
-        torch.set_rng_state(states["torch"])
-    cuda = [states[k] for k in sorted(states) if k.startswith("cuda.")]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
+            warmup = min(100, self.max_steps // 10) if self.max_steps is not None else 100
+        return Plan(self.max_steps, self.max_time, warmup)
 
 
 @contextlib.contextmanager
@@ -130,12 +129,27 @@ class Trainer:
     dist: DistContext = field(default_factory=DistContext)
     callbacks: list[Callback] = field(default_factory=list)
     state: TrainerState = field(default_factory=TrainerState)
+    clock: Callable[[], float] = time.perf_counter  # seconds; tests give each rank its own
 
     def __post_init__(self) -> None:
         from lmtool.device import needs_grad_scaler
 
         c = self.config
         self.limits = Limits.from_config(c, self.sampler)
+        saved_world = self.state.extra.get("world_size", self.dist.world_size)
+        if self.state.step and saved_world != self.dist.world_size:
+            # Each rank reads its own slice of every batch: another number of processes
+            # would read other data in another order (and a larger or smaller batch).
+            raise BadInput(
+                f"this run was trained by {saved_world} process(es); resuming it with "
+                f"{self.dist.world_size} would change its batches and data order",
+                f"resume with {saved_world} process(es)"
+                + (f" (torchrun --nproc_per_node {saved_world})" if saved_world > 1 else
+                   " (without torchrun)"),
+            )
+        plan = self.state.extra.get("plan")
+        # The horizon stays what it was when the run started (schedules.py)
+        self.plan = Plan.from_dict(plan) if plan else self.limits.plan(c)
         self.context = self.model.config.context
         self.optimizer = build_optimizer(
             self.model, c.optimizer, lr=c.lr, weight_decay=c.weight_decay,
@@ -154,16 +168,17 @@ class Trainer:
         if c.compile:
             self.wrapped = torch.compile(self.wrapped)
         self._interrupted = [False]
-        self._last_log = (self.state.step, time.perf_counter())
+        self._last_log = (self.state.step, self.clock())
         self.last_eval: dict | None = None
 
     # --- one step ------------------------------------------------------------------
 
     def lr(self, step: int, elapsed: float) -> float:
-        c, lim = self.config, self.limits
-        time_fraction = elapsed / lim.max_time if lim.max_time else 0.0
-        return lr_at(step, base_lr=c.lr, warmup=lim.warmup, total=lim.max_steps,
-                     schedule=c.schedule, min_ratio=c.min_lr_ratio, time_fraction=time_fraction)
+        """The rate for `step`, `elapsed` seconds into the run (the same on every rank)."""
+        c, plan = self.config, self.plan
+        return lr_at(step, base_lr=c.lr, warmup=plan.warmup, total=plan.end,
+                     schedule=c.schedule, min_ratio=c.min_lr_ratio,
+                     time_fraction=plan.time_fraction(elapsed))
 
     def _micro_batches(self, step: int):
         """(micro index, Batch) for optimiser step `step`: a pure function of the step."""
@@ -176,15 +191,20 @@ class Trainer:
             )
             yield micro, self.objective.make_batch(windows, gen).to(self.device)
 
-    def _step(self, elapsed: float) -> tuple[float, float, float, bool]:
-        """One optimiser step. Returns (loss, lr, elapsed agreed by all ranks, interrupted)."""
+    def _step(self, agreed: float, local: float) -> tuple[float, float, float, bool]:
+        """One optimiser step. `agreed` is the training time before this step as all ranks
+        agreed on it at the end of the previous one (the learning rate follows it, so the
+        replicas never drift); `local` is this rank's clock now. Returns (loss, lr, the
+        agreed time after the step, interrupted)."""
         from lmtool.device import autocast
 
         c, step = self.config, self.state.step
-        lr = self.lr(step, elapsed)
+        lr = self.lr(step, agreed)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        torch.manual_seed(seed_for(c.seed, step, self.dist.rank, _DROPOUT))  # dropout masks
+        # Dropout draws from the global generator, reseeded here: a pure function of
+        # (seed, step, rank), so no RNG state needs saving for an exact resume.
+        torch.manual_seed(seed_for(c.seed, step, self.dist.rank, _DROPOUT))
         self.optimizer.zero_grad()
         total = torch.zeros((), device=self.device)
         for micro, batch in self._micro_batches(step):
@@ -204,14 +224,14 @@ class Trainer:
         # non-finite loss, on Ctrl-C in any rank, on the mean elapsed time).
         world = self.dist.world_size
         loss_sum, bad, elapsed, interrupted = distributed.all_sum(
-            [loss_value, 0.0 if math.isfinite(loss_value) else 1.0, elapsed,
+            [loss_value, 0.0 if math.isfinite(loss_value) else 1.0, local,
              float(self._interrupted[0])],
             self.dist, self.device,
         )
         loss_value, elapsed = loss_sum / world, elapsed / world
         if bad:
             kept = (f"the last good checkpoint at step {self.last_saved_step} is kept"
-                    if self.last_saved_step is not None else "no checkpoint was saved")
+                    if self.last_saved_step else "no checkpoint was saved")
             raise RuntimeFailure(
                 f"loss became {loss_value} at step {step + 1}; {kept}",
                 "try a lower --lr (or --precision fp32, or a smaller --grad-clip)",
@@ -227,44 +247,34 @@ class Trainer:
 
     # --- evaluation and saving -------------------------------------------------------
 
-    @torch.no_grad()
     def evaluate(self) -> dict | None:
-        """Loss (+ perplexity or masked accuracy) on the validation split, all ranks."""
-        from lmtool.device import autocast
+        """The objective's metrics on the validation split (all ranks take part), scored
+        as `lmtool evaluate` scores it: the same function, the same masks."""
+        from lmtool.training.evaluate import score
 
         if self.val_data is None:
             return None
         self.model.eval()
-        sums = Sums()
-        window = self.objective.window(self.context)
-        for index, windows in eval_windows(
-            self.val_data, self.context, window, self.config.batch_size,
-            self.config.eval_batches, self.dist.rank, self.dist.world_size,
-        ):
-            gen = torch.Generator().manual_seed(seed_for(self.config.seed, index, _EVAL_MASKING))
-            batch = self.objective.make_batch(windows, gen).to(self.device)
-            with autocast(self.device, self.dtype):
-                sums.add(self.objective.sums(self.model, batch))
-        self.model.train()
-        loss, tokens, correct = distributed.all_sum(
-            [sums.loss, sums.tokens, sums.correct], self.dist, self.device
+        metrics = score(
+            self.model, self.objective, self.val_data, context=self.context,
+            batch_size=self.config.batch_size, max_batches=self.config.eval_batches,
+            device=self.device, dtype=self.dtype, dist=self.dist,
         )
-        if tokens == 0:
+        self.model.train()
+        if metrics is None:
             return None
-        row = {"step": self.state.step, "val_loss": loss / tokens, "val_tokens": int(tokens)}
-        if self.objective.name == "causal":
-            row["val_perplexity"] = math.exp(min(loss / tokens, 700.0))
-        else:
-            row["val_accuracy"] = correct / tokens
+        row = {"step": self.state.step, **{f"val_{k}": v for k, v in metrics.items()}}
         row["elapsed_s"] = round(self.state.elapsed_s, 3)
         self.last_eval = row
         return row
 
     def snapshot(self) -> TrainerState:
         s = self.state
-        extra = {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}
+        extra = {"world_size": self.dist.world_size, "plan": self.plan.to_dict()}
+        if self.scaler is not None:
+            extra["scaler"] = self.scaler.state_dict()
         return TrainerState(s.step, s.epoch, s.tokens_seen, s.elapsed_s,
-                            self.optimizer.state_dict(), rng_snapshot(), extra)
+                            self.optimizer.state_dict(), {}, extra)
 
     def save(self) -> None:
         if self.dist.is_main:
@@ -281,15 +291,21 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------
 
     def fit(self) -> str:
-        """Train until a limit is reached; returns why it stopped ("steps" or "time").
+        """Train until a limit is reached; returns why it stopped: "steps" or "time", or
+        "done" when a resumed run had already reached its limits (nothing is written).
 
         Raises Interrupted after saving on Ctrl-C, RuntimeFailure on a non-finite loss.
         """
         c, s, lim = self.config, self.state, self.limits
-        if s.extra.get("rng_restore", True) and s.rng:
-            rng_restore(s.rng)
+        if self.last_saved_step is not None and lim.reached(s.step, s.elapsed_s):
+            return "done"
+        if self.last_saved_step is None:
+            # A new run is saved before its first step, so RUN/metrics.jsonl is live from
+            # the first logged row and a kill at any moment leaves a run to --resume.
+            self.save()
         self.model.train()
-        start, base_elapsed = time.perf_counter(), s.elapsed_s
+        start, base_elapsed = self.clock(), s.elapsed_s
+        agreed = base_elapsed  # the same on every rank: 0, or the checkpoint's
         tokens_per_step = (
             c.batch_size * self.context * c.grad_accum * self.dist.world_size
         )
@@ -299,12 +315,12 @@ class Trainer:
                 if lim.max_steps is not None and s.step >= lim.max_steps:
                     reason = "steps"
                     break
-                elapsed = base_elapsed + time.perf_counter() - start
-                loss, lr, elapsed, interrupted = self._step(elapsed)
+                local = base_elapsed + self.clock() - start
+                loss, lr, agreed, interrupted = self._step(agreed, local)
                 s.step += 1
                 s.tokens_seen += tokens_per_step
                 s.epoch = s.step / lim.steps_per_epoch
-                s.elapsed_s = elapsed
+                s.elapsed_s = agreed
                 self._fire("on_step")
                 if s.step % c.log_every == 0:
                     self._fire("on_train_row", self._train_row(loss, lr))
@@ -320,13 +336,9 @@ class Trainer:
                     )
                 if c.save_every and s.step % c.save_every == 0:
                     self.save()
-                if lim.max_time is not None and elapsed >= lim.max_time:
+                if lim.max_time is not None and agreed >= lim.max_time:
                     reason = "time"
                     break
-        if s.step == self.last_saved_step and self.last_eval is None:
-            # A resumed run that had already reached its limit: nothing new to report.
-            self._fire("on_end", reason)
-            return reason
         if not self.last_eval or self.last_eval["step"] != s.step:
             row = self.evaluate()
             if row:
@@ -339,7 +351,7 @@ class Trainer:
     def _train_row(self, loss: float, lr: float) -> dict:
         s = self.state
         last_step, last_time = self._last_log
-        now = time.perf_counter()
+        now = self.clock()
         steps = s.step - last_step
         tokens = steps * self.config.batch_size * self.context * self.config.grad_accum
         rate = tokens * self.dist.world_size / max(now - last_time, 1e-9)
