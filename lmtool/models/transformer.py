@@ -103,7 +103,8 @@ class SelfAttention(nn.Module):
             q, k, v = qkv.unbind(0)  # 3 x (B, H, T, D)
         dropout = self.dropout if self.training else 0.0
         if cache is None:
-            y = attention(q, k, v, self.causal, dropout)  # (B, H, T, D)
+            # A padding mask (from encode's `real`) already holds the causal rule.
+            y = attention(q, k, v, self.causal and mask is None, dropout, mask)  # (B, H, T, D)
         else:
             k, v = cache.update(self.layer, k, v)  # (B, H, L + T, D) each
             # No mask: either one new token (sees all) or a first chunk (plain causal).
@@ -223,20 +224,32 @@ class Transformer(LanguageModel):
             self.tok_emb.weight.device, capacity, left_pad,
         )
 
-    def encode(self, idx: torch.Tensor, state: KVCache | None = None) -> torch.Tensor:
+    def encode(
+        self, idx: torch.Tensor, state: KVCache | None = None, *, real: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Token ids (B, T) → final hidden states (B, T, C), after the last LayerNorm.
-        With a KV cache, the tokens continue the cached ones and are appended to it."""
+        With a KV cache, the tokens continue the cached ones and are appended to it.
+        `real` (B, T) bool, False at padding: no query attends to a padding key (what a
+        bidirectional model needs for padded batches; each row must start real)."""
         if state is not None:
+            if real is not None:
+                raise BadInput("a padding mask cannot be combined with a KV cache",
+                               "use the cache's left_pad")
             return self._encode_cached(idx, state)
         self.check_length(idx)
         T = idx.size(1)
+        mask = None
+        if real is not None:
+            mask = real[:, None, None, :]  # (B, 1, 1, T): keys each query may see
+            if self.blocks[0].attn.causal:
+                mask = mask & torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
         x = self.tok_emb(idx)  # (B, T, C)
         if self.pos_emb is not None:
             x = x + self.pos_emb.weight[:T]  # (B, T, C) + (T, C)
         rope = (self.rope_cos[:T], self.rope_sin[:T]) if self.pos_emb is None else None
         x = self.drop(x)  # (B, T, C)
         for block in self.blocks:
-            x = block(x, rope)  # (B, T, C)
+            x = block(x, rope, None, mask)  # (B, T, C)
         return self.ln_f(x)  # (B, T, C)
 
     def _encode_cached(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
