@@ -383,11 +383,31 @@ def read_trainer_state(run_dir: Path) -> TrainerState:
         raise BadInput(f"{folder / STATE} is corrupt ({e})") from None
 
 
+def run_task(config: dict) -> str:
+    """What a run holds: "lm" (pretrain, finetune lm; runs from before the field say
+    nothing) or "classifier" (finetune classifier)."""
+    return config.get("task", "lm")
+
+
+def check_task(run_dir: Path, config: dict, task: str | None) -> None:
+    """Refuse a run of another task than the command needs (None: any)."""
+    actual = run_task(config)
+    if task is None or actual == task:
+        return
+    if task == "classifier":
+        raise BadInput(f"{run_dir} is a language model, not a classifier",
+                       f"make one with: lmtool finetune classifier {run_dir} LABELLED -o CLF")
+    raise BadInput(f"{run_dir} is a {actual}, not a language model",
+                   "this command needs a run made by lmtool pretrain or lmtool finetune lm")
+
+
 def load_checkpoint(
-    run_dir: Path, device: str | torch.device = "cpu", *, trainer: bool = False
+    run_dir: Path, device: str | torch.device = "cpu", *, trainer: bool = False,
+    task: str | None = "lm",
 ) -> Checkpoint:
     """Load a run: model (eval mode, on `device`), config, tokenizer, metrics, and with
-    `trainer=True` what resuming needs (optimiser state, ...). Never unpickles anything."""
+    `trainer=True` what resuming needs (optimiser state, ...). Never unpickles anything.
+    A run of another `task` than asked for is refused (None accepts any)."""
     import torch
     from safetensors.torch import load_model
 
@@ -396,12 +416,20 @@ def load_checkpoint(
 
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
+    check_task(run_dir, config, task)
     _refuse_pickles(run_dir)
     for name in (WEIGHTS, TOKENIZER):
         if not (run_dir / name).is_file():
             raise BadInput(f"{run_dir / name} is missing", "the checkpoint is incomplete")
-    model_config = ModelConfig.from_dict(config["model"])
-    model = build_model(model_config)
+    if run_task(config) == "classifier":
+        from lmtool.models.classifier import build_classifier
+
+        if "classifier" not in config:
+            raise BadInput(f"{run_dir / CONFIG} has no classifier config",
+                           "the checkpoint is corrupt")
+        model = build_classifier(config["model"], config["classifier"])
+    else:
+        model = build_model(ModelConfig.from_dict(config["model"]))
     _check_safetensors(run_dir / WEIGHTS)
     try:
         load_model(model, str(run_dir / WEIGHTS), strict=True)

@@ -1,12 +1,14 @@
 """User-facing errors. Library code raises these; the CLI turns them into one stderr line.
 
-Exit codes (DESIGN.md): 2 usage / bad input, 1 runtime failure, 130 interrupted.
+Exit codes (DESIGN.md): 2 usage / bad input, 1 runtime failure, 130 interrupted; 3 when
+the work was done but some inputs were skipped (each reported on stderr).
 """
 
 from __future__ import annotations
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
+EXIT_PARTIAL = 3  # done, but some inputs were skipped: a script can tell
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a writer killed by SIGPIPE
 
@@ -48,3 +50,9 @@ class Interrupted(LmtoolError):
     """The user pressed Ctrl-C; whatever could be saved was saved: exit 130."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class SomeSkipped(LmtoolError):
+    """The command did its work but left some inputs out, as it reported: exit 3."""
+
+    exit_code = EXIT_PARTIAL

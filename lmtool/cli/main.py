@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from lmtool import __version__
+from lmtool.cli import classify as classify_cmd
 from lmtool.cli import corpus, tokenize
 from lmtool.cli import evaluate as evaluate_cmd
 from lmtool.cli import info as info_cmd
@@ -29,7 +30,8 @@ app = typer.Typer(
 )
 app.add_typer(tokenize.app, name="tokenize")
 app.add_typer(corpus.app, name="corpus")
-for _cmd, _name in ((pretrain_cmd, "pretrain"), (evaluate_cmd, "evaluate"), (info_cmd, "info")):
+for _cmd, _name in ((pretrain_cmd, "pretrain"), (evaluate_cmd, "evaluate"), (info_cmd, "info"),
+                   (classify_cmd, "classify")):
     app.command(_name, help=with_examples(_cmd.SUMMARY, *_cmd.HELP_EXAMPLES))(
         getattr(_cmd, _name)
     )
