@@ -126,7 +126,8 @@ def test_read_documents(tmp_path):
     docs = list(read_documents([tmp_path / "d", tmp_path / "e.txt"], report=report))
     assert docs == [(str(tmp_path / "d" / "a.txt"), "first doc\nsecond line\n"),
                     (str(tmp_path / "e.txt"), "one\n\nthree")]
-    assert [why for _, why in report.skipped] == ["binary", "not valid UTF-8 (see --encoding-errors)"]
+    assert [why for _, why in report.skipped] == [
+        "binary", "not valid UTF-8 (see --encoding-errors)"]
     lines = list(read_documents([tmp_path / "e.txt"], per_line=True))
     assert lines == [(f"{tmp_path / 'e.txt'}:1", "one"), (f"{tmp_path / 'e.txt'}:2", ""),
                      (f"{tmp_path / 'e.txt'}:3", "three")]
