@@ -34,7 +34,7 @@ from typing import IO, Any
 
 from lmtool import __version__
 from lmtool.errors import BadInput, RuntimeFailure
-from lmtool.fsio import atomic_dir
+from lmtool.fsio import atomic_dir, make_dirs, named
 
 MANIFEST_ENV = "LMTOOL_CORPUS_MANIFEST"
 FORMATS = ("plain", "gz", "zip", "tar.gz")
@@ -200,7 +200,7 @@ def download_corpus(
     if text_dir.is_dir() and not force:
         return DownloadResult(text_dir, not unverified, True, unverified)
     downloads = root / "downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
+    make_dirs(downloads)
     paths = [_fetch_file(f, downloads, force, progress, report) for f in corpus.files]
     with atomic_dir(text_dir, force=True) as tmp:
         for f, path in zip(corpus.files, paths, strict=True):
@@ -284,6 +284,8 @@ def fetch(
                 continue
             raise _NetworkError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
         except (urllib.error.URLError, OSError, ValueError) as e:
+            if isinstance(e, OSError) and e.filename == str(part):
+                raise  # our disk failed (full, read-only), not the network
             reason = getattr(e, "reason", e)
             raise _NetworkError(f"cannot download {url}: {_one_line(reason)}") from None
 
@@ -305,15 +307,18 @@ def _stream(
     total: int | None,
     progress: Progress | None,
 ) -> None:
-    part.parent.mkdir(parents=True, exist_ok=True)
-    with open(part, mode) as out:
-        while chunk := response.read(CHUNK):
-            out.write(chunk)
-            done += len(chunk)
-            if progress:
-                progress(done, total)
-        out.flush()
-        os.fsync(out.fileno())
+    make_dirs(part.parent)
+    try:
+        with open(part, mode) as out:
+            while chunk := response.read(CHUNK):
+                out.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as e:  # a full disk: the part stays, for the next run to resume
+        raise named(e, part) from None
 
 
 def verify_file(f: CorpusFile, path: Path) -> None:

@@ -1,10 +1,13 @@
 """User-facing errors. Library code raises these; the CLI turns them into one stderr line.
 
-Exit codes (DESIGN.md): 2 usage / bad input, 1 runtime failure, 130 interrupted; 3 when
-the work was done but some inputs were skipped (each reported on stderr).
+Exit codes (DESIGN.md): 2 usage / bad input, 1 runtime failure, 130 interrupted, 141
+stdout closed early; 3 when the work was done but some inputs were skipped (each reported
+on stderr).
 """
 
 from __future__ import annotations
+
+import errno
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -56,3 +59,31 @@ class SomeSkipped(LmtoolError):
     """The command did its work but left some inputs out, as it reported: exit 3."""
 
     exit_code = EXIT_PARTIAL
+
+
+# OS errors about the path itself: the user named a wrong one (exit 2). Anything else
+# (a full disk, an I/O error) is the machine failing the work (exit 1).
+_BAD_PATH = {
+    errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS,
+    errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTEMPTY,
+}
+_HINTS = {
+    errno.ENOSPC: "free some space and run it again; outputs are only replaced when complete",
+    errno.EDQUOT: "free some space and run it again; outputs are only replaced when complete",
+    errno.EFBIG: "the file system or `ulimit -f` limits the file size",
+    errno.EACCES: "check its permissions, or choose another path",
+    errno.EPERM: "check its permissions, or choose another path",
+    errno.EROFS: "choose a writable location",
+    errno.ENOTDIR: "a file is where a directory should be",
+    errno.EISDIR: "a directory is where a file should be",
+    errno.ENOENT: "check the path",
+}
+
+
+def from_os_error(error: OSError) -> LmtoolError:
+    """An OSError as the one line a user reads: the path, the system's reason, a hint."""
+    reason = error.strerror or str(error)
+    where = [str(name) for name in (error.filename, error.filename2) if name is not None]
+    message = f"{' -> '.join(where)}: {reason}" if where else reason
+    kind = BadInput if where and error.errno in _BAD_PATH else RuntimeFailure
+    return kind(message, _HINTS.get(error.errno))

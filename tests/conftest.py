@@ -34,3 +34,58 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], input=input)
 
     return run
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """read_only(directory): nothing can be created under `directory` any more (EACCES).
+
+    Permission bits do the job for a normal user; root ignores them (tests run as root
+    in CI), so there every way lmtool creates a file or directory (os.open, os.mkdir,
+    open) is made to fail for paths under it, as the kernel would.
+    """
+    import builtins
+    import errno
+
+    locked: list[str] = []
+
+    def deny(directory):
+        directory = os.path.abspath(directory)
+        if os.geteuid() != 0:
+            os.chmod(directory, 0o500)
+            locked.append(directory)
+            return
+
+        def under(path) -> bool:
+            try:
+                return os.path.abspath(os.fsdecode(path)).startswith(directory + os.sep)
+            except TypeError:  # a file descriptor
+                return False
+
+        def refuse(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+
+        real_open, real_mkdir, real_builtin_open = os.open, os.mkdir, builtins.open
+
+        def os_open(path, flags, *args, **kwargs):
+            if flags & (os.O_CREAT | os.O_WRONLY | os.O_RDWR) and under(path):
+                refuse(path)
+            return real_open(path, flags, *args, **kwargs)
+
+        def mkdir(path, *args, **kwargs):
+            if under(path):
+                refuse(path)
+            return real_mkdir(path, *args, **kwargs)
+
+        def builtin_open(file, mode="r", *args, **kwargs):
+            if any(c in mode for c in "wax+") and under(file):
+                refuse(file)
+            return real_builtin_open(file, mode, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", os_open)
+        monkeypatch.setattr(os, "mkdir", mkdir)
+        monkeypatch.setattr(builtins, "open", builtin_open)
+
+    yield deny
+    for directory in locked:
+        os.chmod(directory, 0o700)

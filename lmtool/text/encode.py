@@ -21,7 +21,7 @@ import numpy as np
 
 from lmtool import __version__
 from lmtool.errors import BadInput
-from lmtool.fsio import atomic_dir, check_output
+from lmtool.fsio import atomic_dir, check_output, named
 from lmtool.text.shards import FORMAT, META, TOKENIZER, VERSION, dtype_for_vocab
 from lmtool.text.sources import STDIN, ReadReport, iter_pieces, resolve_sources
 from lmtool.text.specials import SPECIAL_IDS
@@ -121,7 +121,11 @@ class ShardWriter:
     def write(self, split: str, ids: Sequence[int] | np.ndarray, documents: int = 0) -> None:
         """Append ids straight to the file; `documents` says how many documents they end."""
         array = np.asarray(ids, dtype=self.dtype)
-        array.tofile(self._files[split])
+        f = self._files[split]
+        try:
+            f.write(array.data)  # not ndarray.tofile: its OSError has no errno
+        except OSError as e:
+            raise named(e, Path(f.name)) from None
         self.tokens[split] += len(array)
         self.documents[split] += documents
 

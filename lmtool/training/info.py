@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
-import struct
 from pathlib import Path
-
-from lmtool.errors import BadInput
 
 
 def count_parameters(weights: Path) -> int:
     """Parameters stored in a safetensors file, from its header alone (tied ones once)."""
-    from lmtool.checkpoint import _check_safetensors
+    from lmtool.checkpoint import tensor_shapes
 
-    _check_safetensors(weights)
-    with open(weights, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        try:
-            header = json.loads(f.read(length))
-        except ValueError:
-            raise BadInput(f"{weights} is corrupt (bad header)") from None
-    return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    return sum(math.prod(shape) for shape in tensor_shapes(weights).values())
 
 
 def run_info(run: Path) -> dict:
@@ -30,7 +19,6 @@ def run_info(run: Path) -> dict:
         TOKENIZER,
         TRAINER,
         WEIGHTS,
-        _refuse_pickles,
         read_metrics,
         read_run_config,
         read_trainer_state,
@@ -39,9 +27,6 @@ def run_info(run: Path) -> dict:
 
     run = Path(run)
     config = read_run_config(run)
-    _refuse_pickles(run)
-    if not (run / WEIGHTS).is_file():
-        raise BadInput(f"{run / WEIGHTS} is missing", "the checkpoint is incomplete")
     rows = read_metrics(run)
     train_rows = [r for r in rows if "loss" in r]
     eval_rows = [r for r in rows if "val_loss" in r]
