@@ -132,7 +132,8 @@ def test_existing_output_without_resume_or_force(shards, tmp_path, cli):
     assert cli("pretrain", shards, "-o", run, *FAST, "--quiet").exit_code == 0
     before = (run / "model.safetensors").read_bytes()
     err = one_line_error(cli("pretrain", shards, "-o", run, *FAST, "--layers", "1"))
-    assert "already holds a different run" in err and "--resume" in err and "--force" in err
+    assert "already holds a run (4 steps trained)" in err
+    assert "--resume" in err and "--force" in err
     assert (run / "model.safetensors").read_bytes() == before
     other = tmp_path / "notes"
     other.mkdir()

@@ -232,3 +232,29 @@ def test_metrics_are_live_from_the_first_logged_step(shards, tmp_path):
                                          eval_every=0),
              callbacks=[Peek()], sample_chars=0)
     assert seen == [1, 2, 3]  # on disk when each row was logged
+
+
+def test_kill_at_any_moment_leaves_a_loadable_run(shards, tmp_path):
+    """Saving at every step, so a kill -9 at a random instant often lands mid-save: the
+    run loads every time, and the next --resume goes on from its last checkpoint."""
+    import random
+
+    from lmtool.checkpoint import load_checkpoint
+
+    run, rng, last = tmp_path / "run", random.Random(0), 0
+    for round_ in range(3):
+        proc = subprocess.Popen(run_args(shards, run, 100000, "--save-every", "1",
+                                         *(["--resume"] if round_ else [])),
+                                env=env(), stderr=subprocess.PIPE, text=True)
+        wait_for_checkpoint(proc, run, last + 2)
+        time.sleep(rng.uniform(0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        step = load_checkpoint(run, trainer=True).trainer.step
+        assert step >= last + 2
+        last = step
+    # What the kills left (a lock file, a half-built checkpoint) goes with the next save.
+    done = subprocess.run(run_args(shards, run, last + 1, "--resume"), env=env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -9,6 +9,7 @@ callbacks: library code never prints.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,6 @@ from pathlib import Path
 from lmtool.checkpoint import (
     METRICS,
     TrainerState,
-    check_run_output,
     load_checkpoint,
     read_run_config,
     save_checkpoint,
@@ -25,6 +25,7 @@ from lmtool.checkpoint import (
 from lmtool.errors import BadInput, RuntimeFailure
 from lmtool.fsio import atomic_file
 from lmtool.models.config import ModelConfig
+from lmtool.rundir import claim_run
 from lmtool.training.config import MODEL_FIELDS, TrainConfig, resolve_configs, validate_train_config
 from lmtool.training.trainer import Callback, Trainer
 
@@ -155,7 +156,19 @@ def pretrain(
     `overrides` maps field names (layers, heads, dim, context, dropout, batch_size, lr,
     warmup, max_steps, ...) to values; None means "not given". Precedence: the preset,
     then `config_file`, then `overrides`. Under torchrun this runs DDP (rank 0 writes).
+    `output` is locked for the whole run: a second process is refused.
     """
+    # Rank 0 alone writes the run, so it alone holds the lock (torchrun sets RANK).
+    with claim_run(output, resume=resume, force=force, lock=os.environ.get("RANK", "0") == "0"):
+        return _pretrain(data, output, objective=objective, arch=arch, preset=preset,
+                         overrides=overrides, config_file=config_file, tokenizer=tokenizer,
+                         resume=resume, callbacks=callbacks, sample_chars=sample_chars)
+
+
+def _pretrain(data: Path, output: Path, *, objective: str | None, arch: str | None,
+              preset: str | None, overrides: dict | None, config_file: Path | None,
+              tokenizer: Path | None, resume: bool, callbacks: Sequence[Callback],
+              sample_chars: int) -> PretrainResult:
     import torch
 
     from lmtool.device import resolve_device, resolve_precision
@@ -167,7 +180,6 @@ def pretrain(
     from lmtool.training.objectives import make_objective
 
     data, output, overrides = Path(data), Path(output), dict(overrides or {})
-    check_run_output(output, resume=resume, force=force)
     shards = open_shards(data)
     tok_file = find_tokenizer_file(Path(tokenizer) if tokenizer else shards.tokenizer_path)
     tok = load_tokenizer(tok_file)

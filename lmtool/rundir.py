@@ -1,0 +1,113 @@
+"""Who may write a run directory: one training process at a time, and never over
+something else unless the user said so (--resume, --force).
+
+    with claim_run(RUN, resume=False, force=False):   # for the whole life of the training
+        ...
+
+The lock is an flock on a hidden sibling, `.RUN.lock` (not inside RUN: every checkpoint
+swaps RUN for a new directory). The kernel drops an flock when its process dies, however
+it dies, so a run killed with kill -9 never blocks the next --resume; the holder's pid
+and host, written into the file, name it when a second process is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from lmtool.checkpoint import STATE, TRAINER, is_run
+from lmtool.errors import BadInput, RuntimeFailure
+from lmtool.fsio import make_parents, recover, umask
+
+
+def lock_path(run_dir: Path) -> Path:
+    run_dir = Path(os.path.abspath(run_dir))
+    return run_dir.with_name(f".{run_dir.name}.lock")
+
+
+def _holder(fd: int) -> str:
+    """What the holding process wrote into the lock file, for the message."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0))
+        return f"pid {info['pid']} on {info['host']}, since {info['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that is still starting"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run's lock until the block ends; RuntimeFailure naming the holder if
+    another process has it."""
+    path = lock_path(run_dir)
+    created = make_parents(path)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise RuntimeFailure(
+                f"{run_dir} is being written by another lmtool process ({holder})",
+                "wait for it to finish or stop it; one process trains a run at a time",
+            ) from None
+        # The previous holder unlinks the file as it leaves: if it did so between our
+        # open and flock, we locked an orphan; start again on the file now there.
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        os.close(fd)
+    try:
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                  "since": since}).encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # before unlocking: a waiter then retries on a new file
+        os.close(fd)
+        for directory in reversed(created):  # made for this run, and it left nothing
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+
+
+def check_run_output(run_dir: Path, *, resume: bool, force: bool) -> None:
+    """Refuse to train into a path that holds something, unless told what to do."""
+    run_dir = Path(run_dir)
+    recover(run_dir)
+    if os.path.lexists(run_dir) and not run_dir.is_dir():
+        raise BadInput(f"{run_dir} is a file, not a run directory",
+                       "choose another -o, or remove the file")
+    if resume:
+        if not is_run(run_dir):
+            raise BadInput(f"--resume: {run_dir} holds no run to resume",
+                           "start a new run without --resume")
+        return
+    if force or not run_dir.exists() or not any(run_dir.iterdir()):
+        return
+    if not is_run(run_dir):
+        raise BadInput(f"{run_dir} already holds other files",
+                       "choose another -o, or pass --force to replace them")
+    try:
+        done = f" ({json.loads((run_dir / TRAINER / STATE).read_text())['step']} steps trained)"
+    except (OSError, ValueError, KeyError, TypeError):
+        done = ""
+    raise BadInput(f"{run_dir} already holds a run{done}",
+                   "pass --resume to continue it, with a higher --max-steps or --max-time to "
+                   "train longer, or --force to start it again")
+
+
+@contextlib.contextmanager
+def claim_run(run_dir: Path, *, resume: bool, force: bool, lock: bool = True) -> Iterator[None]:
+    """The run's lock (unless `lock` is False: the other ranks under torchrun, which
+    never write) and the check that training may write there, for the block's life."""
+    with run_lock(run_dir) if lock else contextlib.nullcontext():
+        check_run_output(run_dir, resume=resume, force=force)
+        yield
