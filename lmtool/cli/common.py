@@ -1,4 +1,4 @@
-"""What every command shares: option aliases, error conversion, stdout/stderr handling.
+"""What every command shares: option aliases and stderr output (errors: cli/errors.py).
 
 Options have the same name and meaning everywhere (DESIGN.md, CLI conventions); define
 them here once and use them as `device: Device = "auto"` in a command's signature.
@@ -6,19 +6,15 @@ them here once and use them as `device: Device = "auto"` in a command's signatur
 
 from __future__ import annotations
 
-import functools
-import os
 import sys
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from lmtool.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, LmtoolError
 from lmtool.text.sources import DOCUMENT_MODES, ENCODING_ERRORS
 
 # Logs, warnings, errors and progress go to stderr; stdout carries results only.
@@ -83,49 +79,10 @@ Errors = Annotated[
 ]
 
 
-F = TypeVar("F", bound=Callable)
-
-
 def with_examples(summary: str, *examples: str) -> str:
     """A help text that ends with an Examples block Click prints verbatim (the \\b marker)."""
     lines = "\n".join(f"  {e}" for e in examples)
     return f"{summary}\n\n\b\nExamples:\n{lines}"
-
-
-def handle_errors(command: F) -> F:
-    """Turn our errors, Ctrl-C and a closed stdout into one stderr line and an exit code.
-
-    Put it under `@app.command()` on every command: CliRunner calls commands directly,
-    so a wrapper around `main()` would not be seen by tests. LMTOOL_DEBUG=1 shows the
-    traceback.
-    """
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except LmtoolError as e:
-            _debug_traceback()
-            hint = f" ({e.hint})" if e.hint else ""
-            stderr.print(f"lmtool: error: {e.message}{hint}", markup=False)
-            raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            _debug_traceback()
-            stderr.print("lmtool: interrupted", markup=False)
-            raise typer.Exit(EXIT_INTERRUPTED) from None
-        except BrokenPipeError:
-            # The reader went away (`lmtool ... | head`): stop quietly, as `cat` would.
-            # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            raise typer.Exit(EXIT_BROKEN_PIPE) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _debug_traceback() -> None:
-    if os.environ.get("LMTOOL_DEBUG"):
-        traceback.print_exc(file=sys.stderr)
 
 
 def show_progress(quiet: bool) -> bool:

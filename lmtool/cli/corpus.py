@@ -13,7 +13,6 @@ from lmtool.cli.common import (
     Format,
     OutputFormat,
     Quiet,
-    handle_errors,
     info,
     show_progress,
     stderr,
@@ -80,7 +79,6 @@ def _size(n: int | None) -> str:
         "lmtool corpus list --format json",
     ),
 )
-@handle_errors
 def list_(
     manifest: Manifest = None,
     cache_dir: CacheDir = None,
@@ -165,7 +163,6 @@ class _Progress:
         "lmtool tokenize train $(lmtool corpus download tiny-shakespeare) -o tok.json",
     )
 )
-@handle_errors
 def download(
     name: Annotated[
         str,

@@ -19,7 +19,6 @@ from lmtool.cli.common import (
     OutputFormat,
     Precision,
     Seed,
-    handle_errors,
 )
 
 HELP_EXAMPLES = (
@@ -39,7 +38,6 @@ class Split(str, Enum):
     val = "val"
 
 
-@handle_errors
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run directory from lmtool pretrain.")],
     sources: Annotated[

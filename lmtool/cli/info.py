@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lmtool.cli.common import Format, OutputFormat, handle_errors
+from lmtool.cli.common import Format, OutputFormat
 
 HELP_EXAMPLES = ("lmtool info runs/lm", "lmtool info runs/lm --format json | jq .history")
 SUMMARY = "Show what a run is (config, parameters, tokenizer, data) and how training went."
@@ -22,7 +22,6 @@ def _fmt(value) -> str:
     return "-" if value is None else str(value)
 
 
-@handle_errors
 def info(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     format: Format = OutputFormat.text,

@@ -13,9 +13,11 @@ from lmtool.cli import evaluate as evaluate_cmd
 from lmtool.cli import info as info_cmd
 from lmtool.cli import pretrain as pretrain_cmd
 from lmtool.cli.common import with_examples
+from lmtool.cli.errors import LmtoolGroup
 
 app = typer.Typer(
     name="lmtool",
+    cls=LmtoolGroup,  # turns every error of every command into one line and an exit code
     help=with_examples(
         "Train tokenizers, pre-train and fine-tune small language models, generate and "
         "classify text.",

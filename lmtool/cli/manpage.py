@@ -1,6 +1,7 @@
 """Man pages (roff) generated from the CLI's own definitions: one page per command.
 
-click-man cannot be used: current Typer bundles its own Click (`typer._click`), and
+click-man cannot be used: current Typer bundles its own Click (`typer._click`, private:
+pyproject pins the Typer range this was tested with), and
 click-man's `isinstance(param, click.Option)` checks against the external Click drop every
 option; it also stamps today's date into each page and prints Click's `\\b` marker. So we
 walk the command tree ourselves. Pages are deterministic: the version, never a date.

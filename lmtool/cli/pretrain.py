@@ -15,7 +15,6 @@ from lmtool.cli.common import (
     Precision,
     Quiet,
     choices,
-    handle_errors,
     info,
     stderr,
 )
@@ -67,7 +66,6 @@ M = "Model"
 Int, Float = int | None, float | None  # None: not given (the config file or default wins)
 
 
-@handle_errors
 def pretrain(
     data: Annotated[Path, typer.Argument(help="A shard directory from lmtool tokenize encode.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The run directory to write.")],

@@ -22,7 +22,6 @@ from lmtool.cli.common import (
     Seed,
     Sources,
     choices,
-    handle_errors,
     info,
     show_progress,
     stderr,
@@ -73,7 +72,6 @@ def _report_warnings(warnings: list[str]) -> None:
         "cat notes.txt | lmtool tokenize train - --kind char --lowercase -o chars.json",
     )
 )
-@handle_errors
 def train(
     sources: Sources,
     output: Annotated[
@@ -142,7 +140,6 @@ def train(
         "lmtool tokenize encode 'wiki/*.txt' -t tok.json -o data/ --val-fraction 0.01",
     )
 )
-@handle_errors
 def encode(
     sources: Sources,
     tokenizer: TokenizerOpt,
@@ -234,7 +231,6 @@ class _EncodeProgress:
         "lmtool tokenize ids -t tok.json notes.txt | head",
     )
 )
-@handle_errors
 def ids(
     tokenizer: TokenizerOpt,
     sources: Annotated[
@@ -272,7 +268,6 @@ def ids(
         "lmtool tokenize decode -t tok.json ids.txt",
     )
 )
-@handle_errors
 def decode(
     tokenizer: TokenizerOpt,
     sources: Annotated[
@@ -320,7 +315,6 @@ def decode(
         "lmtool tokenize stats -t tok.json 'wiki/*.txt' --format json",
     )
 )
-@handle_errors
 def stats(
     tokenizer: TokenizerOpt,
     sources: Sources,
