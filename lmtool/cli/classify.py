@@ -16,7 +16,6 @@ from lmtool.cli.common import (
     OutputFormat,
     Precision,
     Quiet,
-    handle_errors,
     show_progress,
     stderr,
     warn,
@@ -42,7 +41,6 @@ def _opt(flag: str, help: str):
     return typer.Option(flag, help=help, show_default=False)
 
 
-@handle_errors
 def classify(
     run: Annotated[Path, typer.Argument(help="A classifier run directory.", metavar="CLF")],
     sources: Annotated[list[str], typer.Argument(
