@@ -205,3 +205,53 @@ def test_cli_ensemble_with_other_labels(cli, runs):
     other = make_classifier_run(runs["root"], "lstm", labels=("a", "b", "c"), name="abc")
     r = cli("classify", runs["lstm"], "-", "--ensemble", other, input="x")
     assert r.exit_code == 2 and "has the labels a, b, c" in r.stderr and r.stdout == ""
+
+
+# --- evaluate ------------------------------------------------------------------------------
+
+
+def test_evaluate_counts_what_classify_predicts(cli, runs, tmp_path):
+    docs = texts(40, seed=5)
+    rng = random.Random(1)
+    gold = [rng.choice(["neg", "pos", "maybe"]) if i % 10 else "maybe" for i in range(40)]
+    f = tmp_path / "gold.tsv"
+    f.write_text("label\ttext\n" + "".join(f"{g}\t{d}\n" for g, d in zip(gold, docs,
+                                                                           strict=True)))
+    predicted = [p.label for p in classify(runs["causal"], docs, device="cpu")]
+    r = cli("evaluate", runs["causal"], f, "--format", "json", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    result = json.loads(r.stdout)
+    right = sum(p == g for p, g in zip(predicted, gold, strict=True))
+    assert result["accuracy"] == pytest.approx(right / 40)
+    assert result["examples"] == 40
+    assert set(result) >= {"accuracy", "macro_f1", "per_class", "confusion"}
+    n_maybe = gold.count("maybe")
+    assert result["unseen_labels"] == {"maybe": n_maybe}
+    assert result["per_class"]["maybe"]["support"] == n_maybe
+    assert sum(map(sum, result["confusion"]["matrix"])) == 40
+    assert f"label 'maybe' ({n_maybe} example(s)) is not one the classifier knows" in r.stderr
+    text = cli("evaluate", runs["causal"], f, "--device", "cpu")
+    assert text.exit_code == 0
+    assert text.stdout.startswith(f"accuracy {right / 40:.4f}")
+    assert "true \\ predicted" in text.stdout and "\x1b[" not in text.stdout
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("label\ttext\npos\tgood\n\tbad\n", "gold.tsv:3: the row has an empty label"),
+        ("label,text\npos,good\n", "gold.tsv:1: the header is CSV, but the file is read as TSV"),
+        ("label\ttext\n", "gold.tsv holds no examples"),
+        ("nonsense without columns\n", "gold.tsv:1: the row has no text"),
+    ],
+)
+def test_evaluate_bad_labelled_file(cli, runs, tmp_path, content, message):
+    f = tmp_path / "gold.tsv"
+    f.write_text(content)
+    r = cli("evaluate", runs["lstm"], f)
+    assert r.exit_code == 2 and message in r.stderr and r.stdout == ""
+
+
+def test_evaluate_needs_one_labelled_source(cli, runs, tmp_path):
+    r = cli("evaluate", runs["lstm"], tmp_path / "a.tsv", tmp_path / "b.tsv")
+    assert r.exit_code == 2 and "one labelled source, not 2" in r.stderr

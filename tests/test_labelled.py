@@ -194,6 +194,7 @@ def test_reading_streams(tmp_path):
         ("a.txt", "positive: a fine film\n",
          r"cannot tell the format of .*a.txt.*reads TSV or CSV"),
         ("a.tsv", "", r"a.tsv holds no examples"),
+        ("a.csv", "label\ttext\npos\tgood\n", r"a.csv:1: the header is TSV, but the file is read"),
         ("a.tsv", "label\ttext\n", r"a.tsv holds no examples"),
         ("a.tsv", b"label\ttext\n\0\1\2", r"a.tsv is a binary file"),
         ("a.tsv", b"label\ttext\npos\tcaf\xe9\n", r"a.tsv is not valid UTF-8 \(byte offset 18\)"),

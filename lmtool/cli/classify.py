@@ -146,3 +146,63 @@ class _Progress:
     def close(self) -> None:
         if self._status is not None:
             self._status.stop()
+
+
+# --- `lmtool evaluate CLF LABELLED` (the command lives in cli/evaluate.py) -------------------
+
+
+def evaluate_classifier(run: Path, sources: list[str], *, ensemble: list[Path], batch_size: int,
+                        encoding_errors: str, device: str, precision: str,
+                        format: OutputFormat) -> None:
+    """Score a classifier on a labelled source and print accuracy, macro-F1, per-class
+    precision/recall/F1 and the confusion matrix."""
+    from lmtool.errors import BadInput
+    from lmtool.inference.classify import evaluate_classifier as run_evaluation
+    from lmtool.text.labelled import LabelledReport
+
+    if len(sources) != 1:
+        raise BadInput(f"a classifier is evaluated on one labelled source, not {len(sources)}",
+                       "pass one TSV, CSV or JSONL file, a folder per class, or -")
+    report = LabelledReport()
+    result = run_evaluation(run, sources[0], ensemble=ensemble, batch_size=batch_size,
+                            encoding_errors=encoding_errors, device=device,
+                            precision=precision, report=report)
+    for line in report.warnings():
+        warn(line)
+    for name, n in result["unseen_labels"].items():
+        warn(f"label {name!r} ({n} example(s)) is not one the classifier knows: counted as wrong")
+    if format in (OutputFormat.json, OutputFormat.jsonl):
+        typer.echo(json.dumps(result, indent=2 if format == OutputFormat.json else None))
+    elif format == OutputFormat.tsv:
+        typer.echo("label\tprecision\trecall\tf1\tsupport")
+        for name, c in result["per_class"].items():
+            typer.echo(f"{name}\t{c['precision']:.6f}\t{c['recall']:.6f}\t{c['f1']:.6f}\t"
+                       f"{c['support']}")
+    else:
+        _print_evaluation(result)
+
+
+def _print_evaluation(result: dict) -> None:
+    """Rich tables on a terminal; the same as aligned plain text in a pipe."""
+    import sys
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    tty = sys.stdout.isatty()
+    console = Console(highlight=False, no_color=not tty, width=None if tty else 200)
+    style = box.SIMPLE_HEAD if tty else None
+    console.print(f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   "
+                  f"({result['examples']:,} examples)")
+    per_class = Table("label", "precision", "recall", "F1", "support", box=style,
+                      pad_edge=False)
+    for name, c in result["per_class"].items():
+        per_class.add_row(name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}",
+                          f"{c['support']:,}")
+    console.print(per_class)
+    names = result["confusion"]["labels"]
+    confusion = Table("true \\ predicted", *names, box=style, pad_edge=False)
+    for name, row in zip(names, result["confusion"]["matrix"], strict=True):
+        confusion.add_row(name, *(f"{n:,}" for n in row))
+    console.print(confusion)

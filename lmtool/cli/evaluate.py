@@ -1,4 +1,5 @@
-"""`lmtool evaluate`: perplexity (causal) or masked-token loss/accuracy of a run."""
+"""`lmtool evaluate`: perplexity (causal) or masked-token loss/accuracy of a run; accuracy,
+macro-F1, per-class scores and the confusion matrix of a classifier (cli/classify.py)."""
 
 from __future__ import annotations
 
@@ -20,16 +21,21 @@ from lmtool.cli.common import (
     Precision,
     Seed,
 )
+from lmtool.errors import BadInput
 
 HELP_EXAMPLES = (
     "lmtool evaluate runs/lm data/",
     "lmtool evaluate runs/lm held_out/*.txt --format json",
     "cat notes.txt | lmtool evaluate runs/mlm - --seed 1",
+    "lmtool evaluate runs/clf reviews/test.tsv --format json | jq .macro_f1",
 )
 SUMMARY = (
     "Score a run on text (files, directories, globs or - for stdin, tokenized with the "
     "run's own tokenizer) or on a shard directory (its validation split by default). "
-    "Prints perplexity for a causal model, masked-token loss and accuracy for a masked one."
+    "Prints perplexity for a causal model, masked-token loss and accuracy for a masked one. "
+    "A classifier is scored on one labelled source (TSV/CSV with label and text columns, "
+    "JSONL, or a folder per class): accuracy, macro-F1, per-class precision/recall/F1 and "
+    "the confusion matrix (--format json: keys accuracy, macro_f1, per_class, confusion)."
 )
 
 
@@ -39,7 +45,7 @@ class Split(str, Enum):
 
 
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="A run directory from lmtool pretrain.")],
+    run: Annotated[Path, typer.Argument(help="A run directory (language model or classifier).")],
     sources: Annotated[
         list[str], typer.Argument(help="A shard directory, or text files, dirs, globs or -.")
     ],
@@ -51,9 +57,22 @@ def evaluate(
     device: Device = "auto",
     precision: Precision = "auto",
     format: Format = OutputFormat.text,
+    ensemble: Annotated[list[Path] | None, typer.Option(
+        "--ensemble", help="Classifiers: average with this one's probabilities (repeatable).",
+        show_default=False)] = None,
 ) -> None:
+    from lmtool.checkpoint import read_run_config, run_task
     from lmtool.training.evaluate import evaluate as run_evaluate
 
+    if run_task(read_run_config(run)) == "classifier":
+        from lmtool.cli.classify import evaluate_classifier
+
+        return evaluate_classifier(
+            run, sources, ensemble=ensemble or [], batch_size=batch_size,
+            encoding_errors=encoding_errors.value, device=device, precision=precision,
+            format=format)
+    if ensemble:
+        raise BadInput("--ensemble is for classifiers", f"{run} is a language model")
     result = run_evaluate(
         run, sources, split=split.value, seed=seed, batch_size=batch_size,
         device=device, precision=precision, document=document.value,

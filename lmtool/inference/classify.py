@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from lmtool.errors import BadInput
+from lmtool.text.labelled import LabelledReport
 from lmtool.text.sources import (
     ENCODING_ERRORS,
     SNIFF_BYTES,
@@ -382,3 +383,51 @@ def _lines_of(source, name: str, errors: str, max_chars: int,
     if found.skipped_binary:
         report.skipped.append((name, "binary"))
     report.undecodable_files += bool(found.undecodable_bytes)
+
+
+# --- evaluation on labelled data -------------------------------------------------------------
+
+
+def evaluate_classifier(
+    run: Path | str,
+    labelled: str | Path,
+    *,
+    ensemble: Sequence[Path | str] = (),
+    batch_size: int = 64,
+    block: int = BLOCK,
+    device: str = "auto",
+    precision: str = "auto",
+    encoding_errors: str = "strict",
+    report: LabelledReport | None = None,
+) -> dict:
+    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix of the
+    classifier in `run` (with `ensemble`) on a labelled file, folder or "-".
+
+    Streams: examples are read, scored and counted a block at a time. A true label the
+    classifier never saw is counted as wrong and listed under "unseen_labels" with its
+    number of examples.
+    """
+    from collections import deque
+
+    from lmtool.metrics import Confusion
+    from lmtool.text.labelled import iter_labelled
+
+    scorer = load_scorer(run, ensemble=ensemble, batch_size=batch_size, device=device,
+                         precision=precision)
+    report = report if report is not None else LabelledReport()
+    labels: deque[str] = deque()  # true labels of the examples read and not yet scored
+
+    def documents() -> Iterator[tuple[str, str]]:
+        for example in iter_labelled(labelled, encoding_errors=encoding_errors, report=report):
+            labels.append(example.label)
+            yield example.where, example.text
+
+    confusion = Confusion(scorer.labels)
+    for p in scorer.predict(documents(), block=block):
+        confusion.add(labels.popleft(), p.label)
+    result = confusion.report()
+    support = {name: result["per_class"][name]["support"] for name in result["unseen_labels"]}
+    result["unseen_labels"] = support  # label → examples, all counted wrong
+    result["labels"] = list(scorer.labels)
+    result["empty_texts"] = len(report.empty_texts)
+    return result

@@ -174,8 +174,8 @@ def _cannot_tell(name: str, why: str) -> BadInput:
 class _Columns:
     """Where the label and the text are in a row, from a header or from the first row."""
 
-    def __init__(self, name: str, need_label: bool):
-        self.name, self.need_label = name, need_label
+    def __init__(self, name: str, fmt: str, need_label: bool):
+        self.name, self.fmt, self.need_label = name, fmt, need_label
         self.header: list[str] | None = None
         self.width = 2
         self.label_at: int | None = 0
@@ -186,6 +186,14 @@ class _Columns:
         has none and must hold (label, text) pairs."""
         names = [f.strip().lstrip("\ufeff").strip().lower() for f in fields]
         if LABEL not in names and TEXT not in names:
+            other = _split_header(fields[0]) if len(fields) == 1 else None
+            if other is not None:  # e.g. "label,text" in a file named .tsv
+                raise BadInput(
+                    f"{self.name}:{line}: the header is {other[0].upper()}, but the file is "
+                    f"read as {self.fmt.upper()}",
+                    f"rename the file to .{other[0]}, or write it with "
+                    + ("tabs" if self.fmt == "tsv" else "commas"),
+                )
             return False
         if TEXT not in names or (self.need_label and LABEL not in names):
             missing = TEXT if TEXT not in names else LABEL
@@ -313,7 +321,7 @@ def _chain(first: list, rest: Iterator) -> Iterator:
 
 def _iter_delimited(name: str, lines: Iterator[tuple[int, str]], fmt: str,
                     need_label: bool) -> Iterator[Example]:
-    columns = _Columns(name, need_label)
+    columns = _Columns(name, fmt, need_label)
     sep = "\t" if fmt == "tsv" else ","
     first = True
     records = _tsv_records(lines) if fmt == "tsv" else _csv_records(name, lines)
