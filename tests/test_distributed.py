@@ -65,7 +65,9 @@ def test_resuming_under_another_number_of_processes_is_refused(shards, tmp_path,
 def test_ranks_agree_on_the_time_before_each_step(shards, tmp_path):
     """Rank 1's clock runs three times as fast as rank 0's. Under --max-time the rate is
     a function of the time, so a rank that followed its own clock would step with
-    another rate and the replicas would drift apart; they must end identical."""
+    another rate and the replicas would drift apart; they must end identical. The run
+    also unfreezes one more of its 4 layer groups every 2 steps (DDP re-wrapped each
+    time): the bottom group, still frozen after 6 steps, must not have moved."""
     out = tmp_path / "params.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -73,15 +75,14 @@ def test_ranks_agree_on_the_time_before_each_step(shards, tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert result["steps"] >= 5, result
+    assert 3 <= result["steps"] <= 6, result
     assert result["lr_first"] != result["lr_last"]  # the rate did follow the time
     assert result["max_param_diff"] == 0.0, result
+    assert result["unfrozen"] >= 2 and result["bottom_moved"] is False, result
 
 
 def _clock_worker(shards: str, out: str) -> None:
     """Run by torchrun from the test above: train with a skewed clock on each rank."""
-    import time
-
     import torch
     import torch.distributed as dist
 
@@ -91,22 +92,25 @@ def _clock_worker(shards: str, out: str) -> None:
     from lmtool.training.batches import WindowSampler
     from lmtool.training.config import TrainConfig
     from lmtool.training.objectives import CausalObjective
+    from lmtool.training.run import lm_optimizer
     from lmtool.training.trainer import Callback, Trainer
 
     torch.set_num_threads(1)
     ctx, device = distributed.setup(torch.device("cpu"))
     data = open_shards(shards)
     config = resolve_model_config("transformer", "causal", "tiny",
-                                  dict(layers=1, heads=2, dim=16, context=16))
+                                  dict(layers=3, heads=2, dim=16, context=16))
     config.vocab_size = data.vocab_size
     torch.manual_seed(0)
     model = build_model(config)
     train = TrainConfig(batch_size=4, lr=1e-2, optimizer="adamw", schedule="linear",
-                        warmup=0, max_time=1.0, eval_every=0, log_every=1, device="cpu")
-    t0, speed = time.perf_counter(), 1.0 + 2.0 * ctx.rank
+                        warmup=0, max_time=10.0, max_steps=6, eval_every=0, log_every=1,
+                        device="cpu", discriminative=2.6, unfreeze_start=1)
+    now, tick = [0.0], 0.5 + 1.0 * ctx.rank  # a fake clock: each reading moves it on
 
     def clock() -> float:
-        return t0 + (time.perf_counter() - t0) * speed
+        now[0] += tick
+        return now[0]
 
     rates: list[float] = []
 
@@ -115,8 +119,13 @@ def _clock_worker(shards: str, out: str) -> None:
             rates.append(row["lr"])
 
     sampler = WindowSampler(data.train, 16, 17, 4, 0, ctx.rank, ctx.world_size)
-    trainer = Trainer(model, CausalObjective(), sampler, train, device, dist=ctx,
-                      clock=clock, callbacks=[Rates()])
+    train.unfreeze_every = 2 / sampler.batches_per_epoch  # one more group every 2 steps
+    trainer = Trainer(model, CausalObjective(), sampler, train, device,
+                      lm_optimizer(model, train, device), dist=ctx, clock=clock,
+                      callbacks=[Rates()])
+    bottom = [p for g in trainer.optimizer.param_groups if g["layer_group"] == 0
+              for p in g["params"]]
+    start = [p.detach().clone() for p in bottom]
     trainer.fit()
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     gathered = [torch.empty_like(flat) for _ in range(ctx.world_size)]
@@ -125,7 +134,10 @@ def _clock_worker(shards: str, out: str) -> None:
         diff = max(float((g - flat).abs().max()) for g in gathered)
         with open(out, "w") as f:
             json.dump({"steps": trainer.state.step, "max_param_diff": diff,
-                       "lr_first": rates[0], "lr_last": rates[-1]}, f)
+                       "lr_first": rates[0], "lr_last": rates[-1],
+                       "unfrozen": trainer.trainable,
+                       "bottom_moved": any(not torch.equal(p, q) for p, q in zip(
+                           bottom, start, strict=True))}, f)
     distributed.teardown(ctx)
 
 

@@ -8,7 +8,7 @@ import typer
 
 from lmtool import __version__
 from lmtool.cli import classify as classify_cmd
-from lmtool.cli import corpus, tokenize
+from lmtool.cli import corpus, finetune, tokenize
 from lmtool.cli import evaluate as evaluate_cmd
 from lmtool.cli import info as info_cmd
 from lmtool.cli import pretrain as pretrain_cmd
@@ -32,6 +32,7 @@ app = typer.Typer(
 )
 app.add_typer(tokenize.app, name="tokenize")
 app.add_typer(corpus.app, name="corpus")
+app.add_typer(finetune.app, name="finetune")
 for _cmd, _name in ((pretrain_cmd, "pretrain"), (evaluate_cmd, "evaluate"), (info_cmd, "info"),
                    (classify_cmd, "classify")):
     app.command(_name, help=with_examples(_cmd.SUMMARY, *_cmd.HELP_EXAMPLES))(

@@ -21,6 +21,18 @@ class LanguageModel(nn.Module):
 
     config: ModelConfig
     lm_head: nn.Module
+    # True when training reads contiguous streams and carries `initial_state` from one
+    # batch to the next (the AWD-LSTM); False: independent windows (the Transformer,
+    # whose KV cache is for inference only).
+    stateful_training: bool = False
+    # A regularisation term the last training forward computed (AWD-LSTM's AR/TAR), for
+    # the objective to add to the loss; see `take_penalty`.
+    penalty: torch.Tensor | None = None
+
+    def take_penalty(self) -> torch.Tensor | None:
+        """The penalty of the last forward (None if it had none), cleared once taken."""
+        penalty, self.penalty = self.penalty, None
+        return penalty
 
     def initial_state(self, batch_size: int, **options) -> State:
         """A fresh state for `batch_size` rows on the model's device: what `encode`
@@ -48,8 +60,8 @@ class LanguageModel(nn.Module):
     def layer_groups(self) -> list[list[nn.Module]]:
         """Modules from the bottom (embeddings) to the top (head), for ULMFiT.
 
-        A tied weight is reached from two groups (the embedding and the decoder); it
-        belongs to the lowest one. `parameter_groups(model)` applies that rule.
+        A tied weight is reached from two groups (the embedding and the decoder);
+        `parameter_groups(model, tied)` puts it in the lowest or the highest of them.
         """
         raise NotImplementedError
 
@@ -77,20 +89,33 @@ class LanguageModel(nn.Module):
             )
 
 
-def parameter_groups(model: LanguageModel) -> list[list[nn.Parameter]]:
+TIED = ("bottom", "top")
+
+
+def parameter_groups(model: nn.Module, tied: str = "bottom") -> list[list[nn.Parameter]]:
     """`model.layer_groups()` as disjoint parameter lists, bottom to top.
 
-    A parameter reached from several groups (tied embeddings) goes to the lowest one, so
-    every parameter appears exactly once: ready for `torch.optim` parameter groups.
+    A parameter reached from several groups (the tied embedding/decoder matrix) goes to
+    the lowest of them (`tied="bottom"`, as fastai splits a classifier) or the highest
+    (`tied="top"`, as fastai splits a language model for fine-tuning, where the decoder
+    learns fastest), so every parameter appears exactly once: ready for `torch.optim`
+    parameter groups. Groups left empty by that choice are dropped.
     """
+    if tied not in TIED:
+        raise ValueError(f"tied must be one of {TIED}, not {tied!r}")
+    layer_groups = model.layer_groups()
+    order = range(len(layer_groups)) if tied == "bottom" else reversed(range(len(layer_groups)))
+    owner: dict[int, int] = {}  # id(parameter) → the group it belongs to
+    for i in order:
+        for module in layer_groups[i]:
+            for p in module.parameters():
+                owner.setdefault(id(p), i)
+    groups: list[list[nn.Parameter]] = [[] for _ in layer_groups]
     seen: set[int] = set()
-    groups: list[list[nn.Parameter]] = []
-    for modules in model.layer_groups():
-        params = []
+    for i, modules in enumerate(layer_groups):
         for module in modules:
             for p in module.parameters():
-                if id(p) not in seen:
+                if owner[id(p)] == i and id(p) not in seen:
                     seen.add(id(p))
-                    params.append(p)
-        groups.append(params)
-    return groups
+                    groups[i].append(p)
+    return [g for g in groups if g]

@@ -40,12 +40,20 @@ class ModelConfig:
     # Transformer: dropout on attention and residual paths. AWD-LSTM: a multiplier on
     # the five dropouts below (fastai's drop_mult), so 0 turns them all off.
     dropout: float = 0.1
-    # AWD-LSTM dropouts at multiplier 1, fastai's ULMFiT defaults (Merity et al. 2017).
+    # AWD-LSTM dropouts at multiplier 1: fastai's values for ULMFiT's language model
+    # (`awd_lstm_lm_config` in fastai/text/models/awdlstm.py), not Merity et al.'s: their
+    # WikiText-2 model used embedding 0.1, input 0.65, hidden 0.2, output 0.4, weight
+    # 0.5 (salesforce/awd-lstm-lm, main.py defaults and the README's WT2 command).
     embed_dropout: float = 0.02  # drop whole words from the embedding matrix
     input_dropout: float = 0.25  # locked dropout on the embedding output
     hidden_dropout: float = 0.15  # locked dropout between LSTM layers
     weight_dropout: float = 0.2  # DropConnect on hidden-to-hidden weights
     output_dropout: float = 0.1  # locked dropout on the last LSTM output
+    # AWD-LSTM activation regularisation (Merity et al. 2017, alpha 2 and beta 1 there,
+    # and in fastai's TextLearner): AR on the last layer's dropped-out output, TAR
+    # (temporal) on the change of its raw output between steps. 0 turns either off.
+    ar: float = 2.0
+    tar: float = 1.0
     tie_embeddings: bool = True  # share the input embedding with the output projection
     # Causal only: read and predict the text right to left (ULMFiT's backward LM, which
     # it ensembles with the forward one). Training reverses each window.
@@ -122,5 +130,8 @@ def validate_model_config(c: ModelConfig) -> None:
         problems.append("--dropout must be in [0, 1)")
     if c.arch == "lstm" and c.dropout < 0:
         problems.append("--dropout (a multiplier for the LSTM) must be >= 0")
+    for name in ("ar", "tar"):
+        if getattr(c, name) < 0:
+            problems.append(f"--{name} must not be negative")
     if problems:
         raise BadInput("invalid model config: " + "; ".join(problems))

@@ -93,8 +93,12 @@ class AWDLSTM(LanguageModel):
     """Embedding → LSTM layers (E → H → ... → H → E) → decoder tied to the embedding.
 
     The last layer outputs E, not H, so the decoder can share the embedding matrix.
-    Causal by construction: an LSTM reads left to right.
+    Causal by construction: an LSTM reads left to right. In training mode each forward
+    leaves its AR/TAR penalty in `self.penalty` for the objective to add to the loss.
     """
+
+    # Trained as the paper does: contiguous streams, state carried between batches.
+    stateful_training = True
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -161,14 +165,28 @@ class AWDLSTM(LanguageModel):
         x = self.input_dropout(F.embedding(idx, weight))  # (B, T, E)
         new_state = []
         for i, (rnn, dropout) in enumerate(zip(self.rnns, self.layer_dropouts, strict=True)):
-            x, hc = rnn(x, state.layers[i] if state is not None else None)
-            x = dropout(x)  # (B, T, H), or (B, T, E) after the last layer
+            raw, hc = rnn(x, state.layers[i] if state is not None else None)
+            x = dropout(raw)  # (B, T, H), or (B, T, E) after the last layer
             new_state.append(hc)
         if state is not None:
             state.layers = new_state
             state.length += idx.size(1)
+        if self.training and (self.config.ar or self.config.tar):
+            self.penalty = self._activation_penalty(raw, x)
         return x
 
+    def _activation_penalty(self, raw: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+        """AR and TAR (Merity et al. 2017, section 4.6) on the last layer's outputs (B, T, E):
+        AR = alpha * mean(dropped^2) keeps activations small, TAR = beta * mean((raw[t+1] -
+        raw[t])^2) keeps them slow to change. As in the authors' code and fastai's
+        RNNRegularizer: AR on the dropped-out output, TAR on the raw one."""
+        penalty = self.config.ar * dropped.float().pow(2).mean()
+        if raw.size(1) > 1:
+            penalty = penalty + self.config.tar * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
+        return penalty
+
     def layer_groups(self) -> list[list[nn.Module]]:
-        """[embedding], [LSTM 0], ..., [LSTM L-1], [decoder] (its tied weight: bottom)."""
+        """[embedding], [LSTM 0], ..., [LSTM L-1], [decoder]; where the tied weight goes
+        is `parameter_groups`' choice (fastai: the top group for LM fine-tuning, with the
+        decoder, which gives fastai's 4 groups for 3 layers; the bottom for classifiers)."""
         return [[self.embedding], *([rnn] for rnn in self.rnns), [self.lm_head]]

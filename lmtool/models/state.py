@@ -212,6 +212,19 @@ class LSTMState:
     def clone(self) -> LSTMState:
         return LSTMState([(h.clone(), c.clone()) for h, c in self.layers], self.length)
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Named tensors for a checkpoint ("0.h", "0.c", "1.h", ...), each (1, B, H)."""
+        out = {}
+        for i, (h, c) in enumerate(self.layers):
+            out[f"{i}.h"], out[f"{i}.c"] = h, c
+        return out
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Take (h, c) from `tensors()` output, in place, on this state's device."""
+        device = self.layers[0][0].device
+        self.layers = [(tensors[f"{i}.h"].to(device), tensors[f"{i}.c"].to(device))
+                       for i in range(len(self.layers))]
+
     @staticmethod
     def cat(states: list[LSTMState]) -> LSTMState:
         """Rows of several states, one after the other (their lengths may differ; the

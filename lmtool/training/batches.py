@@ -1,4 +1,4 @@
-"""Batches of token windows read from a memory-mapped shard.
+"""Shuffled LM windows read from a memory-mapped shard (a `BatchSource`, training/data.py).
 
 The data position is a pure function of the step, so resuming needs no loader state:
 
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from lmtool.errors import BadInput
+from lmtool.training.data import BatchSource, EvalSource
 
 
 def seed_for(*parts: int) -> int:
@@ -29,7 +30,7 @@ def seed_for(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0]) >> 1
 
 
-class WindowSampler:
+class WindowSampler(BatchSource):
     """Training windows of `window` tokens from `data`, addressed by (epoch, batch index)."""
 
     def __init__(
@@ -119,3 +120,17 @@ def eval_windows(
     if complete and n - covered >= window - context + 1 and len(batches) % world_size == rank:
         tail = np.asarray(data[covered:], dtype=np.int64)[None]  # (1, < window)
         yield np.asarray([covered]), torch.from_numpy(tail)
+
+
+class WindowEval(EvalSource):
+    """`eval_windows` as an evaluation source: keys are the windows' offsets."""
+
+    def __init__(self, data: np.ndarray, context: int, window: int, batch_size: int,
+                 max_batches: int | None = None):
+        self.data, self.context, self.window = data, context, window
+        self.batch_size, self.max_batches = batch_size, max_batches
+
+    def batches(self, rank: int = 0, world_size: int = 1):
+        for starts, windows in eval_windows(self.data, self.context, self.window,
+                                            self.batch_size, self.max_batches, rank, world_size):
+            yield starts.tolist(), windows

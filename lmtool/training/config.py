@@ -44,6 +44,17 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False  # torch.compile the model (saved unwrapped)
+    # ULMFiT (training/freezing.py): each layer group trains at the rate of the one
+    # above divided by this (1: one rate for all; `finetune` defaults to 2.6) ...
+    discriminative: float = 1.0
+    # ... and the top `unfreeze_start` groups train from the start (0: all), one more
+    # every `unfreeze_every` epochs (0: never; ULMFiT's classifier: 1 and 1.0).
+    unfreeze_start: int = 0
+    unfreeze_every: float = 0.0
+    # Read contiguous streams and carry the model's state between batches (stateful
+    # BPTT, training/streams.py): None trains as the model prefers (the AWD-LSTM
+    # statefully); False gives any model independent shuffled windows.
+    stateful: bool | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -149,5 +160,9 @@ def validate_train_config(c: TrainConfig) -> None:
         problems.append("--max-time must be positive (seconds)")
     if c.epochs is not None and not c.epochs > 0:
         problems.append("--epochs must be positive")
+    if not c.discriminative >= 1:
+        problems.append("--discriminative must be at least 1 (1: one rate for every group)")
+    if c.unfreeze_start < 0 or c.unfreeze_every < 0:
+        problems.append("the unfreezing plan's start and period must not be negative")
     if problems:
         raise BadInput("invalid training config: " + "; ".join(problems))

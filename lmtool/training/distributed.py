@@ -62,6 +62,16 @@ def all_sum(values: list[float], ctx: DistContext, device: torch.device) -> list
     return t.tolist()
 
 
+def all_gather_cat(tensor: torch.Tensor, dim: int, ctx: DistContext) -> torch.Tensor:
+    """Every rank's `tensor` (all of one shape) concatenated along `dim` in rank order,
+    on every rank (the tensor itself in a single process)."""
+    if not ctx.enabled:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(ctx.world_size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim)
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()

@@ -17,6 +17,7 @@ from lmtool.errors import BadInput
 if TYPE_CHECKING:
     import torch
 
+    from lmtool.training.data import EvalSource
     from lmtool.training.distributed import DistContext
     from lmtool.training.objectives import Objective
 
@@ -29,42 +30,36 @@ EVAL_SEED = 0
 def score(
     model: torch.nn.Module,
     objective: Objective,
-    data: np.ndarray,
+    source: EvalSource,
     *,
-    context: int,
-    batch_size: int,
-    max_batches: int | None = None,
     seed: int = EVAL_SEED,
     device: torch.device,
     dtype: torch.dtype | None = None,
     dist: DistContext | None = None,
 ) -> dict[str, float] | None:
-    """The objective's metrics over `data` (None when nothing was scored), on all ranks.
-
-    Each window draws its masks from its own generator, seeded by (seed, its offset in
-    `data`): the figures depend on neither --batch-size, nor how many processes share
-    the work; only `max_batches` (0 or None: all) changes which windows are scored.
-    """
+    """The objective's metrics over an evaluation source (None when nothing was scored),
+    all ranks taking part. Row i of a batch draws its randomness (masks) from (seed,
+    keys[i]) alone, so the figures depend neither on the batch size nor on how many
+    processes share the work. A stateful source is read with the model's state carried
+    from batch to batch, as the model reads text."""
     import torch
 
     from lmtool.device import autocast
     from lmtool.training import distributed
-    from lmtool.training.batches import eval_windows, seed_for
-    from lmtool.training.objectives import Batch, Sums
+    from lmtool.training.objectives import Sums
 
     rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
-    window = objective.window(context)
-    sums = Sums()
+    sums, state = Sums(), None
     with torch.no_grad():
-        for starts, windows in eval_windows(data, context, window, batch_size, max_batches,
-                                            rank, world):
-            batch = Batch.cat([
-                objective.make_batch(row[None], torch.Generator().manual_seed(
-                    seed_for(seed, int(start))))
-                for start, row in zip(starts, windows, strict=True)
-            ]).to(device)  # (b, T)
+        for keys, raw in source.batches(rank, world):
+            batch = objective.make_eval_batch(raw, keys, seed).to(device)
+            extra = {}
+            if source.stateful:
+                if state is None:
+                    state = model.initial_state(batch.inputs.size(0))
+                extra["state"] = state
             with autocast(device, dtype):
-                sums.add(objective.sums(model, batch))
+                sums.add(objective.sums(model, batch, **extra))
     if dist is not None:
         sums = sums.from_flat(distributed.all_sum(sums.flat(), dist, device))
     return objective.metrics(sums) if sums.tokens else None
@@ -133,6 +128,7 @@ def evaluate(
     """
     from lmtool.checkpoint import load_checkpoint
     from lmtool.device import resolve_device, resolve_precision
+    from lmtool.training.data import lm_eval_source
     from lmtool.training.objectives import make_objective
 
     if split not in ("train", "val"):
@@ -151,8 +147,10 @@ def evaluate(
     else:
         kind = "text"
         data = _text_tokens(sources, ckpt.tokenizer, document, encoding_errors)
-    metrics = score(model, make_objective(config), data, context=config.context,
-                    batch_size=batch_size, seed=seed, device=dev, dtype=dtype)
+    objective = make_objective(config)
+    source = lm_eval_source(model, objective, data, batch_size)
+    metrics = score(model, objective, source, seed=seed, device=dev,
+                    dtype=dtype) if source is not None else None
     if metrics is None:
         raise BadInput("nothing to score in the input", "pass more text")
     result: dict = {"objective": config.objective, **metrics, "input_tokens": int(len(data))}

@@ -22,18 +22,40 @@ NUM_SPECIAL = len(SPECIAL_TOKENS)  # ids 0..6 are special in every lmtool tokeni
 
 @dataclass
 class Batch:
+    """What a training or evaluation step feeds the model and the loss."""
+
     inputs: torch.Tensor  # (B, T) int64 token ids fed to the model
-    targets: torch.Tensor  # (B, T) int64 ids to predict, IGNORE where there is no loss
+    # (B, T) int64 ids to predict, IGNORE where there is no loss (language models);
+    # (B,) label ids (classifiers)
+    targets: torch.Tensor
+    mask: torch.Tensor | None = None  # (B, T) bool, True at real tokens (padded batches)
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(
-            self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True)
-        )
+        mask = self.mask.to(device, non_blocking=True) if self.mask is not None else None
+        return Batch(self.inputs.to(device, non_blocking=True),
+                     self.targets.to(device, non_blocking=True), mask)
+
+    @property
+    def num_tokens(self) -> int:
+        """Input tokens the model reads (padding excluded), for tokens/s. Ask on the CPU."""
+        return int(self.mask.sum()) if self.mask is not None else self.inputs.numel()
 
     @staticmethod
     def cat(batches: list[Batch]) -> Batch:
+        """Rows of several batches of the same length, one after the other."""
+        masks = [b.mask for b in batches]
         return Batch(torch.cat([b.inputs for b in batches]),
-                     torch.cat([b.targets for b in batches]))
+                     torch.cat([b.targets for b in batches]),
+                     torch.cat(masks) if all(m is not None for m in masks) else None)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP and/or torch.compile wrapper."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner
 
 
 @dataclass
@@ -65,22 +87,32 @@ class Sums:
 
 
 class Objective:
-    """What the trainer needs from an objective."""
+    """What the trainer and `score` need from an objective; see training/data.py for the
+    batch sources whose `raw` batches an objective turns into a `Batch`."""
 
     name: str = ""
 
     def window(self, context: int) -> int:
-        """Tokens to read from the data per sequence."""
+        """Tokens to read from the data per sequence (language models)."""
         raise NotImplementedError
 
-    def make_batch(self, windows: torch.Tensor, generator: torch.Generator) -> Batch:
+    def make_batch(self, raw, generator: torch.Generator) -> Batch:
+        """A training batch from a source's raw batch; `generator` for any randomness."""
         raise NotImplementedError
 
-    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict]:
-        """(mean loss over the scored tokens, metrics such as the number of scored tokens)."""
+    def make_eval_batch(self, raw, keys, seed: int) -> Batch:
+        """An evaluation batch: row i's randomness drawn from (seed, keys[i]) alone, so
+        a row scores the same in any batch. Objectives without randomness need not
+        override this."""
+        return self.make_batch(raw, torch.Generator().manual_seed(seed))
+
+    def loss(self, model: torch.nn.Module, batch: Batch, state=None) -> tuple[torch.Tensor, dict]:
+        """(the loss to minimise: the mean over the scored tokens, plus any penalty the
+        model reports, such as the AWD-LSTM's AR/TAR; metrics). `state` is a carried
+        model state (stateful sources), advanced in place."""
         raise NotImplementedError
 
-    def sums(self, model: torch.nn.Module, batch: Batch) -> Sums:
+    def sums(self, model: torch.nn.Module, batch: Batch, state=None) -> Sums:
         """Totals for evaluation (no gradient)."""
         raise NotImplementedError
 
@@ -88,6 +120,20 @@ class Objective:
         """What evaluation reports, from the totals: {"loss": mean per scored token, ...}.
         The trainer logs them prefixed with "val_"; `evaluate` returns them as they are."""
         raise NotImplementedError
+
+
+def _with_penalty(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
+    take = getattr(unwrap(model), "take_penalty", None)
+    penalty = take() if take is not None else None
+    return loss if penalty is None else loss + penalty
+
+
+def _per_row(make, raw: torch.Tensor, keys, seed: int) -> Batch:
+    """make(row, generator) for each row with its own generator seeded by (seed, key)."""
+    from lmtool.training.batches import seed_for
+
+    return Batch.cat([make(row[None], torch.Generator().manual_seed(seed_for(seed, int(key))))
+                      for key, row in zip(keys, raw, strict=True)])
 
 
 class CausalObjective(Objective):
@@ -107,14 +153,14 @@ class CausalObjective(Objective):
             windows = windows.flip(1)  # (B, T+1) right to left
         return Batch(windows[:, :-1], windows[:, 1:])  # (B, T), (B, T)
 
-    def loss(self, model, batch):
-        logits = model(batch.inputs)  # (B, T, V)
+    def loss(self, model, batch, state=None):
+        logits = model(batch.inputs, state=state)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten())
-        return loss, {"tokens": batch.targets.numel()}
+        return _with_penalty(model, loss), {"tokens": batch.targets.numel()}
 
     @torch.no_grad()
-    def sums(self, model, batch) -> Sums:
-        logits = model(batch.inputs).float()  # (B, T, V)
+    def sums(self, model, batch, state=None) -> Sums:
+        logits = model(batch.inputs, state=state).float()  # (B, T, V)
         flat, targets = logits.flatten(0, 1), batch.targets.flatten()  # (B*T, V), (B*T,)
         loss = F.cross_entropy(flat, targets, reduction="sum")
         correct = (flat.argmax(-1) == targets).sum()
@@ -171,16 +217,20 @@ class MaskedObjective(Objective):
     def make_batch(self, windows: torch.Tensor, generator: torch.Generator) -> Batch:
         return mask_tokens(windows, self.vocab_size, generator, self.rate)
 
+    def make_eval_batch(self, windows: torch.Tensor, keys, seed: int) -> Batch:
+        return _per_row(self.make_batch, windows, keys, seed)
+
     def _logits(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         picked = batch.targets != IGNORE  # (B, T)
         return model(batch.inputs, picked), batch.targets[picked]  # (N, V), (N,) scored only
 
-    def loss(self, model, batch):
+    def loss(self, model, batch, state=None):
         logits, targets = self._logits(model, batch)
-        return F.cross_entropy(logits.float(), targets), {"tokens": targets.numel()}
+        loss = F.cross_entropy(logits.float(), targets)
+        return _with_penalty(model, loss), {"tokens": targets.numel()}
 
     @torch.no_grad()
-    def sums(self, model, batch) -> Sums:
+    def sums(self, model, batch, state=None) -> Sums:
         logits, targets = self._logits(model, batch)
         loss = F.cross_entropy(logits.float(), targets, reduction="sum")
         correct = (logits.argmax(-1) == targets).sum()

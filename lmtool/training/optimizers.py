@@ -77,29 +77,47 @@ def build_optimizer(
     weight_decay: float,
     betas: tuple[float, float],
     device: torch.device,
+    groups: list[list[nn.Parameter]] | None = None,
+    multipliers: list[float] | None = None,
 ) -> Optimizers:
     """AdamW (fused on CPU and CUDA) over the whole model, or Muon + AdamW (see above).
 
-    AdamW decays weight matrices and embedding tables, not biases or norm gains.
+    `groups` (bottom to top, e.g. `parameter_groups(model, tied)`; None: the whole model
+    as one group) become torch parameter groups, each split into {decay, no decay}
+    (AdamW decays weight matrices and embedding tables, not biases or norm gains) and,
+    with Muon, {Muon, AdamW}. Every torch group carries "layer_group" (its index in
+    `groups`) and "lr_mult" (`multipliers[i]`, default 1): the trainer sets its rate to
+    the schedule's times that. Frozen parameters (requires_grad False) are registered
+    all the same: both optimisers skip a parameter without a gradient and create no
+    state for it, so unfreezing needs no rebuild.
     """
     if name not in OPTIMIZERS:
         raise BadInput(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not {name!r}")
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    named: dict[str, torch.optim.Optimizer] = {}
+    groups = groups if groups is not None else [list(model.parameters())]
+    multipliers = multipliers if multipliers is not None else [1.0] * len(groups)
+    hidden: set[int] = set()  # Muon's: 2-D weights of the middle layer groups
     if name == "muon":
-        middle = {id(p) for group in parameter_groups(model)[1:-1] for p in group}
-        hidden = [p for p in trainable if id(p) in middle and p.dim() == 2]
+        hidden = {id(p) for group in parameter_groups(model)[1:-1] for p in group if p.dim() == 2}
+    muon: list[dict] = []
+    adamw: list[dict] = []
+    for index, (params, mult) in enumerate(zip(groups, multipliers, strict=True)):
+        tags = {"layer_group": index, "lr_mult": mult}
+        mine = [p for p in params if id(p) in hidden]
+        rest = [p for p in params if id(p) not in hidden]
+        if mine:
+            muon.append({"params": mine, **tags})
+        for decay in (True, False):
+            chosen = [p for p in rest if (p.dim() >= 2) == decay]
+            if chosen:
+                adamw.append({"params": chosen, "weight_decay": weight_decay if decay else 0.0,
+                              **tags})
+    named: dict[str, torch.optim.Optimizer] = {}
+    if muon:
         named["muon"] = torch.optim.Muon(
-            hidden, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw"
+            muon, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw"
         )
-        taken = {id(p) for p in hidden}
-        trainable = [p for p in trainable if id(p) not in taken]
     # Fused AdamW updates all parameters in one kernel. On the CPU the default is the
     # per-tensor loop, which took ~6 ms of a ~60 ms step at the tiny preset.
     fused = True if device.type in ("cuda", "cpu") else None
-    named["adamw"] = torch.optim.AdamW(
-        [{"params": [p for p in trainable if p.dim() >= 2], "weight_decay": weight_decay},
-         {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0}],
-        lr=lr, betas=betas, fused=fused,
-    )
+    named["adamw"] = torch.optim.AdamW(adamw, lr=lr, betas=betas, fused=fused)
     return Optimizers(named)

@@ -1,33 +1,27 @@
 """`pretrain`: token shards → a trained language model in a run directory.
 
 This module wires the pieces together: configs, shards and tokenizer checks, the model,
-the window sampler, the objective, the trainer, and two callbacks of its own (metrics
-rows into RUN/metrics.jsonl, checkpoints into RUN). Display is left to the caller's
-callbacks: library code never prints.
+the batch sources, the objective, the optimiser and the trainer, with the run
+directory's plumbing from training/run.py. Display is left to the caller's callbacks:
+library code never prints.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from lmtool.checkpoint import (
-    METRICS,
-    TrainerState,
-    load_checkpoint,
-    read_run_config,
-    save_checkpoint,
-)
-from lmtool.errors import BadInput, RuntimeFailure
-from lmtool.fsio import atomic_file
+from lmtool.checkpoint import read_run_config
+from lmtool.errors import BadInput
 from lmtool.models.config import ModelConfig
 from lmtool.rundir import claim_run
 from lmtool.training.config import MODEL_FIELDS, TrainConfig, resolve_configs, validate_train_config
-from lmtool.training.trainer import Callback, Trainer
+from lmtool.training.run import RunResult
+from lmtool.training.trainer import Callback
+
+PretrainResult = RunResult  # what `pretrain` returns (and `finetune_lm`, with more)
 
 # When to stop. They count from the start of the run (steps, seconds, epochs in total),
 # and a limit given with --resume replaces all the saved ones: `--resume --max-steps
@@ -41,78 +35,13 @@ RESUMABLE_FIELDS = {
 }
 
 
-@dataclass
-class PretrainResult:
-    run_dir: Path
-    step: int  # optimiser steps done in total
-    tokens_seen: int
-    elapsed_s: float
-    stop_reason: str  # "steps" or "time"; "done": a resumed run had nothing left to do
-    num_parameters: int
-    last_loss: float | None  # the last logged training loss
-    last_eval: dict | None  # the last evaluation row (val_loss, ...)
-    resumed_from: int | None  # the step a --resume started from
-    sample: str | None  # a short text sampled from a causal model
-    is_main: bool = True  # False on the other ranks under torchrun: they report nothing
-    limits: str = ""  # the limits the run trained to, e.g. "450 steps / 30 s"
-
-
-class MetricsLog(Callback):
-    """Keeps every metrics row; appends each to RUN/metrics.jsonl once RUN is this run's.
-
-    Before the first checkpoint RUN may not exist (or still hold what --force replaces),
-    so rows wait in memory; every checkpoint writes all rows so far.
-    """
-
-    def __init__(self, run_dir: Path, rows: list[dict], live: bool):
-        self.path = run_dir / METRICS
-        self.rows = rows
-        self.live = live
-        self.last_loss: float | None = None
-
-    def _append(self, row: dict) -> None:
-        self.rows.append(row)
-        if self.live:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
-
-    def on_train_row(self, trainer, row):
-        self.last_loss = row["loss"]
-        self._append(row)
-
-    def on_eval(self, trainer, row):
-        self._append(row)
-
-
-class Checkpointer(Callback):
-    def __init__(self, run_dir: Path, config: dict, tokenizer_json: str, metrics: MetricsLog):
-        self.run_dir, self.config, self.tokenizer_json = run_dir, config, tokenizer_json
-        self.metrics = metrics
-
-    def on_save(self, trainer, state: TrainerState):
-        save_checkpoint(
-            self.run_dir,
-            model=trainer.model,
-            config=self.config,
-            tokenizer_json=self.tokenizer_json,
-            metrics=self.metrics.rows,
-            trainer=state,
-        )
-        self.metrics.live = True
-
-
-def _resume_configs(run_dir: Path, overrides: dict, config_file: Path | None,
-                    objective: str | None, arch: str | None, preset: str | None
-                    ) -> tuple[dict, ModelConfig, TrainConfig]:
-    """The saved configs, with only what a resumed run may change overridden."""
-    from lmtool.training.config import read_config_file
-
+def resume_configs(run_dir: Path, given: dict) -> tuple[dict, ModelConfig, TrainConfig]:
+    """The saved configs, with only what a resumed run may change taken from `given`
+    (field → value, None: not given); BadInput naming every flag that would change more."""
     saved = read_run_config(run_dir)
     model = ModelConfig.from_dict(saved["model"])
     train = TrainConfig.from_dict(saved.get("training", {}))
-    given = {**(read_config_file(config_file) if config_file else {}),
-             **{k: v for k, v in overrides.items() if v is not None}}
-    given.update({k: v for k, v in (("objective", objective), ("arch", arch)) if v})
+    given = {k: v for k, v in given.items() if v is not None}
     if any(given.get(k) is not None for k in LIMITS):
         for key in LIMITS:
             setattr(train, key, given.pop(key, None))
@@ -124,7 +53,7 @@ def _resume_configs(run_dir: Path, overrides: dict, config_file: Path | None,
             if getattr(model, key) != value:
                 conflicts.append(f"--{key.replace('_', '-')} {value} (the run has "
                                  f"{getattr(model, key)})")
-        elif key != "preset" and getattr(train, key, value) != value:
+        elif key not in ("preset", "base") and getattr(train, key, value) != value:
             conflicts.append(f"--{key.replace('_', '-')} {value} (the run has "
                              f"{getattr(train, key)})")
     if conflicts:
@@ -171,13 +100,15 @@ def _pretrain(data: Path, output: Path, *, objective: str | None, arch: str | No
               sample_chars: int) -> PretrainResult:
     import torch
 
+    from lmtool.checkpoint import TrainerState
     from lmtool.device import resolve_device, resolve_precision
     from lmtool.models import build_model
     from lmtool.text.shards import open_shards
     from lmtool.text.tokenizer import find_tokenizer_file, load_tokenizer, tokenizer_sha256
-    from lmtool.training import distributed
-    from lmtool.training.batches import WindowSampler
+    from lmtool.training import distributed, run
+    from lmtool.training.data import lm_sources
     from lmtool.training.objectives import make_objective
+    from lmtool.training.trainer import Trainer
 
     data, output, overrides = Path(data), Path(output), dict(overrides or {})
     shards = open_shards(data)
@@ -190,8 +121,11 @@ def _pretrain(data: Path, output: Path, *, objective: str | None, arch: str | No
             "pass the tokenizer the shards were encoded with, or re-encode them",
         )
     if resume:
-        saved, model_config, train_config = _resume_configs(
-            output, overrides, config_file, objective, arch, preset)
+        from lmtool.training.config import read_config_file
+
+        given = {**(read_config_file(config_file) if config_file else {}), **overrides,
+                 "objective": objective, "arch": arch}
+        saved, model_config, train_config = resume_configs(output, given)
         if saved.get("tokenizer", {}).get("sha256") != sha:
             raise BadInput(f"the run in {output} was trained with another tokenizer than "
                            f"the shards in {data}", "resume with the run's own data")
@@ -209,28 +143,21 @@ def _pretrain(data: Path, output: Path, *, objective: str | None, arch: str | No
 
     ctx, device = distributed.setup(device)
     try:
-        sampler = WindowSampler(
-            shards.train, model_config.context, objective_.window(model_config.context),
-            train_config.batch_size, train_config.seed, ctx.rank, ctx.world_size,
-        )
         if resume:
-            ckpt = load_checkpoint(output, device, trainer=True)
-            model, state = ckpt.model, ckpt.trainer
-            assert state is not None
-            rows = [r for r in ckpt.metrics if r.get("step", 0) <= state.step]
-            if ctx.is_main:  # forget rows logged after the checkpoint, before the crash
-                with atomic_file(output / METRICS, "w") as f:
-                    f.write("".join(json.dumps(r) + "\n" for r in rows))
+            model, state, rows = run.load_for_resume(output, device, ctx)
             resumed_from: int | None = state.step
         else:
             torch.manual_seed(train_config.seed)  # the initial weights
             model = build_model(model_config).to(device)
             state, rows, resumed_from = TrainerState(), [], None
         model.train()
+        source, eval_source = lm_sources(model, objective_, train_config, shards.train,
+                                         shards.val, ctx.rank, ctx.world_size)
         run_config = {
+            "task": "lm",
             "arch": model_config.arch,
             "objective": model_config.objective,
-            "preset": preset,
+            "preset": saved.get("preset") if resume else preset,
             "model": model_config.to_dict(),
             "training": train_config.to_dict(),
             "tokenizer": {"sha256": sha, "vocab_size": model_config.vocab_size,
@@ -244,45 +171,18 @@ def _pretrain(data: Path, output: Path, *, objective: str | None, arch: str | No
             },
             "num_parameters": sum(p.numel() for p in model.parameters()),
         }
-        if resume:
-            run_config["preset"] = saved.get("preset")
-        metrics = MetricsLog(output, rows, live=resume)
-        checkpointer = Checkpointer(output, run_config, tok_file.read_text("utf-8"), metrics)
+        metrics = run.MetricsLog(output, rows, live=resume)
+        checkpointer = run.Checkpointer(output, run_config, tok_file.read_text("utf-8"), metrics)
         trainer = Trainer(
-            model, objective_, sampler, train_config, device, dtype,
-            val_data=shards.val, dist=ctx, state=state,
-            callbacks=[metrics, checkpointer, *callbacks],
+            model, objective_, source, train_config, device,
+            run.lm_optimizer(model, train_config, device), dtype, eval_source=eval_source,
+            dist=ctx, state=state, callbacks=[metrics, checkpointer, *callbacks],
         )
-        try:
-            reason = trainer.fit()
-        except RuntimeFailure:
-            if not resume and ctx.is_main and not trainer.last_saved_step:
-                # Only the untrained step-0 checkpoint was written: leave nothing.
-                shutil.rmtree(output, ignore_errors=True)
-            raise
+        reason = run.fit(trainer, output, fresh=not resume)
         text = None
-        if ctx.is_main and sample_chars and reason != "done" and model_config.objective == "causal":
-            from lmtool.inference.sampling import sample
-
-            model.eval()
-            text = sample(model, tok, "", max_new_tokens=sample_chars, seed=train_config.seed,
-                          stop_at_eos=False)
-            text = text[:sample_chars]
-        return PretrainResult(
-            run_dir=output,
-            step=trainer.state.step,
-            tokens_seen=trainer.state.tokens_seen,
-            elapsed_s=trainer.state.elapsed_s,
-            stop_reason=reason,
-            num_parameters=run_config["num_parameters"],
-            last_loss=metrics.last_loss,
-            last_eval=trainer.last_eval or next(
-                (r for r in reversed(metrics.rows) if "val_loss" in r), None),
-            resumed_from=resumed_from,
-            sample=text,
-            is_main=ctx.is_main,
-            limits=trainer.limits.describe(),
-        )
+        if ctx.is_main and reason != "done":
+            text = run.sample_text(model, tok, sample_chars, train_config.seed)
+        return run.result(trainer, output, reason, metrics, resumed_from, text)
     finally:
         distributed.teardown(ctx)
 

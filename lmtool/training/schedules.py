@@ -14,7 +14,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "stlr")
+# Slanted triangular learning rates (Howard & Ruder 2018, eq. 3): a short linear rise
+# over the first STLR_CUT_FRAC of the steps, a long linear decay, to lr / STLR_RATIO.
+STLR_CUT_FRAC, STLR_RATIO = 0.1, 32
 # A time-bounded run ends its warmup after `warmup` steps or this fraction of its time,
 # whichever comes first: on a slow machine 100 warmup steps could be the whole run.
 WARMUP_TIME_FRACTION = 0.05
@@ -38,9 +41,13 @@ def lr_at(
     A run bounded by --max-time passes the fraction of its time used: the decay follows
     whichever of steps and time is further along (with total=None, time alone); its
     warmup also ends once WARMUP_TIME_FRACTION of the time is used.
+    "stlr" has no separate warmup: see `stlr`.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}")
+    if schedule == "stlr":
+        x = step / max(1, total - 1) if total is not None else 0.0
+        return stlr(min(1.0, max(x, time_fraction)), base_lr)
     if warmup > 0 and step < warmup:
         ramp = max((step + 1) / warmup, time_fraction / WARMUP_TIME_FRACTION)
         if ramp < 1:
@@ -54,6 +61,19 @@ def lr_at(
     if schedule == "linear":
         return base_lr - (base_lr - min_lr) * progress
     return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def stlr(x: float, base_lr: float, cut_frac: float = STLR_CUT_FRAC,
+         ratio: float = STLR_RATIO) -> float:
+    """The slanted triangular rate at fraction x (0 on the first step, 1 on the last).
+
+    p rises 0 → 1 over x in [0, cut_frac] and falls 1 → 0 over [cut_frac, 1]; the rate
+    is base_lr * (1 + p (ratio - 1)) / ratio: base_lr / 32 at both ends, base_lr at the
+    cut. Worked example, 101 steps: step 0 base_lr/32, step 10 base_lr, step 100
+    base_lr/32, step 55 halfway down: base_lr * (1 + 0.5 * 31) / 32.
+    """
+    p = x / cut_frac if x < cut_frac else 1 - (x - cut_frac) / (1 - cut_frac)
+    return base_lr * (1 + p * (ratio - 1)) / ratio
 
 
 @dataclass

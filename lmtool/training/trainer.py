@@ -1,9 +1,13 @@
-"""The one training loop, for every objective and backbone.
+"""The one training loop, for every task, objective and backbone.
 
-Nothing here knows about GPT, BERT or LSTM: the objective turns windows into a batch and
-a loss, the schedule gives the learning rate for a step, and callbacks do the logging,
-progress display and checkpoint writing. Every source of randomness is a pure function
-of (seed, step, rank), so a resumed run repeats the uninterrupted one exactly on CPU.
+Nothing here knows about GPT, BERT, LSTM or classifiers. It receives an optimiser (built
+by the caller, its parameter groups tagged with a layer group and a rate multiplier), a
+batch source (training/data.py), an objective that turns raw batches into a loss and
+reports its own metrics, and callbacks for logging, progress and checkpoints. The
+schedule gives the rate for a step, the unfreezing plan which layer groups train: both
+pure functions of the step, as is every random draw (of (seed, step, rank)), so a
+resumed run repeats the uninterrupted one exactly on CPU. A stateful source has the
+model's state carried from batch to batch, and saved with the checkpoint.
 """
 
 from __future__ import annotations
@@ -15,18 +19,19 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
 from lmtool.checkpoint import TrainerState
 from lmtool.errors import BadInput, Interrupted, RuntimeFailure
 from lmtool.training import distributed
-from lmtool.training.batches import WindowSampler, seed_for
+from lmtool.training.batches import seed_for
 from lmtool.training.config import DEFAULT_EPOCHS, TrainConfig
+from lmtool.training.data import BatchSource, EvalSource
 from lmtool.training.distributed import DistContext
+from lmtool.training.freezing import UnfreezePlan
 from lmtool.training.objectives import Objective
-from lmtool.training.optimizers import build_optimizer
+from lmtool.training.optimizers import Optimizers
 from lmtool.training.schedules import Plan, lr_at
 
 # Distinct streams derived from the seed, so e.g. masking never reuses dropout's numbers.
@@ -56,18 +61,18 @@ class Callback:
 class Limits:
     """When to stop and how to shape the learning rate, from the config and data size."""
 
-    steps_per_epoch: int  # optimiser steps per pass over the training windows
+    steps_per_epoch: int  # optimiser steps per pass over the training data
     max_steps: int | None  # the earlier of --max-steps and --epochs, in steps
     max_time: float | None  # seconds
 
     @classmethod
-    def from_config(cls, config: TrainConfig, sampler: WindowSampler) -> Limits:
+    def from_config(cls, config: TrainConfig, source: BatchSource) -> Limits:
         """The limits in steps; a limit is a total for the run, across resumptions."""
-        spe = sampler.batches_per_epoch // config.grad_accum
+        spe = source.batches_per_epoch // config.grad_accum
         if spe == 0:
             raise BadInput(
                 f"one optimiser step needs {config.grad_accum} batches (--grad-accum) but the "
-                f"training data holds only {sampler.batches_per_epoch}",
+                f"training data holds only {source.batches_per_epoch}",
                 "lower --grad-accum, --batch-size or --context",
             )
         epochs = config.epochs
@@ -121,21 +126,23 @@ def _sigint_flag(flag: list[bool]) -> Iterator[None]:
 class Trainer:
     model: nn.Module  # the plain module: saved as is, never the DDP/compiled wrapper
     objective: Objective
-    sampler: WindowSampler
+    source: BatchSource
     config: TrainConfig
     device: torch.device
+    optimizer: Optimizers  # its groups tagged "layer_group" and "lr_mult" (optimizers.py)
     dtype: torch.dtype | None = None  # autocast dtype; None trains in fp32
-    val_data: np.ndarray | None = None
+    eval_source: EvalSource | None = None
     dist: DistContext = field(default_factory=DistContext)
     callbacks: list[Callback] = field(default_factory=list)
     state: TrainerState = field(default_factory=TrainerState)
     clock: Callable[[], float] = time.perf_counter  # seconds; tests give each rank its own
+    eval_at_start: bool = False  # a new run is evaluated before its first step (finetune)
 
     def __post_init__(self) -> None:
         from lmtool.device import needs_grad_scaler
 
         c = self.config
-        self.limits = Limits.from_config(c, self.sampler)
+        self.limits = Limits.from_config(c, self.source)
         saved_world = self.state.extra.get("world_size", self.dist.world_size)
         if self.state.step and saved_world != self.dist.world_size:
             # Each rank reads its own slice of every batch: another number of processes
@@ -150,11 +157,9 @@ class Trainer:
         plan = self.state.extra.get("plan")
         # The horizon stays what it was when the run started (schedules.py)
         self.plan = Plan.from_dict(plan) if plan else self.limits.plan(c)
-        self.context = self.model.config.context
-        self.optimizer = build_optimizer(
-            self.model, c.optimizer, lr=c.lr, weight_decay=c.weight_decay,
-            betas=(c.beta1, c.beta2), device=self.device,
-        )
+        every = round(c.unfreeze_every * self.limits.steps_per_epoch)
+        self.unfreeze = UnfreezePlan(c.unfreeze_start, max(every, 1) if c.unfreeze_every else 0)
+        self.groups = 1 + max(g.get("layer_group", 0) for g in self.optimizer.param_groups)
         self.scaler = (
             torch.amp.GradScaler(self.device.type)
             if needs_grad_scaler(self.device, self.dtype) else None
@@ -164,67 +169,125 @@ class Trainer:
         if self.scaler is not None and "scaler" in self.state.extra:
             self.scaler.load_state_dict(self.state.extra["scaler"])
         self.last_saved_step: int | None = self.state.step if self.state.optimizer else None
-        self.wrapped = distributed.wrap(self.model, self.dist, self.device)
-        if c.compile:
-            self.wrapped = torch.compile(self.wrapped)
+        self.trainable = -1  # top layer groups that train now; set by _apply_unfreezing
+        self._apply_unfreezing(self.state.step)
+        self.carried = self._restore_carried()  # the model state of a stateful source
         self._interrupted = [False]
-        self._last_log = (self.state.step, self.clock())
+        self._last_log = (self.state.step, self.state.tokens_seen, self.clock())
         self.last_eval: dict | None = None
+
+    # --- what trains, and what is carried ------------------------------------------------
+
+    def _apply_unfreezing(self, step: int) -> None:
+        """Let the top `unfreeze.trainable(step)` layer groups train, freeze the rest, and
+        (re)wrap the model for DDP / torch.compile when that set changes: DDP registers
+        the parameters that require a gradient when it wraps the model."""
+        trainable = self.unfreeze.trainable(step, self.groups)
+        if trainable == self.trainable:
+            return
+        first = self.groups - trainable  # the lowest layer group that trains
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                p.requires_grad_(group.get("layer_group", 0) >= first)
+        self.trainable = trainable
+        self.wrapped = distributed.wrap(self.model, self.dist, self.device)
+        if self.config.compile:
+            self.wrapped = torch.compile(self.wrapped)
+
+    def _restore_carried(self):
+        """The carried state saved with the checkpoint: this rank's rows of it."""
+        if not self.source.stateful or not self.state.tensors:
+            return None
+        saved = {k.removeprefix("carried."): v for k, v in self.state.tensors.items()
+                 if k.startswith("carried.")}
+        rows = next(iter(saved.values())).size(1) // self.dist.world_size
+        mine = {k: v[:, self.dist.rank * rows : (self.dist.rank + 1) * rows]
+                for k, v in saved.items()}  # (1, B, H) each
+        state = self.model.initial_state(rows)
+        state.load_tensors(mine)
+        return state
+
+    def _carried_tensors(self) -> dict[str, torch.Tensor]:
+        """The carried state of every rank, rows in rank order (a collective under DDP)."""
+        if self.carried is None:
+            return {}
+        out = {}
+        for key, tensor in self.carried.tensors().items():
+            out[f"carried.{key}"] = distributed.all_gather_cat(tensor.detach(), 1, self.dist)
+        return out
 
     # --- one step ------------------------------------------------------------------
 
     def lr(self, step: int, elapsed: float) -> float:
-        """The rate for `step`, `elapsed` seconds into the run (the same on every rank)."""
+        """The top group's rate for `step`, `elapsed` seconds into the run (the same on
+        every rank); each group trains at this times its "lr_mult"."""
         c, plan = self.config, self.plan
         return lr_at(step, base_lr=c.lr, warmup=plan.warmup, total=plan.end,
                      schedule=c.schedule, min_ratio=c.min_lr_ratio,
                      time_fraction=plan.time_fraction(elapsed))
 
-    def _micro_batches(self, step: int):
-        """(micro index, Batch) for optimiser step `step`: a pure function of the step."""
+    def _micro_batches(self, step: int) -> list:
+        """[(micro index, source index, Batch, tokens)] for optimiser step `step`: a pure
+        function of the step."""
         spe, accum = self.limits.steps_per_epoch, self.config.grad_accum
-        epoch = step // spe
+        epoch, out = step // spe, []
         for micro in range(accum):
-            windows = self.sampler.batch(epoch, (step % spe) * accum + micro)  # (B, W)
+            index = (step % spe) * accum + micro
+            raw = self.source.batch(epoch, index)
             gen = torch.Generator().manual_seed(
                 seed_for(self.config.seed, step, micro, self.dist.rank, _MASKING)
             )
-            yield micro, self.objective.make_batch(windows, gen).to(self.device)
+            batch = self.objective.make_batch(raw, gen)
+            out.append((micro, index, batch.to(self.device), batch.num_tokens))
+        return out
 
-    def _step(self, agreed: float, local: float) -> tuple[float, float, float, bool]:
+    def _step(self, agreed: float, local: float) -> tuple[float, float, float, int, bool]:
         """One optimiser step. `agreed` is the training time before this step as all ranks
         agreed on it at the end of the previous one (the learning rate follows it, so the
         replicas never drift); `local` is this rank's clock now. Returns (loss, lr, the
-        agreed time after the step, interrupted)."""
+        agreed time after the step, tokens read by all ranks, interrupted)."""
         from lmtool.device import autocast
 
         c, step = self.config, self.state.step
-        lr = self.lr(step, agreed)
+        self._apply_unfreezing(step)
+        micro_batches = self._micro_batches(step)
+        epoch = step // self.limits.steps_per_epoch
+        scale = sum(self.source.lr_scale(epoch, i) for _, i, _, _ in micro_batches) / c.grad_accum
+        lr = self.lr(step, agreed) * scale
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)
         # Dropout draws from the global generator, reseeded here: a pure function of
         # (seed, step, rank), so no RNG state needs saving for an exact resume.
         torch.manual_seed(seed_for(c.seed, step, self.dist.rank, _DROPOUT))
         self.optimizer.zero_grad()
         total = torch.zeros((), device=self.device)
-        for micro, batch in self._micro_batches(step):
+        tokens = 0
+        for micro, index, batch, count in micro_batches:
             last = micro == c.grad_accum - 1
+            carry = {}
+            if self.source.stateful:
+                if index == 0 or self.carried is None:  # an epoch starts: a fresh state
+                    self.carried = self.model.initial_state(batch.inputs.size(0))
+                carry["state"] = self.carried
             # DDP: all-reduce gradients only on the last micro-batch.
             sync = contextlib.nullcontext() if (last or not self.dist.enabled) else (
                 self.wrapped.no_sync())
             with sync:
                 with autocast(self.device, self.dtype):
-                    loss, _ = self.objective.loss(self.wrapped, batch)
+                    loss, _ = self.objective.loss(self.wrapped, batch, **carry)
                 scaled = loss / c.grad_accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            if self.carried is not None:
+                self.carried.detach()  # truncated BPTT: the next batch starts from here
             total += loss.detach()
+            tokens += count
         loss_value = float(total) / c.grad_accum
         # One small all-reduce (summed, then averaged over ranks): the logged loss is the
         # mean over all ranks' data, and every rank takes the same decisions (stop on a
         # non-finite loss, on Ctrl-C in any rank, on the mean elapsed time).
         world = self.dist.world_size
-        loss_sum, bad, elapsed, interrupted = distributed.all_sum(
-            [loss_value, 0.0 if math.isfinite(loss_value) else 1.0, local,
+        loss_sum, bad, elapsed, tokens_all, interrupted = distributed.all_sum(
+            [loss_value, 0.0 if math.isfinite(loss_value) else 1.0, local, float(tokens),
              float(self._interrupted[0])],
             self.dist, self.device,
         )
@@ -243,23 +306,20 @@ class Trainer:
         self.optimizer.step(self.scaler)
         if self.scaler is not None:
             self.scaler.update()
-        return loss_value, lr, elapsed, bool(interrupted)
+        return loss_value, lr, elapsed, int(tokens_all), bool(interrupted)
 
     # --- evaluation and saving -------------------------------------------------------
 
     def evaluate(self) -> dict | None:
-        """The objective's metrics on the validation split (all ranks take part), scored
+        """The objective's metrics on the held-out source (all ranks take part), scored
         as `lmtool evaluate` scores it: the same function, the same masks."""
         from lmtool.training.evaluate import score
 
-        if self.val_data is None:
+        if self.eval_source is None:
             return None
         self.model.eval()
-        metrics = score(
-            self.model, self.objective, self.val_data, context=self.context,
-            batch_size=self.config.batch_size, max_batches=self.config.eval_batches,
-            device=self.device, dtype=self.dtype, dist=self.dist,
-        )
+        metrics = score(self.model, self.objective, self.eval_source, device=self.device,
+                        dtype=self.dtype, dist=self.dist)
         self.model.train()
         if metrics is None:
             return None
@@ -274,11 +334,11 @@ class Trainer:
         if self.scaler is not None:
             extra["scaler"] = self.scaler.state_dict()
         return TrainerState(s.step, s.epoch, s.tokens_seen, s.elapsed_s,
-                            self.optimizer.state_dict(), {}, extra)
+                            self.optimizer.state_dict(), self._carried_tensors(), extra)
 
     def save(self) -> None:
+        state = self.snapshot()  # every rank: gathering the carried state is collective
         if self.dist.is_main:
-            state = self.snapshot()
             for cb in self.callbacks:
                 cb.on_save(self, state)
         self.last_saved_step = self.state.step
@@ -300,15 +360,16 @@ class Trainer:
         if self.last_saved_step is not None and lim.reached(s.step, s.elapsed_s):
             return "done"
         if self.last_saved_step is None:
+            if self.eval_at_start:
+                row = self.evaluate()
+                if row:
+                    self._fire("on_eval", row)
             # A new run is saved before its first step, so RUN/metrics.jsonl is live from
             # the first logged row and a kill at any moment leaves a run to --resume.
             self.save()
         self.model.train()
         start, base_elapsed = self.clock(), s.elapsed_s
         agreed = base_elapsed  # the same on every rank: 0, or the checkpoint's
-        tokens_per_step = (
-            c.batch_size * self.context * c.grad_accum * self.dist.world_size
-        )
         reason = "steps"
         with _sigint_flag(self._interrupted):
             while True:
@@ -316,9 +377,9 @@ class Trainer:
                     reason = "steps"
                     break
                 local = base_elapsed + self.clock() - start
-                loss, lr, agreed, interrupted = self._step(agreed, local)
+                loss, lr, agreed, tokens, interrupted = self._step(agreed, local)
                 s.step += 1
-                s.tokens_seen += tokens_per_step
+                s.tokens_seen += tokens
                 s.epoch = s.step / lim.steps_per_epoch
                 s.elapsed_s = agreed
                 self._fire("on_step")
@@ -350,12 +411,10 @@ class Trainer:
 
     def _train_row(self, loss: float, lr: float) -> dict:
         s = self.state
-        last_step, last_time = self._last_log
+        last_step, last_tokens, last_time = self._last_log
         now = self.clock()
-        steps = s.step - last_step
-        tokens = steps * self.config.batch_size * self.context * self.config.grad_accum
-        rate = tokens * self.dist.world_size / max(now - last_time, 1e-9)
-        self._last_log = (s.step, now)
+        rate = (s.tokens_seen - last_tokens) / max(now - last_time, 1e-9)
+        self._last_log = (s.step, s.tokens_seen, now)
         return {
             "step": s.step,
             "loss": loss,
@@ -370,12 +429,13 @@ class Trainer:
 def train(
     model: nn.Module,
     objective: Objective,
-    sampler: WindowSampler,
+    source: BatchSource,
     config: TrainConfig,
     device: torch.device,
+    optimizer: Optimizers,
     **kwargs,
 ) -> Trainer:
     """Build a Trainer and run it; returns the trainer (its .state, .last_eval)."""
-    trainer = Trainer(model, objective, sampler, config, device, **kwargs)
+    trainer = Trainer(model, objective, source, config, device, optimizer, **kwargs)
     trainer.fit()
     return trainer

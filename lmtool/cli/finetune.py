@@ -1,0 +1,142 @@
+"""`lmtool finetune`: ULMFiT's fine-tuning stages (`lm` here; `classifier` joins it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lmtool.cli.common import (
+    Device,
+    Document,
+    DocumentMode,
+    EncodingErrors,
+    Errors,
+    Force,
+    Precision,
+    Quiet,
+    info,
+    with_examples,
+)
+from lmtool.cli.options import (
+    BatchSize,
+    Compile,
+    Discriminative,
+    Epochs,
+    EvalBatches,
+    EvalEvery,
+    GradAccum,
+    GradClip,
+    LogEvery,
+    Lr,
+    MaxSteps,
+    MaxTime,
+    Resume,
+    SaveEvery,
+    ScheduleFlag,
+    Stateful,
+    TrainSeed,
+    Warmup,
+    WeightDecay,
+    option,
+    overrides,
+)
+from lmtool.cli.pretrain import report_run
+from lmtool.cli.progress import Reporter, describe
+
+app = typer.Typer(
+    help=with_examples(
+        "Fine-tune a pre-trained run, as ULMFiT does: the language model on target text "
+        "(lm), then a classifier.",
+        "lmtool finetune lm runs/lm reviews/unlabelled.txt -o runs/lm-reviews",
+    ),
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+LM_EXAMPLES = (
+    "lmtool finetune lm runs/lm reviews/unlabelled.txt -o runs/lm-reviews",
+    "lmtool finetune lm runs/lm reviews/train.tsv reviews/*.txt -o runs/lm-r --epochs 3",
+    "cat notes/*.txt | lmtool finetune lm runs/awd - -o runs/awd-notes --max-steps 500",
+    "lmtool finetune lm runs/lm data/ -o runs/lm2 --schedule cosine --discriminative 1",
+    "lmtool finetune lm runs/lm reviews/unlabelled.txt -o runs/lm-reviews --resume",
+)
+LM_SUMMARY = (
+    "ULMFiT stage 2: fine-tune a language model run (causal or masked, Transformer or "
+    "AWD-LSTM, forward or backward) on target-domain text: files, directories, globs or "
+    "- (TSV/CSV/JSONL labelled files give their text column), or a shard directory made "
+    "with the run's tokenizer. The run's tokenizer is kept; a tenth of the documents is "
+    "held out and scored before and after (perplexity, or masked accuracy). Discriminative "
+    "rates (each layer group's rate is the one above's / 2.6) and slanted triangular "
+    "rates (cut 0.1, ratio 32) by default; the other settings are the base run's. "
+    "--resume refuses a base run or text that changed."
+)
+
+
+def lm(
+    run: Annotated[Path, typer.Argument(
+        metavar="RUN", help="The language model run to start from.")],
+    sources: Annotated[list[str], typer.Argument(
+        metavar="TEXT", help="Target text: files, directories, globs, - for stdin, or shards.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The run directory to write.")],
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    weight_decay: WeightDecay = None,
+    warmup: Warmup = None,
+    schedule: ScheduleFlag = None,
+    discriminative: Discriminative = None,
+    dropout: Annotated[float | None, option(
+        "--dropout", "Dropout (LSTM: multiplier) while fine-tuning (the base run's).")] = None,
+    grad_accum: GradAccum = None,
+    grad_clip: GradClip = None,
+    max_steps: MaxSteps = None,
+    max_time: MaxTime = None,
+    epochs: Epochs = None,
+    eval_every: EvalEvery = None,
+    eval_batches: EvalBatches = None,
+    save_every: SaveEvery = None,
+    log_every: LogEvery = None,
+    seed: TrainSeed = None,
+    stateful: Stateful = None,
+    document: Document = DocumentMode.paragraph,
+    encoding_errors: Errors = EncodingErrors.strict,
+    device: Device = None,
+    precision: Precision = None,
+    compile: Compile = None,
+    resume: Resume = False,
+    force: Force = False,
+    quiet: Quiet = False,
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="Print the held-out figures before and after as JSON on stdout.")] = False,
+) -> None:
+    from lmtool.training.finetune import finetune_lm
+
+    given = overrides(dict(
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
+        schedule=schedule, discriminative=discriminative, dropout=dropout,
+        grad_accum=grad_accum, grad_clip=grad_clip, max_steps=max_steps, max_time=max_time,
+        epochs=epochs, eval_every=eval_every, eval_batches=eval_batches, save_every=save_every,
+        log_every=log_every, seed=seed, stateful=stateful, device=device, precision=precision,
+        compile=compile,
+    ))
+    reporter = Reporter(quiet)
+    try:
+        result = finetune_lm(run, sources, output, overrides=given, resume=resume, force=force,
+                             document=document.value, encoding_errors=encoding_errors.value,
+                             callbacks=[reporter])
+    finally:
+        reporter.close()
+    if not report_run(result, quiet) and not json_output:
+        return
+    if result.before and result.after:
+        info(f"held-out before: {describe(result.before)}", quiet)
+        info(f"held-out after:  {describe(result.after)}", quiet)
+    if json_output and result.is_main:
+        typer.echo(json.dumps({"run": str(result.run_dir), "base": str(result.base_run),
+                               "steps": result.step, "before": result.before,
+                               "after": result.after}))
+
+
+app.command("lm", help=with_examples(LM_SUMMARY, *LM_EXAMPLES))(lm)

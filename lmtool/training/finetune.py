@@ -1,0 +1,336 @@
+"""`finetune lm`: ULMFiT stage 2, a pre-trained language model adapted to target text.
+
+    from lmtool.training import finetune_lm
+    result = finetune_lm("runs/lm", ["reviews/unlabelled.txt"], "runs/lm-reviews")
+    result.before["perplexity"], result.after["perplexity"]    # held-out, before/after
+
+1. The base run must be a language model (config.json task "lm"); its tokenizer is kept.
+2. The target text (files, directories, globs, "-"; TSV/CSV/JSONL labelled files give
+   their text column) is encoded with that tokenizer into shards in a hidden temporary
+   sibling of the output (memory stays flat; removed at the end), a tenth of its
+   documents held out, as `tokenize encode` does. A shard directory made with the same
+   tokenizer is read as it is.
+3. Training starts from the base weights with a fresh optimiser: discriminative rates
+   (each layer group at the rate of the one above / 2.6, the tied embedding/decoder in
+   the top group, as fastai splits a language model) and slanted triangular learning
+   rates (cut_frac 0.1, ratio 32), the base run's other settings unless overridden.
+4. The held-out part is scored before the first step and at the end (perplexity, or
+   masked accuracy), each time in full.
+
+config.json records the task ("lm") and the run it was fine-tuned from (path and the
+sha256 of its weights), with a sha256 of the encoded target tokens: `--resume` refuses
+to continue if either changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lmtool.checkpoint import TOKENIZER, WEIGHTS, read_run_config
+from lmtool.errors import BadInput
+from lmtool.training.run import RunResult
+from lmtool.training.trainer import Callback
+
+# What `finetune lm` changes in the base run's training settings unless told otherwise:
+# ULMFiT's rates, and a run of its own (limits and warmup are the fine-tune's).
+FINETUNE_DEFAULTS = {
+    "schedule": "stlr", "discriminative": 2.6, "unfreeze_start": 0, "unfreeze_every": 0.0,
+    "max_steps": None, "max_time": None, "epochs": None, "warmup": None,
+    "eval_batches": 0,  # the held-out part is scored in full
+}
+VAL_FRACTION = 0.1  # of the target's documents, held out
+
+
+@dataclass
+class FinetuneResult(RunResult):
+    before: dict | None = None  # held-out metrics of the base model (loss, perplexity, ...)
+    after: dict | None = None  # the same for the fine-tuned model
+    base_run: Path | None = None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tokens_sha256(*arrays: np.ndarray | None) -> str:
+    """A hash of token arrays, as int64 (whatever their dtype on disk)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        for start in range(0, 0 if array is None else len(array), 1 << 20):
+            digest.update(np.asarray(array[start : start + (1 << 20)], dtype=np.int64).tobytes())
+        digest.update(b"|")
+    return digest.hexdigest()
+
+
+def read_base(run: Path) -> dict:
+    """The base run's config.json, refusing what is not a language model."""
+    run = Path(run)
+    if not run.exists():
+        raise BadInput(f"{run} does not exist", "pass a run made by lmtool pretrain")
+    config = read_run_config(run)
+    if config.get("task", "lm") != "lm":
+        raise BadInput(f"{run} is a {config.get('task')}, not a language model",
+                       "fine-tune a run made by lmtool pretrain or lmtool finetune lm")
+    for name in (WEIGHTS, TOKENIZER):
+        if not (run / name).is_file():
+            raise BadInput(f"{run / name} is missing", "the base run is incomplete")
+    return config
+
+
+# --- the target text ---------------------------------------------------------------------
+
+
+def _documents(sources: Sequence[str | Path], document: str, encoding_errors: str,
+               report) -> Iterator[tuple[str, bool]]:
+    """(text, is_last) pieces of the target's documents: plain text as `tokenize encode`
+    cuts it, each row's text of a TSV/CSV/JSONL labelled file as one document."""
+    from lmtool.text.labelled import iter_texts, labelled_format
+    from lmtool.text.sources import iter_pieces, resolve_sources
+
+    plain: list = []
+    for file in resolve_sources(sources, report=report):
+        if labelled_format(file) in ("tsv", "csv", "jsonl"):
+            yield from iter_pieces(plain, document=document, encoding_errors=encoding_errors,
+                                   report=report) if plain else ()
+            plain = []
+            for text in iter_texts(file, encoding_errors=encoding_errors):
+                if text.strip():
+                    report.documents += 1
+                    yield text, True
+        else:
+            plain.append(file)
+    if plain:
+        yield from iter_pieces(plain, document=document, encoding_errors=encoding_errors,
+                               report=report)
+
+
+def encode_target(sources: Sequence[str | Path], tokenizer_path: Path, out_dir: Path, *,
+                  seed: int, document: str, encoding_errors: str) -> tuple[np.ndarray, np.ndarray]:
+    """Encode the target text into out_dir/{train,val}.bin; (train, val) memmaps."""
+    from lmtool.text.encode import ShardWriter, in_val, iter_encoded
+    from lmtool.text.shards import dtype_for_vocab
+    from lmtool.text.sources import ReadReport
+    from lmtool.text.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_path)
+    dtype = dtype_for_vocab(tok.get_vocab_size())
+    report = ReadReport()
+    writer = ShardWriter(out_dir, dtype)
+    try:
+        index = 0
+        pieces = _documents(sources, document, encoding_errors, report)
+        for lasts, ids_list in iter_encoded(tok, pieces):
+            for last, ids in zip(lasts, ids_list, strict=True):
+                writer.add("val" if in_val(index, seed, VAL_FRACTION) else "train", ids, last)
+                index += last
+            writer.flush()
+        if writer.documents["val"] == 0 and writer.documents["train"] > 1:
+            writer.move_last_document("train", "val")  # a tiny target still holds one out
+    finally:
+        writer.close()
+    if report.documents == 0:
+        binary = f" ({len(report.skipped_binary)} binary file(s) skipped)" if (
+            report.skipped_binary) else ""
+        raise BadInput(f"the target text holds no text{binary}", "pass text files")
+    if writer.documents["val"] == 0:
+        raise BadInput("the target text is a single document: nothing to hold out for "
+                       "evaluation", "pass more text, or --document line")
+    arrays = tuple(np.fromfile(out_dir / f"{split}.bin", dtype=dtype) if writer.tokens[split]
+                   else np.zeros(0, dtype=dtype) for split in ("train", "val"))
+    return arrays  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _target_data(sources, base_dir: Path, output: Path, base_config: dict, *, seed: int,
+                 document: str, encoding_errors: str):
+    """(train, val, description) of the target, from shards or encoded text (cleaned up)."""
+    from lmtool.text.shards import META, open_shards
+
+    if len(sources) == 1 and str(sources[0]) != "-" and (Path(sources[0]) / META).is_file():
+        shards = open_shards(Path(sources[0]))
+        if shards.tokenizer_sha256 != base_config.get("tokenizer", {}).get("sha256"):
+            raise BadInput(f"the shards in {sources[0]} were made with another tokenizer than "
+                           f"the run {base_dir}'s",
+                           f"pass text, or shards encoded with {base_dir / TOKENIZER}")
+        if shards.val is None:
+            raise BadInput(f"{sources[0]} has no validation split to evaluate on",
+                           "encode it with --val-fraction above 0, or pass text")
+        yield shards.train, shards.val, {"path": str(Path(sources[0]).resolve())}
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{output.name}.finetune-"
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=output.parent))
+    try:
+        train, val = encode_target(sources, base_dir / TOKENIZER, tmp, seed=seed,
+                                   document=document, encoding_errors=encoding_errors)
+        yield train, val, {"path": ", ".join(str(s) for s in sources),
+                           "sources": [str(s) for s in sources], "document": document}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def _configs(base: dict, overrides: dict):
+    """The base run's model config and its training config with the fine-tune's defaults
+    and `overrides` (field → value, None: not given) applied and checked."""
+    from lmtool.models.config import ModelConfig, validate_model_config
+    from lmtool.training.config import TRAIN_FIELDS, TrainConfig, validate_train_config
+
+    model = ModelConfig.from_dict(base["model"])
+    train = TrainConfig.from_dict({**base.get("training", {}), **FINETUNE_DEFAULTS})
+    unknown = sorted(k for k, v in overrides.items()
+                     if v is not None and k not in TRAIN_FIELDS and k != "dropout")
+    if unknown:
+        raise BadInput("finetune cannot change " + ", ".join(
+            f"--{k.replace('_', '-')}" for k in unknown), "those are fixed by the base run")
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(model if key == "dropout" else train, key, value)
+    validate_model_config(model)
+    validate_train_config(train)
+    return model, train
+
+
+def finetune_lm(
+    run: Path,
+    sources: Sequence[str | Path] | str | Path,
+    output: Path,
+    *,
+    overrides: dict | None = None,
+    resume: bool = False,
+    force: bool = False,
+    document: str = "paragraph",
+    encoding_errors: str = "strict",
+    callbacks: Sequence[Callback] = (),
+) -> FinetuneResult:
+    """Fine-tune the language model in `run` on the target text `sources`, into `output`.
+
+    `overrides` maps training fields (lr, batch_size, epochs, max_steps, max_time,
+    schedule, discriminative, seed, device, precision, ...) and `dropout` to values;
+    None means "not given". See the module docstring for what happens. `output` is
+    locked for the whole run (lmtool/rundir.py).
+    """
+    from lmtool.rundir import claim_run
+
+    run, output = Path(run), Path(output)
+    base = read_base(run)
+    if run.resolve() == output.resolve():
+        raise BadInput("-o must name a new run, not the base run", "pass another -o")
+    # Rank 0 alone writes the run, so it alone holds the lock (torchrun sets RANK).
+    with claim_run(output, resume=resume, force=force, lock=os.environ.get("RANK", "0") == "0"):
+        return _finetune_lm(run, base, sources, output, overrides=overrides, resume=resume,
+                            document=document, encoding_errors=encoding_errors,
+                            callbacks=callbacks)
+
+
+def _finetune_lm(run: Path, base: dict, sources, output: Path, *, overrides: dict | None,
+                 resume: bool, document: str, encoding_errors: str,
+                 callbacks: Sequence[Callback]) -> FinetuneResult:
+    from lmtool.checkpoint import TrainerState, load_checkpoint
+    from lmtool.device import resolve_device, resolve_precision
+    from lmtool.training import distributed
+    from lmtool.training import run as run_dir
+    from lmtool.training.data import lm_sources
+    from lmtool.training.objectives import make_objective
+    from lmtool.training.pretrain import resume_configs
+    from lmtool.training.trainer import Trainer
+
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    overrides = dict(overrides or {})
+    base_sha = file_sha256(run / WEIGHTS)
+    if resume:
+        saved, model_config, train_config = resume_configs(output, overrides)
+        was = saved.get("base", {})
+        if was.get("weights_sha256") != base_sha:
+            raise BadInput(f"the base run {run} is not the one {output} was fine-tuned from "
+                           f"({was.get('run')}), or it changed since",
+                           "resume with the same base run, or start a new fine-tune")
+    else:
+        model_config, train_config = _configs(base, overrides)
+    device = resolve_device(train_config.device)
+    dtype = resolve_precision(train_config.precision, device)
+    objective = make_objective(model_config)
+
+    ctx, device = distributed.setup(device)
+    try:
+        with _target_data(sources, run, output, base, seed=train_config.seed, document=document,
+                          encoding_errors=encoding_errors) as (train, val, described):
+            data_sha = tokens_sha256(train, val)
+            if resume:
+                if saved.get("data", {}).get("sha256") != data_sha:
+                    raise BadInput(f"the target text is not what {output} was fine-tuned on",
+                                   "resume with the same text, or start a new fine-tune")
+                model, state, rows = run_dir.load_for_resume(output, device, ctx)
+                resumed_from: int | None = state.step
+            else:
+                model = load_checkpoint(run, device).model
+                if model.config.dropout != model_config.dropout:
+                    from lmtool.models import build_model
+
+                    weights = model.state_dict()
+                    model = build_model(model_config).to(device)
+                    model.load_state_dict(weights)
+                state, rows, resumed_from = TrainerState(), [], None
+            model.train()
+            need = (train_config.batch_size + 1) * (model_config.context + 1)
+            if len(train) < need:
+                raise BadInput(
+                    f"the target text is too short for one batch: {len(train)} training "
+                    f"tokens, and --batch-size {train_config.batch_size} sequences of the "
+                    f"run's {model_config.context} tokens need about {need}",
+                    "give more text, or a smaller --batch-size")
+            source, eval_source = lm_sources(model, objective, train_config, train, val,
+                                             ctx.rank, ctx.world_size)
+            run_config = {
+                "task": "lm",
+                "arch": model_config.arch,
+                "objective": model_config.objective,
+                "preset": base.get("preset"),
+                "model": model_config.to_dict(),
+                "training": train_config.to_dict(),
+                "tokenizer": base.get("tokenizer", {}),
+                "base": {"run": str(run.resolve()), "weights_sha256": base_sha},
+                "data": {**described, "train_tokens": int(len(train)),
+                         "val_tokens": int(len(val)), "sha256": data_sha},
+                "num_parameters": sum(p.numel() for p in model.parameters()),
+            }
+            metrics = run_dir.MetricsLog(output, rows, live=resume)
+            checkpointer = run_dir.Checkpointer(
+                output, run_config, (run / TOKENIZER).read_text("utf-8"), metrics)
+            trainer = Trainer(
+                model, objective, source, train_config, device,
+                run_dir.lm_optimizer(model, train_config, device), dtype,
+                eval_source=eval_source, dist=ctx, state=state,
+                callbacks=[metrics, checkpointer, *callbacks], eval_at_start=True,
+            )
+            reason = run_dir.fit(trainer, output, fresh=not resume)
+            done = run_dir.result(trainer, output, reason, metrics, resumed_from, None)
+            evals = [r for r in metrics.rows if "val_loss" in r]
+            before = next((r for r in evals if r["step"] == 0), None)
+            return FinetuneResult(**vars(done), before=_held_out(before),
+                                  after=_held_out(evals[-1] if evals else None), base_run=run)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _held_out(row: dict | None) -> dict | None:
+    """An evaluation row's metrics without the "val_" prefix."""
+    if row is None:
+        return None
+    return {k.removeprefix("val_"): v for k, v in row.items() if k.startswith("val_")}
