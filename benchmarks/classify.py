@@ -22,7 +22,8 @@ tokens, cut to the context), pad, run the model, softmax. lmtool's rows go throu
 `Scorer.predict`, what `lmtool classify` runs: batches sorted by length, then the
 predictions in input order. HF runs batches in input order ("HF"), as a plain loop
 would, and sorted by length like lmtool ("HF sorted"), to show what bucketing is worth.
-Ratios are documents/s against HF in input order, in fp32.
+Where lmtool's default precision is bf16 (CPUs with native bf16), HF also runs under
+bf16 autocast. Ratios are documents/s against HF in input order, in fp32.
 """
 
 from __future__ import annotations
@@ -113,11 +114,12 @@ def hf_model(preset: str, vocab: int):
 class HF:
     """HF's loop: the same tokenizer and ids, batches in input order or sorted."""
 
-    def __init__(self, model, tok, context: int, batch_size: int, sort: bool):
+    def __init__(self, model, tok, context: int, batch_size: int, sort: bool,
+                 dtype: torch.dtype | None = None):
         from lmtool.text.encode import batch_encoder
 
         self.model, self.encode = model, batch_encoder(tok)
-        self.context, self.batch_size, self.sort = context, batch_size, sort
+        self.context, self.batch_size, self.sort, self.dtype = context, batch_size, sort, dtype
 
     @torch.inference_mode()
     def run(self, texts: list[str]) -> np.ndarray:
@@ -136,7 +138,8 @@ class HF:
             for j, i in enumerate(idx):
                 ids[j, : len(rows[i])] = torch.tensor(rows[i])
                 mask[j, : len(rows[i])] = 1
-            logits = self.model(input_ids=ids, attention_mask=mask).logits
+            with torch.autocast("cpu", dtype=self.dtype, enabled=self.dtype is not None):
+                logits = self.model(input_ids=ids, attention_mask=mask).logits
             probs[idx] = torch.softmax(logits.float(), -1).numpy()
         return probs
 
@@ -179,6 +182,10 @@ def main() -> None:
             if auto is not None:
                 contenders["lmtool default (bf16)"] = load_scorer(
                     run, batch_size=args.batch_size, device="cpu", precision="auto")
+                contenders["HF bf16"] = HF(hf, tok, context, args.batch_size, sort=False,
+                                           dtype=auto)
+                contenders["HF bf16 sorted"] = HF(hf, tok, context, args.batch_size, sort=True,
+                                                  dtype=auto)
             for name, texts in sets.items():
                 lengths = [len(e.ids) + 1 for e in tok.encode_batch(texts)]
                 print(f"\n{preset} ({'/'.join(map(str, PRESETS[preset]))} layers/heads/"

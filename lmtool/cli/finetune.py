@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from lmtool.cli import finetune_classifier
 from lmtool.cli.common import (
     Device,
     Document,
@@ -49,8 +50,9 @@ from lmtool.cli.progress import Reporter, describe
 app = typer.Typer(
     help=with_examples(
         "Fine-tune a pre-trained run, as ULMFiT does: the language model on target text "
-        "(lm), then a classifier.",
+        "(lm), then a classifier (classifier).",
         "lmtool finetune lm runs/lm reviews/unlabelled.txt -o runs/lm-reviews",
+        "lmtool finetune classifier runs/lm-reviews reviews/train.tsv -o runs/clf",
     ),
     no_args_is_help=True,
     rich_markup_mode=None,
@@ -140,3 +142,6 @@ def lm(
 
 
 app.command("lm", help=with_examples(LM_SUMMARY, *LM_EXAMPLES))(lm)
+app.command("classifier", help=with_examples(finetune_classifier.SUMMARY,
+                                              *finetune_classifier.EXAMPLES))(
+    finetune_classifier.classifier)

@@ -56,4 +56,24 @@ def info(
         f"            last loss {_fmt(h['last_loss'])}, val loss last {_fmt(h['last_val_loss'])}"
         f" / best {_fmt(h['best_val_loss'])}",
     ]
+    if "classifier" in data:
+        lines += _classifier_lines(data["classifier"])
     typer.echo("\n".join(lines))
+
+
+def _classifier_lines(c: dict) -> list[str]:
+    """Labels, base language model and per-epoch history of a classifier run."""
+    base, best = c["base"], c.get("best") or {}
+    lines = [
+        f"labels      {', '.join(c['labels'])}",
+        f"base LM     {base.get('run')} ({base.get('arch')}, {base.get('objective')}"
+        + (", backward" if base.get("backward") else "") + ")",
+    ]
+    if best:
+        lines.append(f"best epoch  {best['epoch']:g}: val accuracy {best['val_accuracy']:.4f}, "
+                     f"macro-F1 {best['val_macro_f1']:.4f}, loss {best['val_loss']:.4f}")
+    lines.append("epoch  groups  val loss  accuracy  macro-F1")
+    for r in c["epochs"]:
+        lines.append(f"{r['epoch']:>5g}  {_fmt(r['trainable_groups']):>6}  {r['val_loss']:8.4f}  "
+                     f"{r['val_accuracy']:8.4f}  {r['val_macro_f1']:8.4f}")
+    return lines

@@ -43,6 +43,9 @@ def run_info(run: Path) -> dict:
             history[f"last_{key}"] = eval_rows[-1][key]
     tokenizer = dict(config.get("tokenizer", {}))
     tokenizer.setdefault("kind", tokenizer_kind(run / TOKENIZER))
+    extra = {}
+    if config.get("task") == "classifier":
+        extra["classifier"] = classifier_info(config, eval_rows)
     return {
         "run": str(run),
         "arch": config.get("arch"),
@@ -55,4 +58,19 @@ def run_info(run: Path) -> dict:
         "tokenizer": tokenizer,
         "data": config.get("data", {}),
         "history": history,
+        "task": config.get("task", "lm"),
+        **extra,
+    }
+
+
+def classifier_info(config: dict, eval_rows: list[dict]) -> dict:
+    """A classifier's labels, the language model it came from, the best epoch and one
+    row per epoch (held-out loss, accuracy, macro-F1, layer groups training)."""
+    keys = ("epoch", "step", "trainable_groups", "val_loss", "val_accuracy", "val_macro_f1",
+            "elapsed_s")
+    return {
+        "labels": config.get("classifier", {}).get("labels", []),
+        "base": config.get("base", {}),
+        "best": config.get("best"),
+        "epochs": [{k: r.get(k) for k in keys} for r in eval_rows if r.get("step")],
     }

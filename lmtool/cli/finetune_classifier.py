@@ -1,0 +1,159 @@
+"""`lmtool finetune classifier`: ULMFiT stage 3 (joined to `lmtool finetune` in finetune.py)."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lmtool.cli.common import (
+    Device,
+    EncodingErrors,
+    Errors,
+    Force,
+    Precision,
+    Quiet,
+    info,
+    warn,
+)
+from lmtool.cli.options import (
+    BatchSize,
+    Compile,
+    Discriminative,
+    Epochs,
+    GradAccum,
+    GradClip,
+    Lr,
+    MaxSteps,
+    MaxTime,
+    Resume,
+    ScheduleFlag,
+    TrainSeed,
+    WeightDecay,
+    option,
+    overrides,
+)
+from lmtool.cli.progress import Reporter
+
+EXAMPLES = (
+    "lmtool finetune classifier runs/lm-reviews reviews/train.tsv -o runs/clf",
+    "lmtool finetune classifier runs/awd data/train.jsonl -o runs/clf --valid data/dev.jsonl",
+    "lmtool finetune classifier runs/awd-bwd docs/ -o runs/clf-bwd --class-weights auto",
+    "lmtool finetune classifier runs/lm reviews/train.tsv -o runs/clf --resume --epochs 8",
+)
+SUMMARY = (
+    "ULMFiT stage 3: train a classifier from a language model run (any that pretrain or "
+    "finetune lm makes) on labelled documents: TSV or CSV with label and text columns, "
+    "JSONL with label and text fields, or a directory with one sub-directory per class. "
+    "A new concat-pooling head; gradual unfreezing (the head alone in the first epoch, one "
+    "more layer group each epoch: by default one epoch per group, so the last trains them "
+    "all), discriminative rates (/2.6 per group) and slanted triangular rates. A tenth of "
+    "the data is held out unless --valid is given; loss, accuracy and macro-F1 are printed "
+    "after every epoch and the best epoch is the one kept."
+)
+
+
+class ClassWeights(str, Enum):
+    none = "none"
+    auto = "auto"
+
+
+def classifier(
+    run: Annotated[Path, typer.Argument(
+        metavar="RUN", help="The language model run to start from.")],
+    labelled: Annotated[str, typer.Argument(
+        metavar="LABELLED", help="Labelled documents: .tsv, .csv, .jsonl, a folder per "
+        "class, or - for stdin.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The run directory to write.")],
+    valid: Annotated[str | None, option(
+        "--valid", "Labelled documents to validate on (default: a tenth of LABELLED).",
+        "Data")] = None,
+    class_weights: Annotated[ClassWeights, option(
+        "--class-weights", "auto: weigh each class by n / (classes x its count) in the loss, "
+        "for imbalanced data (none).", "Data")] = ClassWeights.none,
+    max_tokens: Annotated[int, option(
+        "--max-tokens", "Tokens of a document read at most (1440).", "Data")] = 1440,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    weight_decay: WeightDecay = None,
+    schedule: ScheduleFlag = None,
+    discriminative: Discriminative = None,
+    dropout: Annotated[float | None, option(
+        "--dropout", "Dropout (LSTM: multiplier of the classifier's dropouts) (the base "
+        "run's).")] = None,
+    grad_accum: GradAccum = None,
+    grad_clip: GradClip = None,
+    max_steps: MaxSteps = None,
+    max_time: MaxTime = None,
+    epochs: Epochs = None,
+    seed: TrainSeed = None,
+    encoding_errors: Errors = EncodingErrors.strict,
+    device: Device = None,
+    precision: Precision = None,
+    compile: Compile = None,
+    resume: Resume = False,
+    force: Force = False,
+    quiet: Quiet = False,
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="Print the best epoch's held-out figures as JSON on stdout.")] = False,
+) -> None:
+    from lmtool.training.classifier import finetune_classifier
+
+    given = overrides(dict(
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
+        discriminative=discriminative, dropout=dropout, grad_accum=grad_accum,
+        grad_clip=grad_clip, max_steps=max_steps, max_time=max_time, epochs=epochs,
+        seed=seed, device=device, precision=precision, compile=compile,
+    ))
+    reporter = EpochReporter(quiet)
+    try:
+        result = finetune_classifier(
+            run, labelled, output, valid=valid, overrides=given,
+            class_weights_mode=class_weights.value, max_tokens=max_tokens, resume=resume,
+            force=force, encoding_errors=encoding_errors.value, callbacks=[reporter])
+    finally:
+        reporter.close()
+    if not result.is_main:
+        return
+    for line in result.warnings:
+        warn(line)
+    best = result.best or {}
+    if best:
+        of = f" of {result.epochs:g}" if result.epochs else ""
+        info(f"{result.run_dir}: best epoch {best['epoch']:g}{of}: "
+             f"val accuracy {best['val_accuracy']:.4f}, macro-F1 {best['val_macro_f1']:.4f} "
+             f"({result.train_documents:,} training / {result.valid_documents:,} held-out "
+             f"documents, {result.elapsed_s:.0f}s)", quiet)
+    if json_output:
+        typer.echo(json.dumps({"run": str(result.run_dir), "base": str(result.base_run),
+                               "labels": result.labels, "best": best,
+                               "history": result.history}))
+
+
+class EpochReporter(Reporter):
+    """The training progress bar on a terminal, and one line per epoch on stderr:
+    the mean training loss of the epoch, the held-out loss, accuracy and macro-F1."""
+
+    def __init__(self, quiet: bool):
+        super().__init__(quiet)
+        self.losses: list[float] = []
+
+    def on_train_row(self, trainer, row: dict) -> None:
+        self.losses.append(row["loss"])
+        if self.bar is not None:
+            self.bar.update(self.task, status=f"loss {row['loss']:.3f}")
+
+    def on_eval(self, trainer, row: dict) -> None:
+        epochs = trainer.limits.max_steps / trainer.limits.steps_per_epoch if (
+            trainer.limits.max_steps) else None
+        of = f"/{epochs:g}" if epochs else ""
+        train = (f"train loss {sum(self.losses) / len(self.losses):.4f}, "
+                 if self.losses else "")
+        self.losses = []
+        groups = f"{row['trainable_groups']}/{trainer.groups} layer groups"
+        self._print(f"epoch {row['epoch']:g}{of}: {train}val loss {row['val_loss']:.4f}, "
+                    f"accuracy {row['val_accuracy']:.4f}, macro-F1 {row['val_macro_f1']:.4f} "
+                    f"({groups}, {row['elapsed_s']:.0f}s)")

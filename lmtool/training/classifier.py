@@ -1,0 +1,478 @@
+"""`finetune classifier`: ULMFiT stage 3, a language model turned into a text classifier.
+
+    from lmtool.training import finetune_classifier
+    result = finetune_classifier("runs/lm-reviews", "reviews/train.tsv", "runs/clf")
+    result.best["val_accuracy"], result.best_epoch
+
+1. The base run must be a language model; its tokenizer and weights are kept, its LM
+   head is dropped for a new concat-pooling head (models/classifier.py). The AWD-LSTM
+   backbone takes fastai's classifier dropouts (input 0.4, hidden 0.3, weight 0.5,
+   embedding 0.05, output 0.4) times its dropout multiplier.
+2. The labelled data (TSV/CSV/JSONL or a folder per class, text/labelled.py) is
+   tokenized once; a tenth of it is held out for validation unless `valid` is given.
+3. The one training loop trains it with ULMFiT's recipe (Howard & Ruder 2018, §3.3):
+   layer groups from the embedding (bottom) to the head (top), gradual unfreezing (the
+   head alone in the first epoch, one more group each epoch), discriminative rates
+   (each group at the rate of the one above / 2.6), slanted triangular rates over the
+   whole run, gradient clipping. Without a limit it trains one epoch per layer group,
+   so the last epoch trains everything.
+4. The held-out part is scored after every epoch (loss, accuracy, macro-F1); the best
+   epoch (accuracy, then loss) is what RUN/model.safetensors holds, at every save.
+   The weights of the last step, which `--resume` continues from, are kept beside it
+   in RUN/trainer/ when they differ.
+
+The objective (`ClassificationObjective`) and the batch sources (training/documents.py)
+are all that is new to the trainer: a task is a batch source plus an objective.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lmtool.checkpoint import TOKENIZER, WEIGHTS, TrainerState
+from lmtool.errors import BadInput
+from lmtool.rundir import claim_run
+from lmtool.training.objectives import Batch, Objective, Sums
+from lmtool.training.run import Checkpointer, RunResult
+from lmtool.training.trainer import Callback
+
+# fastai's AWD-LSTM classifier dropouts (awd_lstm_clas_config), before the multiplier.
+LSTM_DROPOUTS = dict(embed_dropout=0.05, input_dropout=0.4, hidden_dropout=0.3,
+                     weight_dropout=0.5, output_dropout=0.4)
+# What `finetune classifier` trains with unless told otherwise: ULMFiT's recipe.
+CLASSIFIER_DEFAULTS = {
+    "schedule": "stlr", "discriminative": 2.6, "unfreeze_start": 1, "unfreeze_every": 1.0,
+    "lr": 1e-2, "batch_size": 32, "optimizer": "adamw", "weight_decay": 0.01,
+    "beta1": 0.8, "beta2": 0.99, "grad_clip": 1.0, "grad_accum": 1, "warmup": None,
+    "max_steps": None, "max_time": None, "epochs": None, "eval_batches": 0,
+    "log_every": 1, "stateful": False,
+}
+VAL_FRACTION = 0.1  # of the labelled documents, held out when no --valid is given
+CLASS_WEIGHTS = ("none", "auto")
+
+
+# --- the objective ---------------------------------------------------------------------
+
+
+class ClassificationObjective(Objective):
+    """Cross-entropy over the classes; accuracy, macro-F1 and the confusion matrix as
+    metrics. A held-out document whose label the classifier does not know (target -1)
+    counts as wrong and takes no part in the loss."""
+
+    name = "classify"
+
+    def __init__(self, labels: Sequence[str], class_weights: Sequence[float] | None = None):
+        self.labels = list(labels)
+        self.weights = (torch.tensor(class_weights, dtype=torch.float32)
+                        if class_weights is not None else None)
+
+    def make_batch(self, raw: Batch, generator: torch.Generator) -> Batch:
+        return raw  # the source made it whole: nothing random here
+
+    def _logits(self, model, batch: Batch) -> torch.Tensor:
+        lengths = batch.mask.sum(dim=1)  # (B,) real tokens per row
+        return model(batch.inputs, lengths).float()  # (B, K)
+
+    def loss(self, model, batch: Batch, state=None) -> tuple[torch.Tensor, dict]:
+        logits = self._logits(model, batch)
+        weight = self.weights.to(logits.device) if self.weights is not None else None
+        loss = F.cross_entropy(logits, batch.targets, weight=weight, ignore_index=-1)
+        return loss, {"documents": batch.targets.numel()}
+
+    @torch.no_grad()
+    def sums(self, model, batch: Batch, state=None) -> Sums:
+        logits = self._logits(model, batch)
+        targets = batch.targets
+        known = targets >= 0
+        loss = F.cross_entropy(logits[known], targets[known], reduction="sum")
+        predicted = logits.argmax(dim=-1)  # (B,)
+        K = len(self.labels)
+        # Confusion counts: rows are true labels (K known, then one for unseen ones).
+        cells = torch.where(known, targets, K) * K + predicted  # (B,)
+        counts = torch.bincount(cells, minlength=(K + 1) * K).cpu().tolist()
+        extra = {f"confusion.{i:06d}": float(c) for i, c in enumerate(counts)}
+        extra["known"] = float(known.sum())
+        return Sums(float(loss), targets.numel(), int((predicted == targets).sum()), extra)
+
+    def metrics(self, sums: Sums) -> dict[str, float]:
+        from lmtool.metrics import Confusion
+
+        K = len(self.labels)
+        cells = [sums.extra[f"confusion.{i:06d}"] for i in range((K + 1) * K)]
+        matrix = np.asarray(cells, dtype=np.int64).reshape(K + 1, K)
+        confusion = Confusion(self.labels)
+        confusion.add_counts(matrix[:K])
+        if matrix[K].any():  # held-out labels the classifier does not know, all wrong
+            confusion._row("(unseen labels)")
+            confusion.counts[K, :K] += matrix[K]
+        report = confusion.report()
+        return {"loss": sums.loss / max(sums.extra["known"], 1.0),
+                "accuracy": sums.correct / sums.tokens, "macro_f1": report["macro_f1"],
+                "documents": sums.tokens}
+
+
+# --- keeping the best epoch ------------------------------------------------------------
+
+
+def better(row: dict, best: dict | None) -> bool:
+    """Higher held-out accuracy, then lower loss."""
+    if best is None:
+        return True
+    return (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"], -best["val_loss"])
+
+
+class BestCheckpointer(Checkpointer):
+    """Saves the best epoch's weights as the run's model and, when the last step's
+    weights differ, those as `last.*` tensors in RUN/trainer/ for `--resume`.
+
+    Also annotates each evaluation row with its epoch and the layer groups training,
+    before the metrics log records it (this callback comes first)."""
+
+    def __init__(self, run_dir, config, tokenizer_json, metrics, *, steps_per_epoch: int,
+                 model: torch.nn.Module, best: dict | None):
+        super().__init__(run_dir, config, tokenizer_json, metrics)
+        self.steps_per_epoch = steps_per_epoch
+        self.best = best
+        self.best_model = copy.deepcopy(model).cpu()  # the weights of the best epoch so far
+        self.current_is_best = True  # the model's weights are the best ones
+
+    def on_eval(self, trainer, row: dict) -> None:
+        row["epoch"] = round(row["step"] / self.steps_per_epoch, 4)
+        row["trainable_groups"] = trainer.trainable
+        if row["step"] == 0:
+            return
+        if better(row, self.best):
+            self.best = dict(row)
+            self.best_model.load_state_dict(trainer.model.state_dict())
+            self.current_is_best = True
+        else:
+            self.current_is_best = False
+
+    def on_step(self, trainer) -> None:
+        if self.best is not None:
+            self.current_is_best = False  # the weights moved on from the best epoch's
+
+    def on_save(self, trainer, state: TrainerState) -> None:
+        from lmtool.checkpoint import save_checkpoint
+
+        if self.best is None or self.current_is_best:
+            model = trainer.model
+        else:
+            model = self.best_model
+            last = {f"last.{k}": v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+            state = TrainerState(state.step, state.epoch, state.tokens_seen, state.elapsed_s,
+                                 state.optimizer, {**state.tensors, **last}, state.extra)
+        self.config["best"] = self.best
+        save_checkpoint(self.run_dir, model=model, config=self.config,
+                        tokenizer_json=self.tokenizer_json, metrics=self.metrics.rows,
+                        trainer=state)
+        self.metrics.live = True
+
+
+# --- the command -------------------------------------------------------------------------
+
+
+@dataclass
+class ClassifierResult(RunResult):
+    labels: list[str] = field(default_factory=list)
+    best: dict | None = None  # the best epoch's evaluation row (val_accuracy, ...)
+    best_epoch: float | None = None
+    history: list[dict] = field(default_factory=list)  # one evaluation row per epoch
+    base_run: Path | None = None
+    train_documents: int = 0
+    valid_documents: int = 0
+    epochs: float | None = None  # the run's limit in epochs (when it is bounded in steps)
+    warnings: list[str] = field(default_factory=list)  # about the data, for the person
+
+
+def _sha256(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a).tobytes())
+        digest.update(b"|")
+    return digest.hexdigest()
+
+
+def _read(source, tokenizer, encoding_errors: str, max_tokens: int, what: str):
+    from lmtool.text.labelled import LabelledReport, iter_labelled
+    from lmtool.training.documents import encode_documents
+
+    report = LabelledReport()
+    docs = encode_documents(iter_labelled(source, encoding_errors=encoding_errors,
+                                          report=report), tokenizer, max_tokens=max_tokens)
+    if report.skipped:
+        path, why = report.skipped[0]
+        raise BadInput(f"the {what} data has {len(report.skipped)} unreadable file(s): "
+                       f"{path} ({why})", "remove them, or pass --encoding-errors replace")
+    return docs, report
+
+
+def class_weights(counts: np.ndarray) -> list[float]:
+    """Balanced weights, n / (K * n_c): every class weighs the same in the loss."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return (counts.sum() / (len(counts) * np.maximum(counts, 1))).tolist()
+
+
+def _configs(base: dict, overrides: dict):
+    """The classifier's backbone config and training config (ULMFiT's defaults, then
+    `overrides`), checked."""
+    from dataclasses import replace
+
+    from lmtool.models.config import ModelConfig, validate_model_config
+    from lmtool.training.config import TRAIN_FIELDS, TrainConfig, validate_train_config
+
+    model = ModelConfig.from_dict(base["model"])
+    if model.arch == "lstm":
+        model = replace(model, **LSTM_DROPOUTS)
+    train = TrainConfig.from_dict({**base.get("training", {}), **CLASSIFIER_DEFAULTS})
+    unknown = sorted(k for k, v in overrides.items()
+                     if v is not None and k not in TRAIN_FIELDS and k != "dropout")
+    if unknown:
+        raise BadInput("finetune classifier cannot change " + ", ".join(
+            f"--{k.replace('_', '-')}" for k in unknown), "those are fixed by the base run")
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(model if key == "dropout" else train, key, value)
+    validate_model_config(model)
+    validate_train_config(train)
+    if train.batch_size < 2:
+        raise BadInput("--batch-size must be at least 2 (the head's batch norm needs "
+                       "several documents)")
+    return model, train
+
+
+def finetune_classifier(
+    run: Path,
+    labelled: str | Path,
+    output: Path,
+    *,
+    valid: str | Path | None = None,
+    overrides: dict | None = None,
+    class_weights_mode: str = "none",
+    max_tokens: int = 1440,
+    resume: bool = False,
+    force: bool = False,
+    encoding_errors: str = "strict",
+    callbacks: Sequence[Callback] = (),
+) -> ClassifierResult:
+    """Train a classifier on `labelled` from the language model in `run`, into `output`.
+
+    `valid`: a labelled source to validate on (default: a tenth of `labelled`, held
+    out). `overrides` maps training fields (lr, batch_size, epochs, max_steps,
+    max_time, discriminative, unfreeze_start, unfreeze_every, seed, device, precision,
+    ...) and `dropout` to values; None means "not given". `class_weights_mode` "auto"
+    weighs each class by n / (K n_c) in the loss, for imbalanced data.
+    """
+    from lmtool.training.finetune import read_base
+
+    run, output = Path(run), Path(output)
+    if class_weights_mode not in CLASS_WEIGHTS:
+        raise BadInput(f"--class-weights must be one of {', '.join(CLASS_WEIGHTS)}")
+    if max_tokens < 2:
+        raise BadInput("--max-tokens must be at least 2")
+    base = read_base(run)
+    if run.resolve() == output.resolve():
+        raise BadInput("-o must name a new run, not the base run", "pass another -o")
+    # Rank 0 alone writes the run, so it alone holds the lock (torchrun sets RANK).
+    with claim_run(output, resume=resume, force=force, lock=os.environ.get("RANK", "0") == "0"):
+        return _finetune_classifier(
+            run, base, labelled, output, valid=valid, overrides=dict(overrides or {}),
+            class_weights_mode=class_weights_mode, max_tokens=max_tokens, resume=resume,
+            encoding_errors=encoding_errors, callbacks=callbacks)
+
+
+def _finetune_classifier(run: Path, base: dict, labelled, output: Path, *, valid,
+                         overrides: dict, class_weights_mode: str, max_tokens: int,
+                         resume: bool, encoding_errors: str,
+                         callbacks: Sequence[Callback]) -> ClassifierResult:
+    from lmtool.checkpoint import load_checkpoint
+    from lmtool.device import resolve_device, resolve_precision
+    from lmtool.models import build_model
+    from lmtool.models.classifier import Classifier, ClassifierConfig
+    from lmtool.text.encode import in_val
+    from lmtool.text.labelled import LabelVocab
+    from lmtool.text.tokenizer import load_tokenizer
+    from lmtool.training import distributed
+    from lmtool.training import run as run_dir
+    from lmtool.training.documents import DocumentBatches, DocumentEval
+    from lmtool.training.finetune import file_sha256
+    from lmtool.training.pretrain import resume_configs
+    from lmtool.training.trainer import Trainer
+
+    base_sha = file_sha256(run / WEIGHTS)
+    if resume:
+        saved, model_config, train_config = resume_configs(output, overrides)
+        if saved.get("task") != "classifier":
+            raise BadInput(f"--resume: {output} is not a classifier run")
+        if saved.get("base", {}).get("weights_sha256") != base_sha:
+            raise BadInput(f"the base run {run} is not the one {output} was trained from "
+                           f"({saved.get('base', {}).get('run')}), or it changed since",
+                           "resume with the same base run, or start a new classifier")
+        clf_config = ClassifierConfig.from_dict(saved["classifier"])
+        max_tokens = clf_config.max_tokens
+        class_weights_mode = saved.get("data", {}).get("class_weights", "none")
+    else:
+        model_config, train_config = _configs(base, overrides)
+
+    # 1. The data, tokenized with the base run's tokenizer.
+    tokenizer = load_tokenizer(run / TOKENIZER)
+    docs, report = _read(labelled, tokenizer, encoding_errors, max_tokens, "training")
+    if valid is not None:
+        train_docs = docs
+        valid_docs, _ = _read(valid, tokenizer, encoding_errors, max_tokens, "validation")
+    else:
+        held = np.array([in_val(i, train_config.seed, VAL_FRACTION) for i in range(len(docs))])
+        if not held.any() and len(docs) > 1:
+            held[-1] = True  # a tiny set still holds one document out
+        train_docs, valid_docs = docs.select(~held), docs.select(held)
+        if len(valid_docs) == 0:
+            raise BadInput(f"{labelled} holds one document: nothing to validate on",
+                           "pass more labelled examples, or --valid FILE")
+    vocab = LabelVocab.build(train_docs.names[c] for c in set(train_docs.codes.tolist()))
+    vocab.require_classes(f"{labelled} (its training part)")
+    if resume and list(vocab.names) != clf_config.labels:
+        raise BadInput(f"the labels of {labelled} are not those {output} was trained on",
+                       "resume with the same data")
+    train_targets, valid_targets = train_docs.targets(vocab), valid_docs.targets(vocab)
+    unseen = sorted({valid_docs.names[c] for c, t in zip(valid_docs.codes, valid_targets,
+                                                          strict=True) if t < 0})
+    counts = np.bincount(train_targets, minlength=len(vocab))
+    weights = class_weights(counts) if class_weights_mode == "auto" else None
+    data_sha = _sha256(train_docs.ids, train_docs.offsets, train_targets, valid_docs.ids,
+                       valid_docs.offsets, valid_targets)
+    if resume and saved.get("data", {}).get("sha256") != data_sha:
+        raise BadInput(f"the labelled data is not what {output} was trained on",
+                       "resume with the same data, or start a new classifier")
+
+    device = resolve_device(train_config.device)
+    dtype = resolve_precision(train_config.precision, device)
+    ctx, device = distributed.setup(device)
+    try:
+        # 2. The model: the base LM's backbone (its weights), a new head.
+        if resume:
+            ckpt = load_checkpoint(output, device, trainer=True, task="classifier")
+            model, state = ckpt.model, ckpt.trainer
+            assert state is not None
+            last = {k.removeprefix("last."): v for k, v in state.tensors.items()
+                    if k.startswith("last.")}
+            best_model = copy.deepcopy(model)
+            if last:  # the best epoch is in model.safetensors; go on from the last step
+                model.load_state_dict(last)
+            rows = [r for r in ckpt.metrics if r.get("step", 0) <= state.step]
+            if ctx.is_main:  # forget rows logged after the checkpoint, before a crash
+                write_metrics_atomic(output, rows)
+            resumed_from: int | None = state.step
+            best = saved.get("best")
+        else:
+            clf_config = ClassifierConfig(labels=list(vocab.names), max_tokens=max_tokens)
+            lm = load_checkpoint(run, "cpu").model
+            backbone = build_model(model_config)
+            backbone.load_state_dict(lm.state_dict())
+            torch.manual_seed(train_config.seed)  # the head's initial weights
+            model = Classifier(backbone, clf_config).to(device)
+            best_model = model
+            state, rows, resumed_from, best = TrainerState(), [], None, None
+        model.train()
+
+        # 3. Batches, objective, optimiser (layer groups: embedding at the bottom).
+        source = DocumentBatches(train_docs, train_targets, train_config.batch_size,
+                                 train_config.seed, backward=model_config.backward,
+                                 max_tokens=max_tokens, rank=ctx.rank,
+                                 world_size=ctx.world_size)
+        eval_source = DocumentEval(valid_docs, valid_targets, train_config.batch_size,
+                                   backward=model_config.backward, max_tokens=max_tokens)
+        spe = max(1, source.batches_per_epoch // train_config.grad_accum)
+        groups = len(model.layer_groups())
+        if not resume:
+            if all(getattr(train_config, k) is None for k in ("epochs", "max_steps",
+                                                              "max_time")):
+                train_config.epochs = float(groups)  # the last epoch trains every group
+            train_config.eval_every = spe  # once an epoch
+            train_config.save_every = spe
+        objective = ClassificationObjective(vocab.names, weights)
+        run_config = {
+            "task": "classifier",
+            "arch": model_config.arch,
+            "objective": model_config.objective,
+            "preset": base.get("preset"),
+            "model": model_config.to_dict(),
+            "classifier": clf_config.to_dict(),
+            "training": train_config.to_dict(),
+            "tokenizer": base.get("tokenizer", {}),
+            "base": {"run": str(run.resolve()), "weights_sha256": base_sha,
+                     "objective": base.get("objective"), "arch": base.get("arch"),
+                     "backward": model_config.backward},
+            "data": {
+                "path": str(labelled), "valid": str(valid) if valid is not None else None,
+                "train_tokens": int(train_docs.ids.size), "val_tokens": int(valid_docs.ids.size),
+                "valid_fraction": None if valid is not None else VAL_FRACTION,
+                "train_documents": len(train_docs), "valid_documents": len(valid_docs),
+                "label_counts": {name: int(c) for name, c in zip(vocab.names, counts,
+                                                                  strict=True)},
+                "unseen_valid_labels": unseen,
+                "class_weights": class_weights_mode, "sha256": data_sha,
+                "steps_per_epoch": spe, "layer_groups": groups,
+            },
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+            "best": best,
+        }
+        metrics = run_dir.MetricsLog(output, rows, live=resume)
+        keeper = BestCheckpointer(output, run_config, (run / TOKENIZER).read_text("utf-8"),
+                                  metrics, steps_per_epoch=spe, model=best_model, best=best)
+        if resume and last:
+            keeper.current_is_best = False
+        optimizer = _optimizer(model, train_config, device)
+        trainer = Trainer(
+            model, objective, source, train_config, device, optimizer, dtype,
+            eval_source=eval_source, dist=ctx, state=state,
+            callbacks=[keeper, metrics, *callbacks],
+        )
+        reason = run_dir.fit(trainer, output, fresh=not resume)
+        done = run_dir.result(trainer, output, reason, metrics, resumed_from, None)
+        history = [r for r in metrics.rows if "val_loss" in r]
+        warnings = report.warnings()
+        if unseen:
+            warnings.append(f"held-out label(s) the training part lacks, counted as wrong: "
+                            f"{', '.join(unseen)}")
+        limit = trainer.limits.max_steps
+        return ClassifierResult(
+            **vars(done), labels=list(vocab.names), best=keeper.best,
+            best_epoch=keeper.best["epoch"] if keeper.best else None, history=history,
+            base_run=run, train_documents=len(train_docs), valid_documents=len(valid_docs),
+            epochs=limit / spe if limit else None, warnings=warnings,
+        )
+    finally:
+        distributed.teardown(ctx)
+
+
+def write_metrics_atomic(run: Path, rows: list[dict]) -> None:
+    import json
+
+    from lmtool.checkpoint import METRICS
+    from lmtool.fsio import atomic_file
+
+    with atomic_file(run / METRICS, "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _optimizer(model: torch.nn.Module, config, device: torch.device):
+    """ULMFiT's layer groups, the embedding at the bottom, at discriminative rates."""
+    from lmtool.models.base import parameter_groups
+    from lmtool.training.freezing import discriminative_multipliers
+    from lmtool.training.optimizers import build_optimizer
+
+    groups = parameter_groups(model, tied="bottom")
+    return build_optimizer(
+        model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
+        betas=(config.beta1, config.beta2), device=device, groups=groups,
+        multipliers=discriminative_multipliers(len(groups), config.discriminative),
+    )

@@ -1,0 +1,218 @@
+"""`finetune classifier`: the ULMFiT recipe through the one trainer, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from lm_fixtures import make_shards
+from safetensors.torch import load_file
+
+from lmtool.checkpoint import load_checkpoint
+from lmtool.errors import BadInput
+from lmtool.training import finetune_classifier, pretrain
+from lmtool.training.trainer import Callback
+
+TINY_LM = dict(layers=2, heads=2, dim=16, hidden=24, context=16, batch_size=4, max_steps=2)
+WORDS = {"pos": ["sun", "warm", "glad", "kind"], "neg": ["rain", "cold", "sad", "mean"]}
+
+
+def labelled_rows(n: int, seed: int = 0, labels=("pos", "neg")) -> list[tuple[str, str]]:
+    """Rows whose label a model can learn: its words come from the label's list."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        words = WORDS.get(label, ["grey", "plain"])
+        rows.append((label, " ".join(rng.choice(words) for _ in range(rng.randint(2, 8)))))
+    return rows
+
+
+def write_tsv(path, rows) -> str:
+    path.write_text("label\ttext\n" + "".join(f"{lab}\t{text}\n" for lab, text in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def lms(tmp_path_factory):
+    """Tiny language models: AWD-LSTM, causal and masked Transformer (a few steps)."""
+    root = tmp_path_factory.mktemp("lms")
+    data = make_shards(root, paragraphs=60)
+    out = {}
+    for name, arch, objective in (("lstm", "lstm", "causal"),
+                                  ("causal", "transformer", "causal"),
+                                  ("masked", "transformer", "masked")):
+        out[name] = root / name
+        pretrain(data, out[name], arch=arch, objective=objective, sample_chars=0,
+                 overrides=dict(TINY_LM, eval_every=0))
+    out["root"] = root
+    return out
+
+
+class Weights(Callback):
+    """A copy of every parameter at each evaluation (the end of each epoch)."""
+
+    def __init__(self):
+        self.snapshots = []
+
+    def on_eval(self, trainer, row):
+        self.snapshots.append({n: p.detach().clone() for n, p in trainer.model.named_parameters()})
+
+
+@pytest.mark.parametrize("kind", ["lstm", "masked"])
+def test_gradual_unfreezing_epoch_by_epoch(lms, tmp_path, kind):
+    """Epoch e trains the top e + 1 layer groups: the head alone first, the embedding
+    only in the last epoch; the schedule reaches every group."""
+    data = write_tsv(tmp_path / "train.tsv", labelled_rows(40))
+    weights = Weights()
+    result = finetune_classifier(lms[kind], data, tmp_path / "clf", callbacks=[weights],
+                                 overrides=dict(batch_size=8, device="cpu"))
+    groups = 4  # embedding, 2 layers, head
+    assert [r["trainable_groups"] for r in result.history] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
+    names = list(weights.snapshots[0])
+    layer_of = {}  # parameter name → its layer group, bottom (0) to top (3)
+    model = load_checkpoint(tmp_path / "clf", task="classifier").model
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    for g, modules in enumerate(model.layer_groups()):
+        for m in modules:
+            for p in m.parameters():
+                layer_of[by_id[id(p)]] = g
+    assert set(layer_of) == set(names)
+    for epoch in range(1, groups):
+        before, after = weights.snapshots[epoch - 1], weights.snapshots[epoch]
+        for name in names:
+            moved = not torch.equal(before[name], after[name])
+            trains = layer_of[name] >= groups - 1 - epoch
+            if not trains:
+                assert not moved, f"{name} (group {layer_of[name]}) moved in epoch {epoch + 1}"
+        # the group unfrozen this epoch did move
+        fresh = [n for n in names if layer_of[n] == groups - 1 - epoch]
+        assert any(not torch.equal(before[n], after[n]) for n in fresh)
+
+
+def test_resume_matches_an_uninterrupted_run(lms, tmp_path):
+    """A run stopped after its second epoch (by a crash) and resumed ends with the same
+    weights, best epoch and held-out figures as a run never stopped."""
+    data = write_tsv(tmp_path / "train.tsv", labelled_rows(40, seed=1))
+    opts = dict(batch_size=8, device="cpu", epochs=4)
+    whole = finetune_classifier(lms["lstm"], data, tmp_path / "whole", overrides=opts)
+
+    class Crash(Callback):
+        def on_step(self, trainer):
+            if trainer.state.step == 12:  # in the third epoch (5 steps each)
+                raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        finetune_classifier(lms["lstm"], data, tmp_path / "cut", overrides=opts,
+                            callbacks=[Crash()])
+    resumed = finetune_classifier(lms["lstm"], data, tmp_path / "cut", resume=True,
+                                  overrides=dict(device="cpu"))
+    assert resumed.resumed_from == 10
+    assert [r["val_loss"] for r in resumed.history] == [r["val_loss"] for r in whole.history]
+    assert resumed.best_epoch == whole.best_epoch
+    a = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_best_epoch_is_the_model_kept(lms, tmp_path):
+    from lmtool.inference.classify import evaluate_classifier
+
+    rows = labelled_rows(60, seed=2)
+    train = write_tsv(tmp_path / "train.tsv", rows[:40])
+    valid = write_tsv(tmp_path / "valid.tsv", rows[40:])
+    result = finetune_classifier(lms["causal"], train, tmp_path / "clf", valid=valid,
+                                 overrides=dict(batch_size=8, device="cpu", lr=0.05))
+    best = max(result.history, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
+    assert result.best["step"] == best["step"]
+    scored = evaluate_classifier(tmp_path / "clf", valid, device="cpu", precision="fp32")
+    assert scored["accuracy"] == pytest.approx(best["val_accuracy"])
+    config = json.loads((tmp_path / "clf" / "config.json").read_text())
+    assert config["task"] == "classifier" and config["classifier"]["labels"] == ["neg", "pos"]
+    assert config["best"]["step"] == best["step"]
+
+
+def test_valid_labels_the_training_set_lacks_count_as_wrong(lms, tmp_path):
+    train = write_tsv(tmp_path / "train.tsv", labelled_rows(24))
+    valid = write_tsv(tmp_path / "valid.tsv", labelled_rows(9, labels=("pos", "neg", "meh")))
+    result = finetune_classifier(lms["lstm"], train, tmp_path / "clf", valid=valid,
+                                 overrides=dict(batch_size=8, device="cpu", epochs=1))
+    assert result.history[-1]["val_accuracy"] <= 6 / 9
+    assert any("meh" in w for w in result.warnings)
+
+
+def test_class_weights_auto(lms, tmp_path):
+    rows = [("pos", "sun warm")] * 30 + [("neg", "rain cold")] * 6
+    data = write_tsv(tmp_path / "train.tsv", rows)
+    finetune_classifier(lms["lstm"], data, tmp_path / "clf", class_weights_mode="auto",
+                        overrides=dict(batch_size=8, device="cpu", epochs=1))
+    config = json.loads((tmp_path / "clf" / "config.json").read_text())
+    assert config["data"]["class_weights"] == "auto"
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([("pos", "a"), ("pos", "b"), ("pos", "c")], "holds one class only"),
+        ([("pos", "a")], "holds one document"),
+    ],
+)
+def test_bad_labelled_data(lms, tmp_path, rows, message):
+    data = write_tsv(tmp_path / "train.tsv", rows)
+    with pytest.raises(BadInput, match=message):
+        finetune_classifier(lms["lstm"], data, tmp_path / "clf")
+    assert not (tmp_path / "clf").exists()
+
+
+def test_a_classifier_is_no_base_for_a_classifier(lms, tmp_path):
+    data = write_tsv(tmp_path / "train.tsv", labelled_rows(20))
+    finetune_classifier(lms["lstm"], data, tmp_path / "clf",
+                        overrides=dict(batch_size=8, device="cpu", epochs=1))
+    with pytest.raises(BadInput, match="is a classifier, not a language model"):
+        finetune_classifier(tmp_path / "clf", data, tmp_path / "clf2")
+
+
+# --- the CLI -------------------------------------------------------------------------------
+
+
+def test_cli_finetune_classifier_then_classify_evaluate_info(cli, lms, tmp_path):
+    rows = labelled_rows(48, seed=3)
+    train = write_tsv(tmp_path / "train.tsv", rows[:36])
+    test = write_tsv(tmp_path / "test.tsv", rows[36:])
+    r = cli("finetune", "classifier", lms["lstm"], train, "-o", tmp_path / "clf",
+            "--batch-size", "8", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == ""
+    epochs = [line for line in r.stderr.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 4 and epochs[0].startswith("epoch 1/4: train loss")
+    assert "1/4 layer groups" in epochs[0] and "4/4 layer groups" in epochs[3]
+    assert "best epoch" in r.stderr
+    r = cli("evaluate", tmp_path / "clf", test, "--format", "json", "--device", "cpu")
+    assert r.exit_code == 0 and 0 <= json.loads(r.stdout)["accuracy"] <= 1
+    r = cli("classify", tmp_path / "clf", "-", "--per-line", input="sun warm\nrain cold\n")
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 2
+    r = cli("info", tmp_path / "clf")
+    assert r.exit_code == 0
+    assert "labels      neg, pos" in r.stdout and str(lms["lstm"].resolve()) in r.stdout
+    info = json.loads(cli("info", tmp_path / "clf", "--format", "json").stdout)
+    assert [e["trainable_groups"] for e in info["classifier"]["epochs"]] == [1, 2, 3, 4]
+
+
+def test_cli_bad_inputs(cli, lms, tmp_path):
+    data = write_tsv(tmp_path / "train.tsv", labelled_rows(20))
+    (tmp_path / "weird.dat").write_text("no header here\nat all\n")
+    cases = [
+        (["finetune", "classifier", lms["lstm"], tmp_path / "weird.dat", "-o", tmp_path / "x"],
+         "cannot tell the format"),
+        (["finetune", "classifier", lms["lstm"], data, "-o", tmp_path / "x",
+          "--class-weights", "sometimes"], "sometimes"),
+        (["classify", lms["lstm"], "-"], "is a language model, not a classifier"),
+    ]
+    for args, message in cases:
+        r = cli(*args, input="x\n")
+        assert r.exit_code == 2, (args, r.stderr)
+        assert message in r.stderr and r.stdout == ""
+    assert not (tmp_path / "x").exists()
