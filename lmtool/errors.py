@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 
+EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3  # done, but some inputs were skipped: a script can tell

@@ -190,7 +190,7 @@ def test_cli_skipped_files_exit_3_after_the_others(cli, runs, tmp_path):
     "args, message",
     [
         (["--top-k", "0"], "--top-k must be at least 1"),
-        (["--format", "json"], "--format json is not a stream"),
+        (["--format", "json"], "--format: 'json' is not one of text, jsonl, tsv"),
         (["--threshold", "2"], "--threshold 2.0 must be between 0 and 1"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
     ],

@@ -35,8 +35,11 @@ def test_one_page_per_command_with_the_required_sections():
     for name, text in pages.items():
         lines = text.splitlines()
         assert lines[0].startswith(f'.TH "{name[:-2].upper()}" "1"'), name
-        for section in (".SH NAME", ".SH SYNOPSIS", ".SH DESCRIPTION"):
+        for section in (".SH NAME", ".SH SYNOPSIS", ".SH DESCRIPTION", ".SH EXIT STATUS",
+                        ".SH ENVIRONMENT"):
             assert section in lines, f"{name} has no {section}"
+        assert "\\fB130\\fR" in text and "\\fBLMTOOL_DEBUG\\fR" in text, name
+        assert "\\fBLMTOOL_CACHE\\fR" in text, name
         # Every --help ends with examples; the page keeps them verbatim (no filling).
         assert ".nf\nExamples:\n" in text, name
         assert "\b" not in text  # Click's verbatim marker is not printed

@@ -151,7 +151,7 @@ def test_resume_without_a_run(shards, tmp_path, cli):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--preset", "huge"], "unknown --preset 'huge'"),
+        (["--preset", "huge"], "--preset: 'huge' is not one of tiny, small, base"),
         (["--heads", "3"], "--dim (32) must be divisible by --heads (3)"),
         (["--lr", "-1"], "--lr must be positive"),
         (["--schedule", "sometimes"], "sometimes"),

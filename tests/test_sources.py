@@ -133,7 +133,7 @@ def test_invalid_utf8_replace_and_ignore_count_bytes(tmp_path):
         "caf\ufffd and \ufffd\ufffd end"
     ]
     assert report.undecodable_bytes == 3 and report.undecodable_files == [str(f)]
-    assert "replaced 3 byte(s)" in report.warnings("replace")[0]
+    assert "replaced 3 bytes of invalid UTF-8 in 1 file" in report.warnings("replace")[0]
     report = ReadReport()
     assert list(iter_documents([f], encoding_errors="ignore", report=report)) == ["caf and  end"]
     assert report.undecodable_bytes == 3

@@ -213,7 +213,7 @@ def test_binary_file_is_skipped_with_warning(cli, corpus, tok, tmp_path):
         "tokenize", "encode", corpus, tmp_path / "blob.bin", "-t", tok, "-o", tmp_path / "o"
     )
     assert result.exit_code == 0
-    assert "lmtool: warning: skipped 1 binary file(s)" in result.stderr
+    assert "lmtool: warning: skipped 1 binary file:" in result.stderr
     assert open_shards(tmp_path / "o").meta["skipped_binary"] == [str(tmp_path / "blob.bin")]
 
 
@@ -228,7 +228,7 @@ def test_invalid_utf8(cli, tok, tmp_path):
         result = cli("tokenize", "encode", bad, "-t", tok, "-o", out, "--encoding-errors", mode)
         assert result.exit_code == 0, result.stderr
         verb = "replaced" if mode == "replace" else "ignored"
-        assert f"warning: {verb} 1 byte(s) of invalid UTF-8" in result.stderr
+        assert f"warning: {verb} 1 byte of invalid UTF-8 in 1 file" in result.stderr
 
 
 def test_existing_output_without_force(cli, corpus, tok, tmp_path):

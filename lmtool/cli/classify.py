@@ -12,10 +12,10 @@ import typer
 from lmtool.cli.common import (
     Device,
     EncodingErrors,
-    Format,
     OutputFormat,
     Precision,
     Quiet,
+    formats,
     show_progress,
     stderr,
     warn,
@@ -37,6 +37,9 @@ SUMMARY = (
 ABSTAIN = "-"  # the label printed when --threshold abstains
 
 
+ClassifyFormat = formats("text", "jsonl", "tsv")  # a stream: one result per document
+
+
 def _opt(flag: str, help: str):
     return typer.Option(flag, help=help, show_default=False)
 
@@ -47,7 +50,7 @@ def classify(
         metavar="SOURCES", help="Files, directories (recursive), globs, or - for stdin.")],
     per_line: Annotated[bool, _opt("--per-line", "Each line is a document (an empty one "
                                    "too: it is classified and flagged).")] = False,
-    format: Format = OutputFormat.text,
+    format: ClassifyFormat = "text",
     top_k: Annotated[int, _opt("--top-k", "Show the k most probable labels (1).")] = 1,
     threshold: Annotated[float | None, _opt(
         "--threshold", f"Abstain (label {ABSTAIN}) when the best probability is below P.")
@@ -68,8 +71,6 @@ def classify(
 
     if top_k < 1:
         raise BadInput("--top-k must be at least 1")
-    if format == OutputFormat.json:
-        raise BadInput("--format json is not a stream", "use --format jsonl")
     report = SkipReport()
     progress = _Progress(show_progress(quiet))
     predictions = classify_sources(

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -28,20 +28,53 @@ class OutputFormat(str, Enum):
     tsv = "tsv"
 
 
-Device = Annotated[
-    str, typer.Option("--device", help="Where to run: auto, cpu, cuda, cuda:N or mps.")
-]
-Precision = Annotated[
-    str,
-    typer.Option("--precision", help="auto, fp32, bf16 or fp16 (autocast; fp16 on CUDA only)."),
-]
+def formats(*names: str) -> Any:
+    """The --format option of a command that writes exactly these formats (the value is
+    the name): `InfoFormat = formats("text", "json")`, then `format: InfoFormat = "text"`."""
+    return Annotated[Literal[names], typer.Option(
+        "--format", help=f"What stdout gets: {', '.join(names)}.")]
+
+
+# Spelled out, not imported: lmtool.device loads torch, which --help must not (a test
+# checks they equal lmtool.device.PRECISIONS).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "cuda:0", "mps")  # and any cuda:N
+
+
+def _complete_device(incomplete: str) -> list[str]:
+    return [d for d in DEVICES if d.startswith(incomplete)]
+
+
+def _presets_help() -> str:
+    """The presets' sizes, from the one table of them (models/config.py)."""
+    from lmtool.models.config import PRESETS
+
+    t, lstm = PRESETS["transformer"], PRESETS["lstm"]
+    sizes = [f"{name}: {t[name]['layers']} layers x {t[name]['dim']} wide, {t[name]['heads']} "
+             f"heads, context {t[name]['context']} (LSTM {lstm[name]['layers']} x "
+             f"{lstm[name]['hidden']}, embedding {lstm[name]['dim']})" for name in t]
+    return "Model size (default tiny). " + "; ".join(sizes) + "."
+
+
+def _presets() -> tuple[str, ...]:
+    from lmtool.models.config import PRESETS
+
+    return tuple(PRESETS["transformer"])
+
+
+Device = Annotated[str, typer.Option(
+    "--device", metavar="<auto|cpu|cuda|cuda:N|mps>", autocompletion=_complete_device,
+    help="Where to run: auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps.")]
+Precision = Annotated[Literal[PRECISIONS], typer.Option(
+    "--precision", help="auto, fp32, bf16 or fp16 (autocast; fp16 on CUDA only).")]
+Preset = Annotated[Literal[_presets()], typer.Option(
+    "--preset", help=_presets_help(), rich_help_panel="Model", show_default=False)]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed, for reproducible runs.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or info on stderr.")]
+Quiet = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="Nothing on stderr but warnings and errors.")]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]
 Output = Annotated[Path, typer.Option("--output", "-o", help="Where to write the result.")]
-Format = Annotated[
-    OutputFormat, typer.Option("--format", help="Output format on stdout: text, json, jsonl, tsv.")
-]
+Format = formats("text", "json", "jsonl", "tsv")
 
 
 def choices(name: str, values: Sequence[str]) -> type[Enum]:

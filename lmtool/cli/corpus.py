@@ -11,7 +11,6 @@ import typer
 
 from lmtool.cli.common import (
     Format,
-    OutputFormat,
     Quiet,
     info,
     show_progress,
@@ -82,7 +81,8 @@ def _size(n: int | None) -> str:
 def list_(
     manifest: Manifest = None,
     cache_dir: CacheDir = None,
-    format: Format = OutputFormat.text,
+    format: Format = "text",
+    quiet: Quiet = False,  # list writes nothing but its result
 ) -> None:
     from lmtool.corpora import cached_path, load_manifest
 
@@ -103,14 +103,14 @@ def list_(
                 "cached": str(cached) if cached else None,
             }
         )
-    if format in (OutputFormat.json, OutputFormat.jsonl):
-        if format is OutputFormat.json:
+    if format in ("json", "jsonl"):
+        if format == "json":
             typer.echo(json.dumps(rows, indent=2))
         else:
             for row in rows:
                 typer.echo(json.dumps(row))
         return
-    if format is OutputFormat.tsv:
+    if format == "tsv":
         typer.echo("name\tsize\tverification\tlicence\tcached\tdescription")
         for r in rows:
             typer.echo(

@@ -17,8 +17,8 @@ from lmtool.cli.common import (
     EncodingErrors,
     Errors,
     Format,
-    OutputFormat,
     Precision,
+    Quiet,
     Seed,
 )
 from lmtool.errors import BadInput
@@ -56,10 +56,11 @@ def evaluate(
     seed: Seed = 0,
     device: Device = "auto",
     precision: Precision = "auto",
-    format: Format = OutputFormat.text,
+    format: Format = "text",
     ensemble: Annotated[list[Path] | None, typer.Option(
         "--ensemble", help="Classifiers: average with this one's probabilities (repeatable).",
         show_default=False)] = None,
+    quiet: Quiet = False,
 ) -> None:
     from lmtool.checkpoint import read_run_config, run_task
     from lmtool.training.evaluate import evaluate as run_evaluate
@@ -78,9 +79,9 @@ def evaluate(
         device=device, precision=precision, document=document.value,
         encoding_errors=encoding_errors.value,
     )
-    if format in (OutputFormat.json, OutputFormat.jsonl):
+    if format in ("json", "jsonl"):
         typer.echo(json.dumps(result))
-    elif format == OutputFormat.tsv:
+    elif format == "tsv":
         typer.echo("\t".join(result))
         typer.echo("\t".join(str(v) for v in result.values()))
     elif "perplexity" in result:

@@ -8,10 +8,13 @@ from typing import Annotated
 
 import typer
 
-from lmtool.cli.common import Format, OutputFormat
+from lmtool.cli.common import Quiet, formats
 
 HELP_EXAMPLES = ("lmtool info runs/lm", "lmtool info runs/lm --format json | jq .history")
 SUMMARY = "Show what a run is (config, parameters, tokenizer, data) and how training went."
+
+
+InfoFormat = formats("text", "json", "jsonl")
 
 
 def _fmt(value) -> str:
@@ -24,13 +27,14 @@ def _fmt(value) -> str:
 
 def info(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
-    format: Format = OutputFormat.text,
+    format: InfoFormat = "text",
+    quiet: Quiet = False,  # info writes nothing but its result
 ) -> None:
     from lmtool.training.info import run_info
 
     data = run_info(run)
-    if format != OutputFormat.text:
-        typer.echo(json.dumps(data, indent=None if format == OutputFormat.jsonl else 2))
+    if format != "text":
+        typer.echo(json.dumps(data, indent=None if format == "jsonl" else 2))
         return
     m, t, tok, d, h = (data["model"], data["training"], data["tokenizer"], data["data"],
                        data["history"])

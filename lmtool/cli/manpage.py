@@ -21,8 +21,33 @@ import typer.main
 from typer import _click as click
 
 from lmtool import __version__
+from lmtool.errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+)
 
 SECTION = "1"
+
+# The same on every page: what a script can rely on (lmtool.errors has the codes).
+EXIT_STATUS = [
+    (str(EXIT_OK), "Success."),
+    (str(EXIT_RUNTIME), "The work failed: a diverging loss, a failed download, a full disk."),
+    (str(EXIT_USAGE), "Bad input or usage: an unknown option, a missing or malformed file, "
+                      "an output that exists (without --force), a path that cannot be written."),
+    (str(EXIT_PARTIAL), "Done, but some inputs were skipped (each reported on stderr)."),
+    (str(EXIT_INTERRUPTED), "Interrupted (Ctrl-C); whatever could be saved was saved."),
+    (str(EXIT_BROKEN_PIPE), "stdout was closed early (as in `| head`)."),
+]
+ENVIRONMENT = [
+    ("LMTOOL_DEBUG", "Set (to anything) to print the Python traceback under an error."),
+    ("LMTOOL_CACHE", "Where `lmtool corpus download` keeps corpora: $LMTOOL_CACHE/corpora "
+                     "(default $XDG_CACHE_HOME/lmtool, else ~/.cache/lmtool)."),
+    ("LMTOOL_CORPUS_MANIFEST", "A corpus manifest (JSON) to read instead of the built-in one."),
+]
 
 
 def _escape(text: str) -> str:
@@ -111,6 +136,7 @@ def render_page(ctx: click.Context, prog: str) -> str:
                 f".TP\n\\fB{_escape(name)}\\fR\n{_escape(_summary(child))}. "
                 f"See \\fB{_escape(child_page)}\\fR({SECTION})."
             )
+    lines += [".SH EXIT STATUS", *_items(EXIT_STATUS), ".SH ENVIRONMENT", *_items(ENVIRONMENT)]
     see_also = []
     if ctx.parent is not None:
         see_also.append(_page_name(ctx.parent))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lmtool.cli.common import Device, Force, Precision, Quiet, choices, info
+from lmtool.cli.common import Device, Force, Precision, Preset, Quiet, choices, info
 from lmtool.cli.options import (
     BatchSize,
     Compile,
@@ -77,7 +77,7 @@ def pretrain(
     output: Annotated[Path, typer.Option("--output", "-o", help="The run directory to write.")],
     objective: Annotated[Objective | None, _model("--objective", "causal or masked.")] = None,
     arch: Annotated[Arch | None, _model("--arch", "transformer (default) or lstm.")] = None,
-    preset: Annotated[str | None, _model("--preset", "tiny (default), small or base.")] = None,
+    preset: Preset = None,
     layers: Annotated[Int, _model("--layers", "Transformer blocks / LSTM layers.")] = None,
     heads: Annotated[Int, _model("--heads", "Attention heads.")] = None,
     dim: Annotated[Int, _model("--dim", "Model width (LSTM: embedding size).")] = None,

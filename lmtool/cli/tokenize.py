@@ -16,12 +16,11 @@ from lmtool.cli.common import (
     EncodingErrors,
     Errors,
     Force,
-    Format,
-    OutputFormat,
     Quiet,
     Seed,
     Sources,
     choices,
+    formats,
     info,
     show_progress,
     stderr,
@@ -29,6 +28,7 @@ from lmtool.cli.common import (
     with_examples,
 )
 from lmtool.text.tokenizer import KINDS
+from lmtool.wording import count
 
 app = typer.Typer(
     help=with_examples(
@@ -42,6 +42,7 @@ app = typer.Typer(
 
 
 Kind = choices("Kind", KINDS)
+StatsFormat = formats("text", "json")
 
 
 TokenizerOpt = Annotated[
@@ -97,7 +98,7 @@ def train(
 ) -> None:
     from lmtool.fsio import check_output
     from lmtool.text.sources import ReadReport
-    from lmtool.text.tokenizer import save_tokenizer, train_tokenizer
+    from lmtool.text.tokenizer import save_tokenizer, train_tokenizer, vocabulary_shortfall
 
     check_output(output, force)  # refuse before spending time on training
     normalization = [
@@ -119,10 +120,11 @@ def train(
         show_progress=show_progress(quiet),
     )
     save_tokenizer(tok, output, force=force)
-    _report_warnings(report.warnings(encoding_errors.value))
+    shortfall = vocabulary_shortfall(tok, kind.value, vocab_size, min_frequency)
+    _report_warnings(report.warnings(encoding_errors.value) + ([shortfall] if shortfall else []))
     info(
-        f"trained a {kind.value} tokenizer ({tok.get_vocab_size():,} tokens) on "
-        f"{report.documents:,} documents ({report.bytes / 1e6:.1f} MB) in "
+        f"trained a {kind.value} tokenizer ({count(tok.get_vocab_size(), 'token')}) on "
+        f"{count(report.documents, 'document')} ({report.bytes / 1e6:.1f} MB) in "
         f"{time.perf_counter() - start:.1f} s → {output}",
         quiet,
     )
@@ -172,8 +174,8 @@ def encode(
     _report_warnings(meta["warnings"])
     counts, splits = meta["counts"], meta["splits"]
     info(
-        f"encoded {counts['bytes'] / 1e6:.1f} MB, {counts['documents']:,} documents → "
-        f"{counts['tokens']:,} tokens (train {splits['train']['tokens']:,}, "
+        f"encoded {counts['bytes'] / 1e6:.1f} MB, {count(counts['documents'], 'document')} → "
+        f"{count(counts['tokens'], 'token')} (train {splits['train']['tokens']:,}, "
         f"val {splits['val']['tokens']:,}; {meta['dtype']}) in {seconds:.1f} s "
         f"({counts['bytes'] / 1e6 / max(seconds, 1e-9):.1f} MB/s) → {output}",
         quiet,
@@ -238,6 +240,7 @@ def ids(
         typer.Argument(metavar="SOURCES", help="Text files or - for stdin (the default)."),
     ] = None,
     encoding_errors: Errors = EncodingErrors.strict,
+    quiet: Quiet = False,  # warnings only, as everywhere
 ) -> None:
     from lmtool.text.sources import ReadReport, iter_lines
     from lmtool.text.tokenizer import load_tokenizer
@@ -277,6 +280,7 @@ def decode(
     skip_special: Annotated[
         bool, typer.Option("--skip-special", help="Leave out special tokens such as [EOS].")
     ] = False,
+    quiet: Quiet = False,  # decode writes nothing but its result
 ) -> None:
     from lmtool.errors import BadInput
     from lmtool.text.sources import iter_lines
@@ -320,20 +324,18 @@ def stats(
     sources: Sources,
     document: Document = DocumentMode.paragraph,
     encoding_errors: Errors = EncodingErrors.strict,
-    format: Format = OutputFormat.text,
+    format: StatsFormat = "text",
+    quiet: Quiet = False,
 ) -> None:
-    from lmtool.errors import BadInput
     from lmtool.text.stats import corpus_stats
     from lmtool.text.tokenizer import load_tokenizer
 
-    if format not in (OutputFormat.text, OutputFormat.json):
-        raise BadInput(f"--format {format.value} is not supported here", "use text or json")
     tok = load_tokenizer(tokenizer)
     result = corpus_stats(
         sources, tok, document=document.value, encoding_errors=encoding_errors.value
     )
     _report_warnings(result.pop("warnings"))
-    if format == OutputFormat.json:
+    if format == "json":
         typer.echo(json.dumps(result, indent=2))
         return
     rows = [

@@ -13,6 +13,12 @@ from lmtool.errors import BadInput
 ARCHS = ("transformer", "lstm")
 OBJECTIVES = ("causal", "masked")
 POSITIONS = ("learned", "rotary")
+# Fields only one backbone reads (`info` shows a run's own and leaves the others out).
+ARCH_FIELDS = {
+    "transformer": ("heads", "mlp_ratio", "positions"),
+    "lstm": ("hidden", "embed_dropout", "input_dropout", "hidden_dropout", "weight_dropout",
+             "output_dropout"),
+}
 
 
 def dataclass_from_dict(cls, data: dict, what: str):

@@ -244,7 +244,7 @@ def encode_corpus(
                 if progress is not None:
                     progress(report.bytes, total, sum(writer.tokens.values()))
             if report.documents == 0:
-                raise BadInput("the sources hold no text (empty corpus)", "check the files")
+                raise report.no_text()
             _balance_splits(writer, val_fraction, warnings)
         finally:
             writer.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from lmtool.errors import BadInput
+from lmtool.wording import count, listing
 
 STDIN = "-"
 DOCUMENT_MODES = ("paragraph", "line", "file")
@@ -45,18 +46,23 @@ class ReadReport:
         """One line per thing the user should know about, for the CLI to print."""
         out = []
         if self.skipped_binary:
-            names = ", ".join(self.skipped_binary[:3])
-            more = (
-                f" and {len(self.skipped_binary) - 3} more" if len(self.skipped_binary) > 3 else ""
-            )
-            out.append(f"skipped {len(self.skipped_binary)} binary file(s): {names}{more}")
+            out.append(f"skipped {count(len(self.skipped_binary), 'binary file')}: "
+                       f"{listing(self.skipped_binary)}")
         if self.undecodable_bytes:
             verb = "ignored" if encoding_errors == "ignore" else "replaced"
-            out.append(
-                f"{verb} {self.undecodable_bytes} byte(s) of invalid UTF-8 in "
-                f"{len(self.undecodable_files)} file(s): {', '.join(self.undecodable_files[:3])}"
-            )
+            out.append(f"{verb} {count(self.undecodable_bytes, 'byte')} of invalid UTF-8 in "
+                       f"{count(len(self.undecodable_files), 'file')}: "
+                       f"{listing(self.undecodable_files)}")
         return out
+
+    def no_text(self) -> BadInput:
+        """The error for sources that held no document, saying why when it can."""
+        if self.skipped_binary and not self.files:
+            return BadInput(
+                f"the sources hold no text: {count(len(self.skipped_binary), 'file')} "
+                f"skipped as binary (a NUL byte in the first 8 KB): "
+                f"{listing(self.skipped_binary)}", "pass text files")
+        return BadInput("the sources hold no text (empty corpus)", "check the files")
 
     def as_dict(self) -> dict:
         return {

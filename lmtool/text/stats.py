@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from lmtool.errors import BadInput
 from lmtool.text.encode import CHUNK_CHARS, iter_encoded
 from lmtool.text.sources import ReadReport, iter_pieces
 from lmtool.text.specials import SPECIAL_IDS
@@ -35,7 +34,7 @@ def corpus_stats(
         flat = np.fromiter((i for ids in ids_list for i in ids), dtype=np.int64)
         counts += np.bincount(flat, minlength=vocab_size)[:vocab_size]
     if report.documents == 0:
-        raise BadInput("the sources hold no text (empty corpus)", "check the files")
+        raise report.no_text()
     tokens = int(counts.sum())
     unknown = int(counts[SPECIAL_IDS.unk])
     distinct = int((counts > 0).sum())

@@ -143,9 +143,28 @@ def train_tokenizer(
             ) from None
         raise
     if report.documents == 0:
-        raise BadInput("the sources hold no text (empty corpus)", "check the files")
+        raise report.no_text()
     _check_specials(tok, "the trained tokenizer")
     return tok
+
+
+def vocabulary_shortfall(tok: Tokenizer, kind: str, vocab_size: int,
+                         min_frequency: int) -> str | None:
+    """Why a trained vocabulary is smaller than asked for, as a warning line (None if
+    it is not): the trainers stop silently when the corpus has nothing more to give."""
+    got = tok.get_vocab_size()
+    if got >= vocab_size:
+        return None
+    # Unigram has no --min-frequency: it keeps the pieces that pay for themselves.
+    often = f" at least {min_frequency} times" if min_frequency > 1 and kind != "unigram" else ""
+    why = {
+        "char": f"the corpus has only {got - len(SPECIAL_TOKENS):,} distinct characters"
+                f"{' seen' + often if often else ''}",
+        "unigram": "the unigram trainer keeps only the pieces the corpus supports",
+    }.get(kind, f"no further merge occurs{often or ' in the corpus'}")
+    more = " (a larger corpus, or a lower --min-frequency, gives more)" if often else (
+        " (a larger corpus gives more)")
+    return f"the vocabulary has {got:,} tokens, not the {vocab_size:,} asked for: {why}{more}"
 
 
 def _check_specials(tok: Tokenizer, name: str) -> None:
@@ -176,11 +195,12 @@ def load_tokenizer(path: Path) -> Tokenizer:
 
     file = find_tokenizer_file(path)
     hint = "make one with: lmtool tokenize train SOURCES -o tokenizer.json"
+    data = file.read_bytes()  # an OSError (permission, I/O) names the file as it is
     try:
-        text = file.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
         json.loads(text)  # a clearer failure for non-JSON than the Rust parser's
         tok = Tokenizer.from_str(text)
-    except Exception:  # OSError, JSON errors, and the Rust parser's bare Exception
+    except Exception:  # decoding, JSON errors, and the Rust parser's bare Exception
         raise BadInput(f"{file} is not a tokenizer file", hint) from None
     _check_specials(tok, str(file))
     return tok

@@ -14,7 +14,8 @@ def count_parameters(weights: Path) -> int:
 
 
 def run_info(run: Path) -> dict:
-    """Config, parameter count, tokenizer, data and training history of a run."""
+    """Config, parameter count, tokenizer, data and training history of a run (its
+    model config without the other backbone's fields)."""
     from lmtool.checkpoint import (
         TOKENIZER,
         TRAINER,
@@ -23,10 +24,13 @@ def run_info(run: Path) -> dict:
         read_run_config,
         read_trainer_state,
     )
+    from lmtool.models.config import ARCH_FIELDS
     from lmtool.training.pretrain import tokenizer_kind
 
     run = Path(run)
     config = read_run_config(run)
+    arch = config["model"].get("arch")
+    foreign = {f for a, names in ARCH_FIELDS.items() if a != arch for f in names}
     rows = read_metrics(run)
     train_rows = [r for r in rows if "loss" in r]
     eval_rows = [r for r in rows if "val_loss" in r]
@@ -53,7 +57,7 @@ def run_info(run: Path) -> dict:
         "preset": config.get("preset"),
         "lmtool_version": config.get("lmtool_version"),
         "parameters": count_parameters(run / WEIGHTS),
-        "model": config["model"],
+        "model": {k: v for k, v in config["model"].items() if k not in foreign},
         "training": config.get("training", {}),
         "tokenizer": tokenizer,
         "data": config.get("data", {}),

@@ -1,0 +1,14 @@
+"""Small helpers for messages a person reads."""
+
+from __future__ import annotations
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """"1 document", "2,095 documents", count(3, "binary file") → "3 binary files"."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+def listing(names: list[str], shown: int = 3) -> str:
+    """"a, b, c and 4 more": the first few names of a long list."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
