@@ -10,17 +10,15 @@
 
 A save builds the whole directory beside RUN and swaps it in atomically (fsio.atomic_dir),
 so a kill at any moment leaves the last complete checkpoint. Tensors are read only by the
-safetensors library, which reads nothing but safetensors: a pickle (which can run code
-when loaded) is refused as a corrupt file by construction, and stray files are never read.
+safetensors library (lmtool.tensorfiles), which reads nothing but safetensors: a pickle
+(which can run code when loaded) is refused as a corrupt file by construction, and stray
+files are never read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from lmtool import __version__
 from lmtool.errors import BadInput
 from lmtool.fsio import atomic_dir, recover
+from lmtool.tensorfiles import need_file, read_tensors, safetensors_errors, write_tensors
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +58,9 @@ class TrainerState:
     extra: dict = field(default_factory=dict)  # JSON-able odds and ends (scaler scale)
 
 
+_COUNTS = {"step": int, "epoch": float, "tokens_seen": int, "elapsed_s": float}
+
+
 @dataclass
 class Checkpoint:
     path: Path
@@ -67,61 +69,6 @@ class Checkpoint:
     tokenizer: Any  # tokenizers.Tokenizer
     trainer: TrainerState | None  # None unless asked for
     metrics: list[dict]
-
-
-def is_run(path: Path) -> bool:
-    """True when `path` holds an lmtool run (a config.json of our format)."""
-    recover(Path(path))
-    try:
-        return json.loads((Path(path) / CONFIG).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-@contextlib.contextmanager
-def _safetensors_errors(path: Path) -> Iterator[None]:
-    """The library's SafetensorError as ours: an I/O failure as the OSError it wraps
-    (Rust's "(os error 28)"), anything else as a corrupt file."""
-    from safetensors import SafetensorError
-
-    try:
-        yield
-    except SafetensorError as e:  # not safetensors, truncated, disk full, ...
-        found = re.search(r"\(os error (\d+)\)", str(e))
-        if found:
-            code = int(found.group(1))
-            raise OSError(code, os.strerror(code), str(path)) from None
-        raise BadInput(f"{path} is not a readable safetensors file ({e})",
-                       "the checkpoint is corrupt or not lmtool's; lmtool never loads "
-                       "pickles") from None
-
-
-def _need(path: Path) -> Path:
-    if not path.is_file():
-        raise BadInput(f"{path} is missing", "the checkpoint is incomplete")
-    return path
-
-
-def _write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
-
-    with _safetensors_errors(path):
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
-
-
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    with _safetensors_errors(_need(path)):
-        return load_file(str(path))
-
-
-def tensor_shapes(path: Path) -> dict[str, list[int]]:
-    """Name → shape of every tensor in a safetensors file, read from its header alone."""
-    from safetensors import safe_open
-
-    with _safetensors_errors(_need(path)), safe_open(str(path), framework="pt") as f:
-        return {name: list(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118
 
 
 def _split_optimizer(states: dict[str, dict]) -> tuple[dict[str, torch.Tensor], dict]:
@@ -174,7 +121,7 @@ def save_checkpoint(run_dir: Path, *, model: torch.nn.Module, config: dict,
     `model` must be the plain module (not DDP / torch.compile wrapped). `config` is
     stored as config.json with the format fields added. The caller decides whether
     replacing what is at `run_dir` is allowed (`check_run_output`) and keeps other
-    writers out (`lmtool.runlock`): temporaries a killed save left are deleted here.
+    writers out (`lmtool.rundir`): temporaries a killed save left are deleted here.
     """
     from safetensors.torch import save_model
 
@@ -182,26 +129,24 @@ def save_checkpoint(run_dir: Path, *, model: torch.nn.Module, config: dict,
     with atomic_dir(run_dir, force=True, clean_stale=True) as tmp:
         _write_json(tmp / CONFIG, {"format": FORMAT, "version": VERSION,
                                    "lmtool_version": __version__, **config})
-        with _safetensors_errors(tmp / WEIGHTS):
+        with safetensors_errors(tmp / WEIGHTS):
             save_model(model, str(tmp / WEIGHTS))  # tied weights stored once
         (tmp / TOKENIZER).write_text(tokenizer_json, encoding="utf-8")
         write_metrics(tmp / METRICS, metrics)
         if trainer is not None:
             (tmp / TRAINER).mkdir()
-            state: dict[str, Any] = {"step": trainer.step, "epoch": trainer.epoch,
-                                     "tokens_seen": trainer.tokens_seen,
-                                     "elapsed_s": trainer.elapsed_s, "extra": trainer.extra}
+            state: dict[str, Any] = {k: getattr(trainer, k) for k in (*_COUNTS, "extra")}
             if trainer.optimizer is not None:
                 tensors, state["optimizer"] = _split_optimizer(trainer.optimizer)
-                _write_tensors(tensors, tmp / TRAINER / OPTIMIZER)
+                write_tensors(tensors, tmp / TRAINER / OPTIMIZER)
             if trainer.tensors:
-                _write_tensors(trainer.tensors, tmp / TRAINER / TENSORS)
+                write_tensors(trainer.tensors, tmp / TRAINER / TENSORS)
             _write_json(tmp / TRAINER / STATE, state)
 
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(_need(path).read_text(encoding="utf-8"))
+        return json.loads(need_file(path).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise BadInput(f"{path} is corrupt (not valid JSON: {e})") from None
 
@@ -210,11 +155,9 @@ def read_run_config(run_dir: Path) -> dict:
     """config.json of a run, checked to be one; BadInput for anything else."""
     run_dir = Path(run_dir)
     recover(run_dir)
-    if not run_dir.is_dir():
-        raise BadInput(f"{run_dir} is not a directory", "pass a run made by lmtool pretrain")
     if not (run_dir / CONFIG).is_file():
-        raise BadInput(f"{run_dir} is not an lmtool run (no {CONFIG})",
-                       "pass a run made by lmtool pretrain")
+        what = f"an lmtool run (no {CONFIG})" if run_dir.is_dir() else "a directory"
+        raise BadInput(f"{run_dir} is not {what}", "pass a run made by lmtool pretrain")
     config = _read_json(run_dir / CONFIG)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise BadInput(f"{run_dir / CONFIG} does not describe an lmtool run")
@@ -245,12 +188,10 @@ def read_trainer_state(run_dir: Path) -> TrainerState:
     try:
         optimizer = None
         if "optimizer" in state:
-            optimizer = _join_optimizer(_read_tensors(folder / OPTIMIZER), state["optimizer"])
+            optimizer = _join_optimizer(read_tensors(folder / OPTIMIZER), state["optimizer"])
         return TrainerState(
-            step=int(state["step"]), epoch=float(state["epoch"]),
-            tokens_seen=int(state["tokens_seen"]), elapsed_s=float(state["elapsed_s"]),
-            optimizer=optimizer,
-            tensors=_read_tensors(folder / TENSORS) if (folder / TENSORS).exists() else {},
+            **{k: kind(state[k]) for k, kind in _COUNTS.items()}, optimizer=optimizer,
+            tensors=read_tensors(folder / TENSORS) if (folder / TENSORS).exists() else {},
             extra=dict(state.get("extra", {})),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as e:
@@ -289,7 +230,7 @@ def load_checkpoint(run_dir: Path, device: str | torch.device = "cpu", *,
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     check_task(run_dir, config, task)
-    _need(run_dir / TOKENIZER)
+    need_file(run_dir / TOKENIZER)
     if run_task(config) == "classifier":
         from lmtool.models.classifier import build_classifier
 
@@ -300,7 +241,7 @@ def load_checkpoint(run_dir: Path, device: str | torch.device = "cpu", *,
     else:
         model = build_model(ModelConfig.from_dict(config["model"]))
     try:
-        with _safetensors_errors(_need(run_dir / WEIGHTS)):
+        with safetensors_errors(need_file(run_dir / WEIGHTS)):
             load_model(model, str(run_dir / WEIGHTS), strict=True)
     except RuntimeError as e:  # missing, unexpected or mis-shaped tensors
         raise BadInput(f"{run_dir / WEIGHTS} does not match {run_dir / CONFIG}: "

@@ -21,9 +21,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from lmtool.checkpoint import STATE, TRAINER, is_run
+from lmtool.checkpoint import CONFIG, FORMAT, STATE, TRAINER
 from lmtool.errors import BadInput, RuntimeFailure
 from lmtool.fsio import make_parents, recover, umask
+
+
+def is_run(path: Path) -> bool:
+    """True when `path` holds an lmtool run (a config.json of our format)."""
+    recover(Path(path))
+    try:
+        return json.loads((Path(path) / CONFIG).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def lock_path(run_dir: Path) -> Path:

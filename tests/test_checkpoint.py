@@ -16,6 +16,7 @@ from lmtool.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from lmtool.errors import BadInput
 from lmtool.models import build_model
 from lmtool.models.config import resolve_model_config
+from lmtool.rundir import is_run
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,7 @@ def test_fallback_swap_and_recovery_of_its_window(tmp_path, monkeypatch):
     assert not (tmp_path / ".run.aside").exists()
     # A crash between "rename RUN aside" and "rename new in": only the aside copy exists.
     (tmp_path / "run").rename(tmp_path / ".run.aside")
-    assert checkpoint.is_run(run)  # recovers
+    assert is_run(run)  # recovers
     assert checkpoint.read_trainer_state(run).step == 2
 
 

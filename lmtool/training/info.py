@@ -8,7 +8,7 @@ from pathlib import Path
 
 def count_parameters(weights: Path) -> int:
     """Parameters stored in a safetensors file, from its header alone (tied ones once)."""
-    from lmtool.checkpoint import tensor_shapes
+    from lmtool.tensorfiles import tensor_shapes
 
     return sum(math.prod(shape) for shape in tensor_shapes(weights).values())
 
