@@ -159,3 +159,16 @@ def test_rerunning_the_same_command_says_the_run_is_there(cli, runs, tmp_path):
     assert again.exit_code == 2
     assert "already holds a run (2 steps trained)" in again.stderr
     assert "different" not in again.stderr
+
+
+def test_evaluate_says_which_files_it_skipped_as_binary(cli, runs, tmp_path):
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(b"\x00\x01binary")
+    only = cli("evaluate", runs["transformer"], blob)
+    assert only.exit_code == 2
+    assert "1 file skipped as binary" in only.stderr and only.stderr.count("\n") == 1
+    text = tmp_path / "text.txt"
+    text.write_text(generate_text(3, 20))
+    mixed = cli("evaluate", runs["transformer"], text, blob)
+    assert mixed.exit_code == 0, mixed.stderr
+    assert mixed.stderr == f"lmtool: warning: skipped 1 binary file: {blob}\n"

@@ -20,6 +20,7 @@ from lmtool.cli.common import (
     Precision,
     Quiet,
     Seed,
+    warn,
 )
 from lmtool.errors import BadInput
 
@@ -63,6 +64,7 @@ def evaluate(
     quiet: Quiet = False,
 ) -> None:
     from lmtool.checkpoint import read_run_config, run_task
+    from lmtool.text.sources import ReadReport
     from lmtool.training.evaluate import evaluate as run_evaluate
 
     if run_task(read_run_config(run)) == "classifier":
@@ -74,11 +76,14 @@ def evaluate(
             format=format)
     if ensemble:
         raise BadInput("--ensemble is for classifiers", f"{run} is a language model")
+    report = ReadReport()
     result = run_evaluate(
         run, sources, split=split.value, seed=seed, batch_size=batch_size,
         device=device, precision=precision, document=document.value,
-        encoding_errors=encoding_errors.value,
+        encoding_errors=encoding_errors.value, report=report,
     )
+    for line in report.warnings(encoding_errors.value):
+        warn(line)
     if format in ("json", "jsonl"):
         typer.echo(json.dumps(result))
     elif format == "tsv":

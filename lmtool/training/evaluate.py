@@ -17,6 +17,7 @@ from lmtool.errors import BadInput
 if TYPE_CHECKING:
     import torch
 
+    from lmtool.text.sources import ReadReport
     from lmtool.training.data import EvalSource
     from lmtool.training.distributed import DistContext
     from lmtool.training.objectives import Objective
@@ -87,19 +88,24 @@ def _shard_tokens(path: Path, split: str, run_sha: str) -> np.ndarray:
 
 
 def _text_tokens(
-    sources: Sequence[str | Path], tokenizer, document: str, encoding_errors: str
+    sources: Sequence[str | Path], tokenizer, document: str, encoding_errors: str,
+    report: ReadReport | None = None,
 ) -> np.ndarray:
     """The sources' documents encoded with the run's tokenizer, each followed by [EOS]
     as in the shards the run was trained on."""
     from lmtool.text.encode import iter_encoded
-    from lmtool.text.sources import iter_pieces
+    from lmtool.text.sources import ReadReport, iter_pieces
     from lmtool.text.specials import SPECIAL_IDS
 
     parts: list[np.ndarray] = []
-    pieces = iter_pieces(list(sources), document=document, encoding_errors=encoding_errors)
+    report = report if report is not None else ReadReport()
+    pieces = iter_pieces(list(sources), document=document, encoding_errors=encoding_errors,
+                         report=report)
     for lasts, ids_list in iter_encoded(tokenizer, pieces):
         for last, ids in zip(lasts, ids_list, strict=True):
             parts.append(np.asarray(ids + [SPECIAL_IDS.eos] if last else ids, dtype=np.int64))
+    if report.documents == 0:
+        raise report.no_text()
     tokens = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     if len(tokens) < 2:
         raise BadInput("the text holds too few tokens to evaluate", "pass more text")
@@ -117,6 +123,7 @@ def evaluate(
     precision: str = "auto",
     document: str = "paragraph",
     encoding_errors: str = "strict",
+    report: ReadReport | None = None,
 ) -> dict:
     """Score the run on `sources`: a shard directory (its `split`) or text
     (files, directories, globs, "-"), cut into documents as `tokenize encode --document`
@@ -125,6 +132,7 @@ def evaluate(
     Returns the objective's metrics ("loss", "tokens", and "perplexity" for a causal
     model, "accuracy" for a masked one), plus "objective", "source", "input_tokens"; loss
     is the mean cross-entropy in nats per scored token (masked: per masked token).
+    `report`, if given, is filled in with what reading text found (skipped files, ...).
     """
     from lmtool.checkpoint import load_checkpoint
     from lmtool.device import resolve_device, resolve_precision
@@ -146,7 +154,7 @@ def evaluate(
         data = _shard_tokens(Path(sources[0]), split, ckpt.config["tokenizer"]["sha256"])
     else:
         kind = "text"
-        data = _text_tokens(sources, ckpt.tokenizer, document, encoding_errors)
+        data = _text_tokens(sources, ckpt.tokenizer, document, encoding_errors, report)
     objective = make_objective(config)
     source = lm_eval_source(model, objective, data, batch_size)
     metrics = score(model, objective, source, seed=seed, device=dev,
