@@ -120,7 +120,7 @@ def save_checkpoint(run_dir: Path, *, model: torch.nn.Module, config: dict,
 
     `model` must be the plain module (not DDP / torch.compile wrapped). `config` is
     stored as config.json with the format fields added. The caller decides whether
-    replacing what is at `run_dir` is allowed (`check_run_output`) and keeps other
+    replacing what is at `run_dir` is allowed (`lmtool.rundir.check_run_output`) and keeps other
     writers out (`lmtool.rundir`): temporaries a killed save left are deleted here.
     """
     from safetensors.torch import save_model
