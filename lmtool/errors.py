@@ -69,8 +69,8 @@ _BAD_PATH = {
     errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTEMPTY,
 }
 _HINTS = {
-    errno.ENOSPC: "free some space and run it again; outputs are only replaced when complete",
-    errno.EDQUOT: "free some space and run it again; outputs are only replaced when complete",
+    errno.ENOSPC: "free some space and run it again",
+    errno.EDQUOT: "free some space and run it again",
     errno.EFBIG: "the file system or `ulimit -f` limits the file size",
     errno.EACCES: "check its permissions, or choose another path",
     errno.EPERM: "check its permissions, or choose another path",
@@ -87,4 +87,7 @@ def from_os_error(error: OSError) -> LmtoolError:
     where = [str(name) for name in (error.filename, error.filename2) if name is not None]
     message = f"{' -> '.join(where)}: {reason}" if where else reason
     kind = BadInput if where and error.errno in _BAD_PATH else RuntimeFailure
-    return kind(message, _HINTS.get(error.errno))
+    hint = _HINTS.get(error.errno)
+    if hint and where and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint += "; outputs are only replaced when complete"  # (fsio names every output)
+    return kind(message, hint)

@@ -34,6 +34,8 @@ def one_line(result, code: int) -> str:
      "--kind: 'bpee' is not one of bpe, wordpiece, unigram, char (did you mean bpe?)"),
     (["tokenize", "train", "x", "-o", "t.json", "--vocab-size=8k"],
      "--vocab-size: expects an integer, not '8k' (see `lmtool tokenize train --help`)"),
+    (["pretrain", "d", "-o", "r", "--lr"],
+     "option '--lr' requires an argument (see `lmtool pretrain --help`)"),
     (["pretrain", "d", "-o", "r", "--lr", "fast"],
      "--lr: expects a number, not 'fast' (see `lmtool pretrain --help`)"),
 ])

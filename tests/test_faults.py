@@ -20,9 +20,17 @@ FAST = [*TINY, "--batch-size", "4", "--eval-every", "0", "--quiet"]
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
+    from lmtool.training import pretrain
+
     root = tmp_path_factory.mktemp("faults")
     shards = make_shards(root, kind="char", vocab_size=64)
-    return {"text": root / "data.txt", "tok": root / "data-tok.json", "shards": shards}
+    base = root / "base"
+    pretrain(shards, base, overrides=dict(layers=1, heads=2, dim=16, context=16, batch_size=4,
+                                          max_steps=1, eval_every=0), sample_chars=0)
+    labelled = root / "labelled.tsv"
+    labelled.write_text("".join(f"{'ab'[i % 2]}\tthe cat sees the ball {i}\n" for i in range(20)))
+    return {"text": root / "data.txt", "tok": root / "data-tok.json", "shards": shards,
+            "base": base, "labelled": labelled}
 
 
 def writers(inputs, out):
@@ -33,6 +41,10 @@ def writers(inputs, out):
         "tokenize encode": ["tokenize", "encode", text, "-t", tok, "-o", out / "data"],
         "pretrain": ["pretrain", shards, "-o", out / "run", *FAST, "--max-steps", "2"],
         "corpus download": ["corpus", "download", "tiny-shakespeare", "--cache-dir", out / "c"],
+        "finetune lm": ["finetune", "lm", inputs["base"], text, "-o", out / "lm", "--max-steps",
+                        "1", "-q"],
+        "finetune classifier": ["finetune", "classifier", inputs["base"], inputs["labelled"],
+                                "-o", out / "clf", "--max-steps", "1", "-q"],
     }
 
 
@@ -44,7 +56,8 @@ def one_line(result, code: int) -> str:
     return result.stderr
 
 
-COMMANDS = ["tokenize train", "tokenize encode", "pretrain", "corpus download"]
+COMMANDS = ["tokenize train", "tokenize encode", "pretrain", "corpus download", "finetune lm",
+            "finetune classifier"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

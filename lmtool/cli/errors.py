@@ -99,9 +99,23 @@ def _bad_value(e: BadParameter, argv: list[str]) -> tuple[str, str | None]:
     return f"{flag}: {reason[:1].lower()}{reason[1:]}".rstrip("."), None
 
 
-def usage_line(e: UsageError, argv: list[str]) -> tuple[str, str]:
+def _command_path(root: Any, argv: list[str]) -> str:
+    """"lmtool tokenize train": the commands named on the command line, for errors that
+    come without their context."""
+    path, command = ["lmtool"], root
+    for word in argv:
+        child = getattr(command, "commands", {}).get(word)
+        if child is None and not word.startswith("-"):
+            break
+        if child is not None:
+            path.append(word)
+            command = child
+    return " ".join(path)
+
+
+def usage_line(e: UsageError, argv: list[str], root: Any = None) -> tuple[str, str]:
     """A usage error as (message, hint): the hint suggests, or points to --help."""
-    where = e.ctx.command_path if e.ctx is not None else "lmtool"
+    where = e.ctx.command_path if e.ctx is not None else _command_path(root, argv)
     help_hint = f"see `{where} --help`"
     if isinstance(e, NoSuchOption):
         close = e.possibilities or difflib.get_close_matches(
@@ -123,7 +137,7 @@ def usage_line(e: UsageError, argv: list[str]) -> tuple[str, str]:
     return message[:1].lower() + message[1:].rstrip("."), suggestion
 
 
-def _convert(error: BaseException, argv: list[str]) -> BaseException:
+def _convert(error: BaseException, argv: list[str], root: Any) -> BaseException:
     """What to raise instead of `error`: an Exit after printing its line, or `error`
     itself when it is not ours to handle (help, --version, an explicit typer.Exit)."""
     if isinstance(error, (typer.Exit, typer.Abort, NoArgsIsHelpError)):
@@ -131,7 +145,7 @@ def _convert(error: BaseException, argv: list[str]) -> BaseException:
     if isinstance(error, LmtoolError):
         return fail(error.message, error.hint, error.exit_code)
     if isinstance(error, UsageError):
-        message, hint = usage_line(error, argv)
+        message, hint = usage_line(error, argv, root)
         return fail(message, hint, EXIT_USAGE)
     if isinstance(error, typer.TyperException):
         return fail(error.format_message(), None, error.exit_code)
@@ -159,7 +173,7 @@ class LmtoolGroup(TyperGroup):
         try:  # the root's own options (`lmtool --bogus`); subcommands parse in invoke
             return super().make_context(*args, **kwargs)
         except BaseException as e:
-            converted = _convert(e, getattr(self, "_argv", []))
+            converted = _convert(e, getattr(self, "_argv", []), self)
             if converted is e:
                 raise
             raise converted from None
@@ -168,7 +182,7 @@ class LmtoolGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except BaseException as e:
-            converted = _convert(e, getattr(self, "_argv", []))
+            converted = _convert(e, getattr(self, "_argv", []), self)
             if converted is e:
                 raise
             raise converted from None
