@@ -107,14 +107,16 @@ def settle_tree(root: Path) -> None:
         if path.is_dir():
             directories.append(path)
             continue
-        path.chmod(0o666 & ~mask)
+        with contextlib.suppress(OSError):  # some filesystems (CIFS, FUSE) have no modes
+            path.chmod(0o666 & ~mask)
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
     for directory in reversed(directories):
-        directory.chmod(0o777 & ~mask)
+        with contextlib.suppress(OSError):
+            directory.chmod(0o777 & ~mask)
         fsync_dir(directory)
 
 
@@ -188,7 +190,8 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator:
         raise named(e, path) from None
     tmp = Path(name)
     try:
-        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600
+        with contextlib.suppress(OSError):  # mkstemp makes 0600; not all filesystems care
+            os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
