@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run the main job end to end on the embedded demo corpus:
 # train a tokenizer, encode the corpus into token shards, pre-train the tiny causal
-# transformer for two minutes, evaluate it and show what it learned.
+# transformer for two minutes, evaluate it and show what it learned; then ULMFiT on the
+# embedded review set: fine-tune that language model on unlabelled reviews, train a
+# classifier on the labelled ones and print its accuracy on the held-out test set.
 # Runs on a GPU when there is one, on the CPU otherwise. Output goes to ./demo-out
 # (or the directory given as the first argument); re-running starts afresh.
 set -euo pipefail
@@ -11,8 +13,9 @@ out=${1:-demo-out}
 lmtool=.venv/bin/lmtool
 minutes=${LMTOOL_DEMO_MINUTES:-2}
 
-echo "== 1. train a byte-level BPE tokenizer on corpora/demo" >&2
-$lmtool tokenize train corpora/demo --kind bpe --vocab-size 4000 -o "$out/tokenizer.json" --force
+echo "== 1. train a byte-level BPE tokenizer on corpora/demo (and the unlabelled reviews)" >&2
+$lmtool tokenize train corpora/demo corpora/reviews/unlabelled.txt --kind bpe --vocab-size 4000 \
+  -o "$out/tokenizer.json" --force
 $lmtool tokenize stats --tokenizer "$out/tokenizer.json" corpora/demo
 
 echo "== 2. encode the corpus into token shards (10% of documents held out)" >&2
@@ -25,3 +28,16 @@ $lmtool pretrain "$out/data" --objective causal --arch transformer --preset tiny
 echo "== 4. evaluate on the held-out documents" >&2
 $lmtool evaluate "$out/lm" "$out/data"
 $lmtool info "$out/lm"
+
+echo "== 5. ULMFiT stage 2: fine-tune the language model on unlabelled reviews for 1 minute" >&2
+$lmtool finetune lm "$out/lm" corpora/reviews/unlabelled.txt -o "$out/lm-reviews" \
+  --max-time 60 --force
+
+echo "== 6. ULMFiT stage 3: train a classifier on corpora/reviews/train.tsv" >&2
+$lmtool finetune classifier "$out/lm-reviews" corpora/reviews/train.tsv -o "$out/clf" --force
+
+echo "== 7. its accuracy on the held-out reviews (keyword rules score 0.51-0.56 there)" >&2
+$lmtool evaluate "$out/clf" corpora/reviews/test.tsv
+printf '%s\n' "I expected to hate this kettle, but I loved it." \
+  "Overall, the hotel was not good at all." |
+  $lmtool classify "$out/clf" - --per-line
