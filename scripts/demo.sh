@@ -38,6 +38,7 @@ $lmtool finetune classifier "$out/lm-reviews" corpora/reviews/train.tsv -o "$out
 
 echo "== 7. its accuracy on the held-out reviews (keyword rules score 0.51-0.56 there)" >&2
 $lmtool evaluate "$out/clf" corpora/reviews/test.tsv
-printf '%s\n' "I expected to hate this kettle, but I loved it." \
-  "Overall, the hotel was not good at all." |
-  $lmtool classify "$out/clf" - --per-line
+echo "== 8. three test reviews: true label, then what the classifier says" >&2
+tail -n +2 corpora/reviews/test.tsv | head -3 | cut -f2 > "$out/three.txt"
+paste <(tail -n +2 corpora/reviews/test.tsv | head -3 | cut -f1) \
+  <($lmtool classify "$out/clf" "$out/three.txt" --per-line | cut -f2,3) "$out/three.txt"
