@@ -43,18 +43,24 @@ def test_torchrun_two_processes_train_and_the_checkpoint_loads(shards, tmp_path)
 
 
 def test_resuming_under_another_number_of_processes_is_refused(shards, tmp_path, cli):
-    """Two ranks read two slices of every batch: one process would read other data."""
+    """Two ranks read two slices of every batch: one process would read other data.
+    (A stateful AWD-LSTM: its save gathers both ranks' carried state.)"""
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            "--nproc_per_node", "2", "-m", "lmtool", "pretrain", str(shards), "-o", str(run),
-           *TINY, "--batch-size", "4", "--max-steps", "2", "--eval-every", "0",
+           "--arch", "lstm", "--layers", "2", "--dim", "16", "--hidden", "32", "--context",
+           "16", "--batch-size", "4", "--max-steps", "2", "--eval-every", "0",
            "--device", "cpu", "--quiet"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    carried = load_file(run / "trainer" / "tensors.safetensors")
+    assert carried["carried.0.h"].shape == (1, 8, 32)  # 2 ranks x batch 4 rows
     before = (run / "model.safetensors").read_bytes()
-    result = cli("pretrain", shards, "-o", run, *TINY, "--batch-size", "4", "--max-steps",
-                 "4", "--resume", "--device", "cpu")
+    result = cli("pretrain", shards, "-o", run, "--max-steps", "4", "--resume",
+                 "--device", "cpu")
     assert result.exit_code == 2, result.stderr
     assert "trained by 2 process(es)" in result.stderr
     assert "--nproc_per_node 2" in result.stderr

@@ -103,6 +103,11 @@ def test_cli_reports_before_and_after_and_reads_labelled_text(bases, shards, tmp
     assert text_chars <= tokens <= text_chars + len(lines)  # one [EOS] per row
     info = cli("info", out)
     assert info.exit_code == 0 and "stlr" in info.stdout
+    described = json.loads(cli("info", out, "--format", "json").stdout)
+    assert described["task"] == "lm"
+    assert described["base"]["run"] == str(bases("transformer").resolve())
+    assert described["history"]["last_val_perplexity"] == pytest.approx(
+        data["after"]["perplexity"])
     # a shard directory of the base's tokenizer is read as it is
     again = cli("finetune", "lm", bases("transformer"), shards, "-o", tmp_path / "ft2", *FAST)
     assert again.exit_code == 0, again.stderr

@@ -157,6 +157,9 @@ def test_resume_without_a_run(shards, tmp_path, cli):
         (["--schedule", "sometimes"], "sometimes"),
         (["--device", "cuda"], "no CUDA GPU"),
         (["--objective", "masked", "--arch", "lstm"], "needs --arch transformer"),
+        (["--stateful"], "--stateful needs --arch lstm"),
+        (["--discriminative", "0.5"], "--discriminative must be at least 1"),
+        (["--ar", "-1", "--arch", "lstm"], "--ar must not be negative"),
     ],
 )
 def test_bad_settings(shards, tmp_path, cli, args, expected):

@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lmtool.errors import BadInput
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -90,6 +92,9 @@ def lm_sources(
 
     context = model.config.context
     stateful = model.stateful_training if config.stateful is None else config.stateful
+    if stateful and not model.stateful_training:
+        raise BadInput("--stateful needs --arch lstm (a Transformer's KV cache is for "
+                       "generation, not for training through)", "drop --stateful")
     reverse = getattr(objective, "backward", False)
     source: BatchSource
     if stateful:

@@ -42,9 +42,10 @@ def run_info(run: Path) -> dict:
     history["last_loss"] = train_rows[-1]["loss"] if train_rows else None
     history["last_val_loss"] = eval_rows[-1]["val_loss"] if eval_rows else None
     history["best_val_loss"] = min(r["val_loss"] for r in eval_rows) if eval_rows else None
-    for key in ("val_perplexity", "val_accuracy"):
-        if eval_rows and key in eval_rows[-1]:
-            history[f"last_{key}"] = eval_rows[-1][key]
+    # Whatever else the objective reported at the last evaluation (perplexity, accuracy...)
+    for key, value in (eval_rows[-1] if eval_rows else {}).items():
+        if key.startswith("val_") and key not in ("val_loss", "val_tokens"):
+            history[f"last_{key}"] = value
     tokenizer = dict(config.get("tokenizer", {}))
     tokenizer.setdefault("kind", tokenizer_kind(run / TOKENIZER))
     extra = {}
@@ -52,6 +53,8 @@ def run_info(run: Path) -> dict:
         extra["classifier"] = classifier_info(config, eval_rows)
     return {
         "run": str(run),
+        "task": config.get("task", "lm"),
+        "base": config.get("base"),  # the run it was fine-tuned from, if it was
         "arch": config.get("arch"),
         "objective": config.get("objective"),
         "preset": config.get("preset"),

@@ -53,7 +53,7 @@ def resume_configs(run_dir: Path, given: dict) -> tuple[dict, ModelConfig, Train
             if getattr(model, key) != value:
                 conflicts.append(f"--{key.replace('_', '-')} {value} (the run has "
                                  f"{getattr(model, key)})")
-        elif key not in ("preset", "base") and getattr(train, key, value) != value:
+        elif key != "preset" and getattr(train, key, value) != value:
             conflicts.append(f"--{key.replace('_', '-')} {value} (the run has "
                              f"{getattr(train, key)})")
     if conflicts:
