@@ -100,21 +100,15 @@ def _documents(sources: Sequence[str | Path], document: str, encoding_errors: st
     from lmtool.text.labelled import iter_texts, labelled_format
     from lmtool.text.sources import iter_pieces, resolve_sources
 
-    plain: list = []
     for file in resolve_sources(sources, report=report):
         if labelled_format(file) in ("tsv", "csv", "jsonl"):
-            yield from iter_pieces(plain, document=document, encoding_errors=encoding_errors,
-                                   report=report) if plain else ()
-            plain = []
             for text in iter_texts(file, encoding_errors=encoding_errors):
                 if text.strip():
                     report.documents += 1
                     yield text, True
         else:
-            plain.append(file)
-    if plain:
-        yield from iter_pieces(plain, document=document, encoding_errors=encoding_errors,
-                               report=report)
+            yield from iter_pieces([file], document=document, encoding_errors=encoding_errors,
+                                   report=report)
 
 
 def encode_target(sources: Sequence[str | Path], tokenizer_path: Path, out_dir: Path, *,
