@@ -17,7 +17,7 @@ POSITIONS = ("learned", "rotary")
 ARCH_FIELDS = {
     "transformer": ("heads", "mlp_ratio", "positions"),
     "lstm": ("hidden", "embed_dropout", "input_dropout", "hidden_dropout", "weight_dropout",
-             "output_dropout"),
+             "output_dropout", "ar", "tar"),
 }
 
 

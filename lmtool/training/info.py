@@ -53,7 +53,6 @@ def run_info(run: Path) -> dict:
         extra["classifier"] = classifier_info(config, eval_rows)
     return {
         "run": str(run),
-        "task": config.get("task", "lm"),
         "base": config.get("base"),  # the run it was fine-tuned from, if it was
         "arch": config.get("arch"),
         "objective": config.get("objective"),
