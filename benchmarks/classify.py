@@ -7,6 +7,7 @@ ratios stay meaningful. Needs `transformers` (pip install -e '.[bench]').
     python benchmarks/classify.py                        # tiny and small, reviews + SST-2 dev
     python benchmarks/classify.py --presets small --rounds 5
     python benchmarks/classify.py --docs my_docs.tsv     # any labelled file (text column)
+    python benchmarks/classify.py --epoch-time lstm      # a training epoch, small preset, SST-2
 
 The models: a masked Transformer classifier built by lmtool (learned positions, GELU,
 the preset's layers/heads/width/context) and BertForSequenceClassification with the
@@ -144,6 +145,32 @@ class HF:
         return probs
 
 
+def epoch_time(arch: str, train: Path, vocab: int, batch_size: int, epochs: float) -> None:
+    """One classifier training epoch at the small preset on `train` (every layer group
+    training, the costliest epoch of gradual unfreezing), from an LM of random weights:
+    the time does not depend on them."""
+    from lmtool.text.encode import encode_corpus
+    from lmtool.training import finetune_classifier, pretrain
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        texts = load_texts(train)
+        tok = train_tokenizer(texts, vocab, root)
+        (root / "text.txt").write_text("\n\n".join(texts[:20000]))
+        encode_corpus([root / "text.txt"], tok, root / "data", val_fraction=0.1, seed=0)
+        pretrain(root / "data", root / "lm", arch=arch, preset="small", sample_chars=0,
+                 overrides=dict(max_steps=1, eval_every=0))
+        t0 = time.perf_counter()
+        result = finetune_classifier(root / "lm", train, root / "clf", overrides=dict(
+            epochs=epochs, unfreeze_start=0, batch_size=batch_size))
+        seconds = time.perf_counter() - t0
+        per_epoch = result.elapsed_s / epochs
+        print(f"{arch} small, {train.name}: {result.train_documents:,} training documents, "
+              f"batch {batch_size}, {result.step} steps; {per_epoch:.0f} s per epoch of "
+              f"training ({result.train_documents / per_epoch:.0f} documents/s), "
+              f"{seconds:.0f} s in all with tokenizing and the held-out scoring")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presets", default="tiny,small")
@@ -152,7 +179,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--vocab", type=int, default=8000)
+    parser.add_argument("--epoch-time", metavar="ARCH",
+                        help="instead: time classifier training at the small preset (lstm or "
+                             "transformer) on --train")
+    parser.add_argument("--train", type=Path, default=SST2_DEV.parent / "train.tsv")
+    parser.add_argument("--epochs", type=float, default=1.0)
     args = parser.parse_args()
+    if args.epoch_time:
+        epoch_time(args.epoch_time, args.train, args.vocab, 32, args.epochs)
+        return
 
     from lmtool.device import cpu_has_native_bf16, resolve_precision
     from lmtool.inference.classify import load_scorer

@@ -20,19 +20,17 @@ from lmtool.cli.common import (
     warn,
 )
 from lmtool.cli.options import (
-    BatchSize,
     Compile,
     Discriminative,
-    Epochs,
+    Float,
     GradAccum,
     GradClip,
-    Lr,
+    Int,
     MaxSteps,
     MaxTime,
     Resume,
     ScheduleFlag,
     TrainSeed,
-    WeightDecay,
     option,
     overrides,
 )
@@ -54,6 +52,14 @@ SUMMARY = (
     "the data is held out unless --valid is given; loss, accuracy and macro-F1 are printed "
     "after every epoch and the best epoch is the one kept."
 )
+
+
+# The shared training flags, with the defaults a classifier trains with (ULMFiT's).
+BatchSize = Annotated[Int, option("--batch-size", "Documents per batch (32).")]
+Lr = Annotated[Float, option("--lr", "Peak learning rate of the top layer group (0.01).")]
+WeightDecay = Annotated[Float, option("--weight-decay", "Weight decay (0.01).")]
+Epochs = Annotated[Float, option("--epochs", "Stop after this many epochs in all (none of "
+                                             "the three: one per layer group).")]
 
 
 class ClassWeights(str, Enum):
