@@ -101,6 +101,16 @@ class Limits:
         return Plan(self.max_steps, self.max_time, warmup)
 
 
+def seed_dropout(seed: int, device: torch.device) -> None:
+    """Seed the generators that dropout draws from: the CPU's and this device's.
+    (torch.manual_seed seeds every backend torch knows: 0.13 ms, 0.3-1.3% of a tiny step.)"""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)  # the current GPU's generator: this process's device
+    elif device.type == "mps":
+        torch.mps.manual_seed(seed)
+
+
 @contextlib.contextmanager
 def _sigint_flag(flag: list[bool]) -> Iterator[None]:
     """The first Ctrl-C only raises a flag, read at the next step boundary, so the state
@@ -258,7 +268,7 @@ class Trainer:
             group["lr"] = lr * group.get("lr_mult", 1.0)
         # Dropout draws from the global generator, reseeded here: a pure function of
         # (seed, step, rank), so no RNG state needs saving for an exact resume.
-        torch.manual_seed(seed_for(c.seed, step, self.dist.rank, _DROPOUT))
+        seed_dropout(seed_for(c.seed, step, self.dist.rank, _DROPOUT), self.device)
         self.optimizer.zero_grad()
         total = torch.zeros((), device=self.device)
         tokens = 0
