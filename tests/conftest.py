@@ -19,6 +19,12 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.setenv("LMTOOL_CACHE", str(home / ".cache" / "lmtool"))
     monkeypatch.delenv("LMTOOL_DEBUG", raising=False)
+    # `--precision auto` on a CPU with AVX512-BF16 but no AMX measures bf16 against fp32
+    # once per machine and caches it; every test has its own cache, so record "bf16 is
+    # not faster" here: tests train in fp32 wherever the flags do not say bf16.
+    from lmtool.device import remember_bf16_speedup
+
+    remember_bf16_speedup(1.0)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import json
 
 import pytest
 import torch
@@ -51,21 +51,108 @@ def test_explicit_precisions_on_cpu():
     assert dev.resolve_precision("bf16", cpu) is torch.bfloat16
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_auto_precision_on_cpu_follows_native_bf16(monkeypatch, native):
-    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: native)
-    expected = torch.bfloat16 if native else None
-    assert dev.resolve_precision("auto", torch.device("cpu")) is expected
+SAPPHIRE_RAPIDS = dev.CpuFacts("Intel(R) Xeon(R) Platinum 8488C", amx=True, avx512_bf16=True)
+ZEN4 = dev.CpuFacts("AMD EPYC 9R14", amx=False, avx512_bf16=True)
+SKYLAKE = dev.CpuFacts("Intel(R) Xeon(R) Gold 6148", amx=False, avx512_bf16=False)
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="Linux only")
-def test_auto_precision_on_this_cpu_matches_its_flags():
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        flags = f.read()
-    native = "amx_bf16" in flags or "avx512_bf16" in flags
-    assert dev.cpu_has_native_bf16() is native
-    expected = torch.bfloat16 if native else None
-    assert dev.resolve_precision("auto", torch.device("cpu")) is expected
+def never_measured():
+    raise AssertionError("the flags decide here: nothing should be measured")
+
+
+@pytest.mark.parametrize("facts, bf16", [(SAPPHIRE_RAPIDS, True), (SKYLAKE, False)])
+def test_the_flags_decide_on_amx_and_on_cpus_without_native_bf16(facts, bf16):
+    assert dev.choose_cpu_bf16(facts, never_measured)[0] is bf16
+
+
+@pytest.mark.parametrize("speedup, bf16", [(1.6, True), (1.1, True), (1.05, False),
+                                           (0.5, False), (None, False)])
+def test_avx512_bf16_without_amx_goes_by_the_measurement(speedup, bf16):
+    chosen, why = dev.choose_cpu_bf16(ZEN4, lambda: speedup)
+    assert chosen is bf16
+    assert (f"{speedup:.2f}x" in why) if speedup else "not measured" in why
+
+
+def test_cpuinfo_parsing():
+    text = ("processor\t: 0\nmodel name\t: AMD EPYC 9R14\n"
+            "flags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n\n"
+            "processor\t: 1\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu\n")
+    assert dev.parse_cpuinfo(text) == ZEN4
+    amx = dev.parse_cpuinfo("model name : X\nflags : avx512_bf16 amx_tile amx_bf16\n")
+    assert amx.amx and amx.avx512_bf16
+    assert dev.parse_cpuinfo("model name : Y\nflags : sse2 avx2\n") == dev.CpuFacts(
+        "Y", False, False)
+
+
+@pytest.fixture
+def zen4(monkeypatch):
+    """This process sees an AVX512-BF16 CPU without AMX, with no measurement cached, and
+    a measurement that returns what the test puts in `zen4["speedup"]`, counting calls."""
+    calls = {"speedup": 1.0, "count": 0}
+
+    def measure():
+        calls["count"] += 1
+        return calls["speedup"]
+
+    monkeypatch.setattr(dev, "cpu_facts", lambda: ZEN4)
+    monkeypatch.setattr(dev, "measure_bf16_speedup", measure)
+    dev.cache_path().unlink(missing_ok=True)
+    return calls
+
+
+@pytest.mark.parametrize("speedup, expected", [(1.5, torch.bfloat16), (0.55, None)])
+def test_auto_precision_measures_once_and_caches_per_machine(zen4, speedup, expected):
+    cpu = torch.device("cpu")
+    zen4["speedup"] = speedup
+    assert dev.resolve_precision("auto", cpu) is expected
+    assert dev.resolve_precision("auto", cpu) is expected
+    assert zen4["count"] == 1  # the second run read the cache
+    cached = json.loads(dev.cache_path().read_text())
+    assert cached[dev.machine_key()]["bf16_speedup"] == speedup
+    assert "AMD EPYC 9R14" in dev.machine_key() and torch.__version__ in dev.machine_key()
+    assert f"{speedup:.2f}x" in dev.describe_precision("auto", cpu)
+    # Explicit choices never measure.
+    assert dev.resolve_precision("fp32", cpu) is None
+    assert dev.resolve_precision("bf16", cpu) is torch.bfloat16
+    assert zen4["count"] == 1
+
+
+def test_another_machine_or_torch_measures_again(zen4, monkeypatch):
+    cpu = torch.device("cpu")
+    dev.resolve_precision("auto", cpu)
+    monkeypatch.setattr(dev, "machine_key", lambda: "another CPU | torch 9.9 | 2 threads")
+    zen4["speedup"] = 2.0
+    assert dev.resolve_precision("auto", cpu) is torch.bfloat16
+    assert zen4["count"] == 2
+    assert len(json.loads(dev.cache_path().read_text())) == 2  # both machines kept
+
+
+def test_a_damaged_or_unwritable_cache_only_means_measuring_again(zen4, monkeypatch, tmp_path):
+    cpu = torch.device("cpu")
+    dev.cache_path().parent.mkdir(parents=True, exist_ok=True)
+    dev.cache_path().write_text("{not json")
+    zen4["speedup"] = 1.5
+    assert dev.resolve_precision("auto", cpu) is torch.bfloat16
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("LMTOOL_CACHE", str(blocker / "cache"))  # its parent is a file
+    assert dev.resolve_precision("auto", cpu) is torch.bfloat16
+    assert zen4["count"] == 2
+
+
+def test_ranks_under_torchrun_never_measure(zen4, monkeypatch):
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(name, value)
+    zen4["speedup"] = 3.0
+    assert dev.resolve_precision("auto", torch.device("cpu")) is None
+    assert zen4["count"] == 0
+    dev.remember_bf16_speedup(3.0)  # measured earlier by a single process: all ranks agree
+    assert dev.resolve_precision("auto", torch.device("cpu")) is torch.bfloat16
+
+
+def test_the_measurement_runs_and_returns_a_ratio():
+    ratio = dev.measure_bf16_speedup(repeats=1)
+    assert 0.05 < ratio < 20
 
 
 def test_autocast_context_changes_matmul_dtype_only_when_asked():

@@ -159,7 +159,7 @@ def report_run(result, quiet: bool) -> bool:
              "--epochs to train on)", quiet)
         return False
     summary = f"{result.run_dir}: {result.step} steps, {result.tokens_seen:,} tokens"
-    summary += f", {result.elapsed_s:.0f}s"
+    summary += f", {result.elapsed_s:.0f}s, {result.precision}"
     held_out = {k.removeprefix("val_"): v for k, v in (result.last_eval or {}).items()
                 if k.startswith("val_")}
     if held_out:

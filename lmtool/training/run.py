@@ -38,6 +38,7 @@ class RunResult:
     sample: str | None  # a short text sampled from a causal model
     is_main: bool = True  # False on the other ranks under torchrun: they report nothing
     limits: str = ""  # the limits the run trained to, e.g. "450 steps / 30 s"
+    precision: str = ""  # what --precision resolved to and why, e.g. "bf16 (auto: AMX)"
 
 
 class MetricsLog(Callback):
@@ -134,6 +135,8 @@ def fit(trainer: Trainer, run_dir: Path, *, fresh: bool) -> str:
 
 def result(trainer: Trainer, run_dir: Path, reason: str, metrics: MetricsLog,
            resumed_from: int | None, sample: str | None) -> RunResult:
+    from lmtool.device import describe_precision
+
     return RunResult(
         run_dir=run_dir,
         step=trainer.state.step,
@@ -148,6 +151,7 @@ def result(trainer: Trainer, run_dir: Path, reason: str, metrics: MetricsLog,
         sample=sample,
         is_main=trainer.dist.is_main,
         limits=trainer.limits.describe(),
+        precision=describe_precision(trainer.config.precision, trainer.device),
     )
 
 
