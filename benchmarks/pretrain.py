@@ -1,21 +1,34 @@
-"""Model speed: lmtool's transformer against Hugging Face transformers, same config, same loop.
+"""Training speed: lmtool against Hugging Face transformers, same model, same maths, one run.
 
-Not a test. Every figure is measured in this one run: the models take turns (round
-robin, a few steps each), so a busy neighbour slows all of them alike and the ratios
-stay meaningful. Needs `transformers` (pip install -e '.[bench]'); without it only
-lmtool's rows are printed.
+Not a test. Every figure is measured in this one run: the rows take turns (round robin,
+a few steps each), so a busy neighbour slows all of them alike and the ratios stay
+meaningful; compare ratios, not milliseconds, across runs. Needs `transformers`
+(pip install -e '.[bench]'); without it only lmtool's rows are printed.
 
     python benchmarks/pretrain.py                          # both configs, causal + masked
-    python benchmarks/pretrain.py --configs baby --rounds 3 --steps 5   # a quick look
+    python benchmarks/pretrain.py --configs baby --objectives causal --rounds 3 --steps 10
     python benchmarks/pretrain.py --data ../shared/corpora/tinyshakespeare/input.txt
+    python benchmarks/pretrain.py --configs baby --objectives causal --nanogpt ../peers/nanoGPT
 
-Rows: lmtool and HF in fp32; lmtool and HF under the precision lmtool picks by default
-on this device (bf16 autocast on CPUs with native bf16); lmtool with fused AdamW.
-Ratios are tokens/s against HF fp32 of the same objective and config. MFU is model
-FLOPs/s (6N + 12LCT per token, the PaLM estimate, from the config, so identical for
-both libraries) against a matmul peak measured here in the row's precision.
-With --data, batches are drawn from that text (char vocabulary) instead of random ids
-and the loss column is comparable across rows (same batches, same seed).
+Rows, each library in fp32 and in bf16 autocast, each with plain (foreach) AdamW and with
+fused AdamW, in the same bare loop: forward, the same cross-entropy, backward, gradient
+clipping at 1.0, optimiser step. Then `lmtool pretrain` itself (the library call the CLI
+makes, with its defaults: `--precision auto`, fused AdamW, clipping at 1.0), timed from
+one step to the next, so everything the trainer does per step counts; its overhead is
+printed against the bare loop doing the same maths. Ratios are speeds against HF in fp32
+with plain AdamW (the reference) and against the fastest HF row. MFU is model FLOPs/s
+(6N + 12LCT per token, the PaLM estimate, from the config, so identical for both
+libraries) against a matmul peak measured here in the row's precision.
+
+The Hugging Face models get lmtool's config: exact GELU (GPT-2's default is a
+tanh approximation written as Python arithmetic, ~25% of its step at the baby config),
+learned positions, tied embeddings, dropout 0, no KV cache in training. What still
+differs is printed under each table.
+
+Data: char-level batches of --data (first 90% train, last 10% held out, as nanoGPT; the
+loss column is then a held-out loss after the timed steps, same batches and seed for
+every row), else random ids. `lmtool pretrain` reads the same text through a char
+tokenizer and token shards written to a temporary directory.
 """
 
 from __future__ import annotations
@@ -30,22 +43,44 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
 import statistics  # noqa: E402
+import string  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from lmtool.device import autocast, resolve_device, resolve_precision  # noqa: E402
+from lmtool.device import (  # noqa: E402
+    autocast,
+    describe_precision,
+    dtype_name,
+    resolve_device,
+    resolve_precision,
+)
 from lmtool.models import ModelConfig, build_model  # noqa: E402
 from lmtool.training.objectives import Batch, make_objective  # noqa: E402
+from lmtool.training.trainer import Callback  # noqa: E402
 
-# name: (layers, heads, dim, context, batch); vocabulary from --vocab or the data.
+# name: (layers, heads, dim, context, batch); the vocabulary comes from the data.
 CONFIGS = {
     "baby": (4, 4, 128, 64, 12),  # nanoGPT's CPU "baby" shakespeare_char run
-    "shakespeare": (6, 6, 384, 256, 12),  # nanoGPT's train_shakespeare_char
+    "shakespeare": (6, 6, 384, 256, 12),  # nanoGPT's train_shakespeare_char, batch 12
+}
+CLIP = 1.0  # max gradient norm, every row (lmtool pretrain's, nanoGPT's and HF Trainer's)
+
+DIFFERENCES = {
+    "causal": "still differs: HF GPT-2 has a bias on every linear layer (lmtool: none; "
+              "LayerNorms keep theirs in both)",
+    "masked": "still differs: HF BERT is post-norm with an embedding LayerNorm, token-type "
+              "embeddings, biases on every linear layer, and runs its MLM head on every "
+              "position (lmtool: pre-norm, no biases, the head on the masked positions only)",
 }
 
 
@@ -106,12 +141,13 @@ class Batches:
 class Row:
     name: str
     model: torch.nn.Module
-    loss: object  # model, Batch -> mean loss over the scored tokens
-    optimizer: torch.optim.Optimizer
-    batches: Batches
+    loss: Callable  # (model, Batch) -> mean loss over the scored tokens
+    optimizer: torch.optim.Optimizer | None
+    batches: Batches | None
     dtype: torch.dtype | None
-    times: list
-    losses: list
+    times: list = field(default_factory=list)
+    losses: list = field(default_factory=list)
+    twin: str | None = None  # the bare row doing the same maths (for `lmtool pretrain`)
 
 
 def lmtool_model(objective, layers, heads, dim, context, vocab):
@@ -122,7 +158,7 @@ def lmtool_model(objective, layers, heads, dim, context, vocab):
     return build_model(cfg)
 
 
-def lmtool_loss(model) -> object:
+def lmtool_loss(model) -> Callable:
     """lmtool's own training loss: what `lmtool pretrain` runs (the masked objective
     runs the MLM head on the scored positions only)."""
     loss = make_objective(model.config).loss
@@ -130,7 +166,8 @@ def lmtool_loss(model) -> object:
 
 
 def hf_loss(model, batch: Batch) -> torch.Tensor:
-    """The plain loop's loss over every position's logits (-100: no target)."""
+    """The same cross-entropy as lmtool's causal objective, over every position's logits
+    (-100: no target). HF's own `labels=` loss computes the same (measured: no faster)."""
     logits = model(input_ids=batch.inputs).logits  # (B, T, V)
     return F.cross_entropy(logits.float().flatten(0, 1), batch.targets.flatten())
 
@@ -142,24 +179,28 @@ def hf_model(objective, layers, heads, dim, context, vocab):
         cfg = transformers.GPT2Config(
             vocab_size=vocab, n_positions=context, n_embd=dim, n_layer=layers, n_head=heads,
             resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+            activation_function="gelu",  # exact, as lmtool (GPT-2's own: "gelu_new", tanh)
+            use_cache=False,  # a training step needs no KV cache
+            bos_token_id=None, eos_token_id=None,  # GPT-2's 50256 is outside this vocabulary
         )
         return transformers.GPT2LMHeadModel(cfg)
     cfg = transformers.BertConfig(
         vocab_size=vocab, hidden_size=dim, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=4 * dim, max_position_embeddings=context,
+        intermediate_size=4 * dim, max_position_embeddings=context, hidden_act="gelu",
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
     )
     return transformers.BertForMaskedLM(cfg)
 
 
 def step(row: Row, device: torch.device) -> float:
-    """One training step; returns its wall time in seconds."""
+    """One training step of a bare-loop row; returns its wall time in seconds."""
     x, y = row.batches.next(device)
     sync(device)
     t0 = time.perf_counter()
     with autocast(device, row.dtype):
         loss = row.loss(row.model, Batch(x, y))
     loss.backward()
+    torch.nn.utils.clip_grad_norm_(row.model.parameters(), CLIP)
     row.optimizer.step()
     row.optimizer.zero_grad(set_to_none=True)
     sync(device)
@@ -180,115 +221,223 @@ def val_loss(row: Row, batches: Batches, device: torch.device, count: int = 20) 
     return statistics.mean(losses)
 
 
+# --- lmtool pretrain, taking turns with the bare rows --------------------------------------
+
+
+def write_shards(text: str, work: Path) -> Path:
+    """`text` as lmtool token shards (char tokenizer, one document, no validation split)."""
+    from lmtool.text.encode import encode_corpus
+    from lmtool.text.tokenizer import save_tokenizer, train_tokenizer
+
+    source = work / "train.txt"
+    source.write_text(text, encoding="utf-8")
+    tok = train_tokenizer([source], kind="char", vocab_size=512, min_frequency=1,
+                          document="file")
+    save_tokenizer(tok, work / "tokenizer.json")
+    encode_corpus([source], work / "tokenizer.json", work / "shards", val_fraction=0,
+                  document="file")
+    return work / "shards"
+
+
+class TakeTurns(Callback):
+    """A `lmtool pretrain` callback: times each of its steps (from the end of one step's
+    callback to the next step's), and every `steps` timed steps lets the bare rows run a
+    round, so that `pretrain` takes its turn in the round robin like any row."""
+
+    def __init__(self, row: Row, rows: list[Row], args, device: torch.device):
+        self.row, self.rows, self.args, self.device = row, rows, args, device
+        self.count = 0
+        self.last: float | None = None
+
+    def on_step(self, trainer) -> None:
+        now = time.perf_counter()
+        self.row.model = trainer.model
+        if self.count == self.args.warmup:  # pretrain has warmed up: now the others
+            for row in self.rows:
+                for _ in range(self.args.warmup):
+                    step(row, self.device)
+        elif self.count > self.args.warmup:
+            self.row.times.append(now - self.last)
+            if len(self.row.times) % self.args.steps == 0:
+                for row in self.rows:
+                    row.times.extend(step(row, self.device) for _ in range(self.args.steps))
+        self.count += 1
+        self.last = time.perf_counter()
+
+    def on_train_row(self, trainer, row: dict) -> None:
+        self.row.losses.append(row["loss"])
+
+
+def run_with_pretrain(args, rows: list[Row], shape, batch: int, shards: Path, work: Path,
+                      default_dtype) -> Row:
+    from lmtool.training.pretrain import pretrain
+
+    objective, layers, heads, dim, context, _ = shape
+    name = f"lmtool pretrain ({dtype_name(default_dtype)}, fused AdamW)"
+    row = Row(name, None, None, None, None, default_dtype,
+              twin=f"lmtool {dtype_name(default_dtype)} fused AdamW")
+    turns = TakeTurns(row, rows, args, resolve_device(args.device))
+    pretrain(
+        shards, work / f"run-{objective}-{dim}", objective=objective, arch="transformer",
+        overrides=dict(layers=layers, heads=heads, dim=dim, context=context, dropout=0.0,
+                       positions="learned", batch_size=batch, lr=args.lr, optimizer="adamw",
+                       max_steps=args.warmup + args.rounds * args.steps + 1, eval_every=0,
+                       save_every=0, device=args.device),
+        force=True, callbacks=[turns], sample_chars=0,
+    )
+    row.loss = lmtool_loss(row.model)
+    return row
+
+
+# --- nanoGPT's own train.py, beside the rows ----------------------------------------------
+
+
+def run_nanogpt(path: Path, layers, heads, dim, context, batch, iters: int) -> list[float]:
+    """ms per iteration of nanoGPT's train.py at this config on the CPU (no compile, no
+    dropout), from its own log lines; the first iterations (warm-up) are dropped."""
+    cmd = [sys.executable, "train.py", "config/train_shakespeare_char.py", "--device=cpu",
+           "--compile=False", f"--n_layer={layers}", f"--n_head={heads}", f"--n_embd={dim}",
+           f"--block_size={context}", f"--batch_size={batch}", "--dropout=0.0",
+           f"--max_iters={iters}", f"--lr_decay_iters={iters}", "--eval_interval=100000",
+           "--eval_iters=1", "--log_interval=1", "--always_save_checkpoint=False",
+           f"--out_dir={tempfile.mkdtemp(prefix='nanogpt-')}"]
+    done = subprocess.run(cmd, cwd=path, capture_output=True, text=True, check=True)
+    times = [float(t) for t in re.findall(r"^iter \d+: loss [\d.]+, time ([\d.]+)ms",
+                                          done.stdout, re.MULTILINE)]
+    return times[5:]
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default="baby,shakespeare")
     ap.add_argument("--objectives", default="causal,masked")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--vocab", type=int, default=65, help="vocabulary without --data")
     ap.add_argument("--data", type=Path, help="a text file: char-level batches from it")
     ap.add_argument("--rounds", type=int, default=5, help="round-robin rounds")
-    ap.add_argument("--steps", type=int, default=10, help="timed steps per model per round")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed steps per model first")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per row per round")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps per row first")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--no-hf", action="store_true", help="lmtool rows only")
-    ap.add_argument("--no-bf16", action="store_true", help="skip the reduced-precision rows")
-    ap.add_argument("--no-fused", action="store_true", help="skip the fused AdamW rows")
+    ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 rows")
+    ap.add_argument("--no-pretrain", action="store_true", help="skip the `lmtool pretrain` row")
+    ap.add_argument("--nanogpt", type=Path,
+                    help="a nanoGPT checkout with data/shakespeare_char prepared: run its "
+                         "train.py at the baby config, causal (not round robin: after the rows)")
     args = ap.parse_args()
 
     device = resolve_device(args.device)
     default_dtype = resolve_precision("auto", device)
     try:
-        import transformers  # noqa: F401
+        import transformers
 
         have_hf = not args.no_hf
+        transformers.logging.set_verbosity_error()
     except ImportError:
         have_hf = False
         print("transformers is not installed: lmtool rows only", file=sys.stderr)
 
-    data, vocab = None, args.vocab
     if args.data:
         text = args.data.read_text(encoding="utf-8")
-        chars = sorted(set(text))
-        lookup = {c: i for i, c in enumerate(chars)}
-        ids = torch.tensor([lookup[c] for c in text], dtype=torch.long)
+    else:  # random characters: the same speed as any text, and no corpus needed
+        rng = random.Random(0)
+        chars = string.ascii_letters + " .,;:!?'\n-&$3"  # 65, as tinyshakespeare
+        text = "".join(rng.choice(chars) for _ in range(300_000))
+    work = Path(tempfile.mkdtemp(prefix="lmtool-bench-"))
+    shards = write_shards(text[: int(0.9 * len(text))], work)
+    from lmtool.text.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(shards / "tokenizer.json")
+    vocab = tok.get_vocab_size()  # the chars + lmtool's 7 special tokens
+    data = None
+    if args.data:
+        ids = torch.tensor(tok.encode(text).ids, dtype=torch.long)
         split = int(0.9 * len(ids))  # nanoGPT's split: first 90% train, last 10% validation
         data = (ids[:split], ids[split:])
-        vocab = len(chars) + 1  # + one id for the masked objective's [MASK]
 
     low = default_dtype or torch.bfloat16
     peaks = {d: max(matmul_peak(d, device, n) for n in (1024, 2048)) for d in (torch.float32, low)}
     print(
-        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-        f"lmtool default precision {dtype_name(default_dtype)}; matmul peak "
+        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
+        f"--precision auto here: {describe_precision('auto', device)}; matmul peak "
         + ", ".join(f"{dtype_name(d)} {g:.0f} GFLOP/s" for d, g in peaks.items())
     )
+    try:
+        for cname in args.configs.split(","):
+            layers, heads, dim, context, batch = CONFIGS[cname]
+            for objective in args.objectives.split(","):
+                run_one(args, device, default_dtype, have_hf, peaks, data, vocab, shards, work,
+                        cname, objective, layers, heads, dim, context, batch)
+    finally:
+        import shutil
 
-    for cname in args.configs.split(","):
-        layers, heads, dim, context, batch = CONFIGS[cname]
-        for objective in args.objectives.split(","):
-            run_one(args, device, default_dtype, have_hf, peaks, data, vocab,
-                    cname, objective, layers, heads, dim, context, batch)
+        shutil.rmtree(work, ignore_errors=True)
 
 
-def run_one(args, device, default_dtype, have_hf, peaks, data, vocab,
+def run_one(args, device, default_dtype, have_hf, peaks, data, vocab, shards, work,
             cname, objective, layers, heads, dim, context, batch) -> None:
     shape = (objective, layers, heads, dim, context, vocab)
-    hf_name = "HF GPT2LMHeadModel" if objective == "causal" else "HF BertForMaskedLM"
-    specs = [("lmtool", "lmtool", None, False)]
-    if have_hf:
-        specs.append((hf_name, "hf", None, False))
-    if not args.no_bf16:
-        low = default_dtype or torch.bfloat16
-        specs.append((f"lmtool {dtype_name(low)}", "lmtool", low, False))
-        if have_hf:
-            specs.append((f"{hf_name} {dtype_name(low)}", "hf", low, False))
-    if not args.no_fused:
-        specs.append(("lmtool fused AdamW", "lmtool", None, True))
-    if default_dtype is not None and not args.no_bf16 and not args.no_fused:
-        specs.append((f"lmtool {dtype_name(default_dtype)} fused AdamW", "lmtool",
-                      default_dtype, True))
-
+    hf_name = "HF GPT-2" if objective == "causal" else "HF BERT"
+    dtypes = [None] if args.no_bf16 else [None, default_dtype or torch.bfloat16]
+    if args.no_bf16 and default_dtype is not None:
+        dtypes.append(default_dtype)  # the pretrain row's twin
     rows = []
-    for name, lib, dtype, fused in specs:
-        torch.manual_seed(0)
-        model = (lmtool_model if lib == "lmtool" else hf_model)(*shape).to(device).train()
-        loss = lmtool_loss(model) if lib == "lmtool" else hf_loss
-        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, fused=fused or None)
-        batches = Batches(objective, vocab, context, batch, data and data[0])
-        rows.append(Row(name, model, loss, opt, batches, dtype, [], []))
+    for lib, label in [("lmtool", "lmtool")] + ([("hf", hf_name)] if have_hf else []):
+        for dtype in dtypes:
+            for fused in (False, True):
+                torch.manual_seed(0)
+                model = (lmtool_model if lib == "lmtool" else hf_model)(*shape).to(device).train()
+                loss = lmtool_loss(model) if lib == "lmtool" else hf_loss
+                opt = torch.optim.AdamW(model.parameters(), lr=args.lr, fused=fused or None)
+                name = f"{label} {dtype_name(dtype)} {'fused AdamW' if fused else 'AdamW'}"
+                batches = Batches(objective, vocab, context, batch, data and data[0])
+                rows.append(Row(name, model, loss, opt, batches, dtype))
 
-    for row in rows:
-        for _ in range(args.warmup):
-            step(row, device)
-    for _ in range(args.rounds):
+    if args.no_pretrain:
         for row in rows:
-            row.times.extend(step(row, device) for _ in range(args.steps))
+            for _ in range(args.warmup):
+                step(row, device)
+        for _ in range(args.rounds):
+            for row in rows:
+                row.times.extend(step(row, device) for _ in range(args.steps))
+    else:
+        rows.append(run_with_pretrain(args, rows, shape, batch, shards, work, default_dtype))
+    if args.nanogpt and cname == "baby" and objective == "causal":
+        times = run_nanogpt(args.nanogpt, layers, heads, dim, context, batch,
+                            iters=args.warmup + args.rounds * args.steps + 5)
+        rows.append(Row("nanoGPT train.py fp32 (vocab 65, AdamW)", None, None, None, None,
+                        None, [t / 1e3 for t in times]))
 
     flops = flops_per_step(layers, dim, context, batch, vocab)
     tokens = batch * context
-    base = next((r for r in rows if r.name == hf_name), rows[0])
-    base_ms = statistics.median(base.times) * 1e3
+    ms = {r.name: statistics.median(r.times) * 1e3 for r in rows}
+    base = f"{hf_name} fp32 AdamW" if have_hf else rows[0].name
+    best_hf = min((v for k, v in ms.items() if k.startswith("HF")), default=ms[base])
     print(f"\n{cname} ({layers} layers, {heads} heads, width {dim}, context {context}, "
-          f"batch {batch}, vocab {vocab}), {objective}: "
-          f"{args.rounds} x {args.steps} timed steps per row, ratios vs {base.name}")
+          f"batch {batch}, vocab {vocab}), {objective}: {args.rounds} x {args.steps} timed "
+          f"steps per row, speed ratios vs {base} and vs the fastest HF row")
     loss_name = "val loss" if data else "loss"
-    print(f"{'':38} {'ms/step':>8} {'tokens/s':>9} {'ratio':>6} {'MFU':>5} {loss_name:>8}")
+    print(f"{'':44} {'ms/step':>8} {'tokens/s':>9} {'vs ref':>6} {'vs HF*':>6} {'MFU':>5} "
+          f"{loss_name:>8}")
     for r in rows:
-        ms = statistics.median(r.times) * 1e3
         peak = peaks.get(r.dtype or torch.float32, peaks[torch.float32])
-        mfu = flops / (ms / 1e3) / (peak * 1e9)
-        if data:
+        mfu = flops / (ms[r.name] / 1e3) / (peak * 1e9)
+        if r.model is None or not (data or r.losses):
+            loss = float("nan")
+        elif data:
             loss = val_loss(r, Batches(objective, vocab, context, batch, data[1]), device)
         else:  # random ids: the last train losses only show that nothing diverged
-            loss = statistics.mean(r.losses[-args.steps :])
-        print(f"{r.name:38} {ms:8.1f} {tokens / ms * 1e3:9.0f} {base_ms / ms:6.2f} "
-              f"{mfu:5.0%} {loss:8.4f}")
-
-
-def dtype_name(dtype: torch.dtype | None) -> str:
-    return {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16",
-            torch.float16: "fp16"}[dtype]
+            loss = statistics.mean(r.losses[-3:])
+        print(f"{r.name:44} {ms[r.name]:8.1f} {tokens / ms[r.name] * 1e3:9.0f} "
+              f"{ms[base] / ms[r.name]:6.2f} {best_hf / ms[r.name]:6.2f} {mfu:5.0%} {loss:8.4f}")
+    for r in rows:
+        if r.twin in ms:
+            print(f"`lmtool pretrain` costs {ms[r.name] / ms[r.twin] - 1:+.1%} against the bare "
+                  f"loop doing the same maths ({r.twin})")
+    if have_hf:
+        print(DIFFERENCES[objective])
 
 
 if __name__ == "__main__":
