@@ -11,6 +11,20 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _precision_never_measured(tmp_path_factory):
+    """`--precision auto` on a CPU with AVX512-BF16 but no AMX measures bf16 against fp32
+    once per machine and caches the result. Tests never measure: their caches say "bf16
+    is not faster" (so they train in fp32 wherever the flags do not say bf16), this one
+    for runs that module-scoped fixtures train, each test's own below."""
+    from lmtool.device import remember_bf16_speedup
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LMTOOL_CACHE", str(tmp_path_factory.mktemp("session-cache")))
+        remember_bf16_speedup(1.0)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """No test reads or writes the real $HOME or cache directories."""
@@ -19,12 +33,9 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.setenv("LMTOOL_CACHE", str(home / ".cache" / "lmtool"))
     monkeypatch.delenv("LMTOOL_DEBUG", raising=False)
-    # `--precision auto` on a CPU with AVX512-BF16 but no AMX measures bf16 against fp32
-    # once per machine and caches it; every test has its own cache, so record "bf16 is
-    # not faster" here: tests train in fp32 wherever the flags do not say bf16.
     from lmtool.device import remember_bf16_speedup
 
-    remember_bf16_speedup(1.0)
+    remember_bf16_speedup(1.0)  # see _precision_never_measured
 
 
 @pytest.fixture
