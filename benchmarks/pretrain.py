@@ -49,6 +49,7 @@ import statistics  # noqa: E402
 import string  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -150,10 +151,10 @@ class Row:
     twin: str | None = None  # the bare row doing the same maths (for `lmtool pretrain`)
 
 
-def lmtool_model(objective, layers, heads, dim, context, vocab):
+def lmtool_model(objective, layers, heads, dim, context, vocab, positions="learned"):
     cfg = ModelConfig(
         objective=objective, layers=layers, heads=heads, dim=dim, context=context,
-        vocab_size=vocab, dropout=0.0, positions="learned",  # as GPT-2 and BERT
+        vocab_size=vocab, dropout=0.0, positions=positions,  # learned: as GPT-2 and BERT
     )
     return build_model(cfg)
 
@@ -239,28 +240,48 @@ def write_shards(text: str, work: Path) -> Path:
     return work / "shards"
 
 
-class TakeTurns(Callback):
-    """A `lmtool pretrain` callback: times each of its steps (from the end of one step's
-    callback to the next step's), and every `steps` timed steps lets the bare rows run a
-    round, so that `pretrain` takes its turn in the round robin like any row."""
+class Baton:
+    """Whose turn it is in the round robin: the bare rows (turn 0, the main thread) or one
+    of the `lmtool pretrain` runs (each in a thread of its own, as `pretrain` runs its
+    own loop). Exactly one runs at a time; the others wait."""
 
-    def __init__(self, row: Row, rows: list[Row], args, device: torch.device):
-        self.row, self.rows, self.args, self.device = row, rows, args, device
-        self.count = 0
-        self.last: float | None = None
+    def __init__(self, players: int):
+        self.cond = threading.Condition()
+        self.turn = 0
+        self.playing = list(range(players))
+
+    def wait(self, me: int) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.turn == me)
+
+    def pass_on(self, me: int, leave: bool = False) -> None:
+        with self.cond:
+            after = self.playing[(self.playing.index(me) + 1) % len(self.playing)]
+            if leave:
+                self.playing.remove(me)
+            self.turn = after if self.playing else -1
+            self.cond.notify_all()
+
+
+class TakeTurns(Callback):
+    """A `lmtool pretrain` callback: times each step (from the end of one step's callback
+    to the next), and hands the turn on after the warm-up and after every `steps` timed
+    steps but the last (the run then ends, saves, and leaves the round robin)."""
+
+    def __init__(self, row: Row, me: int, baton: Baton, args):
+        self.row, self.me, self.baton, self.args = row, me, baton, args
+        self.count = 0  # steps done
+        self.last = 0.0
 
     def on_step(self, trainer) -> None:
         now = time.perf_counter()
         self.row.model = trainer.model
-        if self.count == self.args.warmup:  # pretrain has warmed up: now the others
-            for row in self.rows:
-                for _ in range(self.args.warmup):
-                    step(row, self.device)
-        elif self.count > self.args.warmup:
+        if self.count > self.args.warmup:
             self.row.times.append(now - self.last)
-            if len(self.row.times) % self.args.steps == 0:
-                for row in self.rows:
-                    row.times.extend(step(row, self.device) for _ in range(self.args.steps))
+        timed, total = len(self.row.times), self.args.rounds * self.args.steps
+        if self.count == self.args.warmup or (timed % self.args.steps == 0 and 0 < timed < total):
+            self.baton.pass_on(self.me)
+            self.baton.wait(self.me)
         self.count += 1
         self.last = time.perf_counter()
 
@@ -268,25 +289,67 @@ class TakeTurns(Callback):
         self.row.losses.append(row["loss"])
 
 
-def run_with_pretrain(args, rows: list[Row], shape, batch: int, shards: Path, work: Path,
-                      default_dtype) -> Row:
+def pretrain_rows(args, shape, batch: int, shards: Path, work: Path, default_dtype,
+                  baton: Baton) -> tuple[list[Row], list[threading.Thread], list]:
+    """One `lmtool pretrain` run per --optimizers, each in a thread waiting for its turn."""
     from lmtool.training.pretrain import pretrain
 
     objective, layers, heads, dim, context, _ = shape
-    name = f"lmtool pretrain ({dtype_name(default_dtype)}, fused AdamW)"
-    row = Row(name, None, None, None, None, default_dtype,
-              twin=f"lmtool {dtype_name(default_dtype)} fused AdamW")
-    turns = TakeTurns(row, rows, args, resolve_device(args.device))
-    pretrain(
-        shards, work / f"run-{objective}-{dim}", objective=objective, arch="transformer",
-        overrides=dict(layers=layers, heads=heads, dim=dim, context=context, dropout=0.0,
-                       positions="learned", batch_size=batch, lr=args.lr, optimizer="adamw",
-                       max_steps=args.warmup + args.rounds * args.steps + 1, eval_every=0,
-                       save_every=0, device=args.device),
-        force=True, callbacks=[turns], sample_chars=0,
-    )
-    row.loss = lmtool_loss(row.model)
-    return row
+    rows, threads, failures = [], [], []
+    for me, optimizer in enumerate(args.optimizers.split(","), start=1):
+        name = f"lmtool pretrain ({dtype_name(default_dtype)}, {optimizer})"
+        twin = f"lmtool {dtype_name(default_dtype)} fused AdamW" if optimizer == "adamw" else None
+        row = Row(name, None, None, None, None, default_dtype, twin=twin)
+        turns = TakeTurns(row, me, baton, args)
+        overrides = dict(layers=layers, heads=heads, dim=dim, context=context, dropout=0.0,
+                         positions=args.positions, batch_size=batch, lr=args.lr,
+                         optimizer=optimizer, eval_every=0, save_every=0, device=args.device,
+                         max_steps=args.warmup + 1 + args.rounds * args.steps)
+
+        def run(me=me, turns=turns, overrides=overrides, optimizer=optimizer):
+            baton.wait(me)
+            try:
+                pretrain(shards, work / f"run-{objective}-{dim}-{optimizer}",
+                         objective=objective, arch="transformer", overrides=overrides,
+                         force=True, callbacks=[turns], sample_chars=0)
+            except BaseException as e:  # reported by the main thread
+                failures.append(e)
+            finally:
+                baton.pass_on(me, leave=True)
+
+        rows.append(row)
+        threads.append(threading.Thread(target=run, daemon=True))
+    return rows, threads, failures
+
+
+def round_robin(args, rows: list[Row], shape, batch, shards, work, default_dtype,
+                device) -> list[Row]:
+    """Warm-up, then `rounds` rounds: each bare row `steps` steps, then each `lmtool
+    pretrain` run `steps` steps. Returns the pretrain rows."""
+    players = 1 if args.no_pretrain else 1 + len(args.optimizers.split(","))
+    baton = Baton(players)
+    extra, threads, failures = [], [], []
+    if not args.no_pretrain:
+        extra, threads, failures = pretrain_rows(args, shape, batch, shards, work,
+                                                 default_dtype, baton)
+    for thread in threads:
+        thread.start()
+    for row in rows:
+        for _ in range(args.warmup):
+            step(row, device)
+    baton.pass_on(0)
+    for r in range(args.rounds):
+        baton.wait(0)
+        for row in rows:
+            row.times.extend(step(row, device) for _ in range(args.steps))
+        baton.pass_on(0, leave=r == args.rounds - 1)
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    for row in extra:
+        row.loss = lmtool_loss(row.model)
+    return extra
 
 
 # --- nanoGPT's own train.py, beside the rows ----------------------------------------------
@@ -322,7 +385,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--no-hf", action="store_true", help="lmtool rows only")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 rows")
-    ap.add_argument("--no-pretrain", action="store_true", help="skip the `lmtool pretrain` row")
+    ap.add_argument("--no-pretrain", action="store_true", help="skip the `lmtool pretrain` rows")
+    ap.add_argument("--optimizers", default="adamw",
+                    help="`lmtool pretrain` rows, one per --optimizer (adamw,muon)")
+    ap.add_argument("--positions", default="learned", choices=("learned", "rotary"),
+                    help="lmtool's positions (HF's stay learned: rotary is not identical)")
     ap.add_argument("--nanogpt", type=Path,
                     help="a nanoGPT checkout with data/shakespeare_char prepared: run its "
                          "train.py at the baby config, causal (not round robin: after the rows)")
@@ -388,22 +455,15 @@ def run_one(args, device, default_dtype, have_hf, peaks, data, vocab, shards, wo
         for dtype in dtypes:
             for fused in (False, True):
                 torch.manual_seed(0)
-                model = (lmtool_model if lib == "lmtool" else hf_model)(*shape).to(device).train()
+                model = (lmtool_model(*shape, args.positions) if lib == "lmtool"
+                         else hf_model(*shape)).to(device).train()
                 loss = lmtool_loss(model) if lib == "lmtool" else hf_loss
                 opt = torch.optim.AdamW(model.parameters(), lr=args.lr, fused=fused or None)
                 name = f"{label} {dtype_name(dtype)} {'fused AdamW' if fused else 'AdamW'}"
                 batches = Batches(objective, vocab, context, batch, data and data[0])
                 rows.append(Row(name, model, loss, opt, batches, dtype))
 
-    if args.no_pretrain:
-        for row in rows:
-            for _ in range(args.warmup):
-                step(row, device)
-        for _ in range(args.rounds):
-            for row in rows:
-                row.times.extend(step(row, device) for _ in range(args.steps))
-    else:
-        rows.append(run_with_pretrain(args, rows, shape, batch, shards, work, default_dtype))
+    rows += round_robin(args, rows, shape, batch, shards, work, default_dtype, device)
     if args.nanogpt and cname == "baby" and objective == "causal":
         times = run_nanogpt(args.nanogpt, layers, heads, dim, context, batch,
                             iters=args.warmup + args.rounds * args.steps + 5)
