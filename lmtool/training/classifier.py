@@ -79,8 +79,16 @@ class ClassificationObjective(Objective):
         return raw  # the source made it whole: nothing random here
 
     def _logits(self, model, batch: Batch) -> torch.Tensor:
+        from lmtool.training.objectives import unwrap
+
         lengths = batch.mask.sum(dim=1)  # (B,) real tokens per row
-        return model(batch.inputs, lengths).float()  # (B, K)
+        logits = model(batch.inputs, lengths).float()  # (B, K)
+        # The AWD-LSTM leaves its AR/TAR penalty of the last chunk read, padding
+        # included: the classifier does not use it; dropping it frees its graph.
+        take = getattr(getattr(unwrap(model), "backbone", None), "take_penalty", None)
+        if take is not None:
+            take()
+        return logits
 
     def loss(self, model, batch: Batch, state=None) -> tuple[torch.Tensor, dict]:
         logits = self._logits(model, batch)
