@@ -8,8 +8,11 @@ import typer
 
 from lmtool import __version__
 from lmtool.cli import classify as classify_cmd
+from lmtool.cli import complete as complete_cmd
 from lmtool.cli import corpus, finetune, tokenize
 from lmtool.cli import evaluate as evaluate_cmd
+from lmtool.cli import fill_mask as fill_mask_cmd
+from lmtool.cli import generate as generate_cmd
 from lmtool.cli import info as info_cmd
 from lmtool.cli import pretrain as pretrain_cmd
 from lmtool.cli.common import with_examples
@@ -37,6 +40,14 @@ for _cmd, _name in ((pretrain_cmd, "pretrain"), (evaluate_cmd, "evaluate"), (inf
                    (classify_cmd, "classify")):
     app.command(_name, help=with_examples(_cmd.SUMMARY, *_cmd.HELP_EXAMPLES))(
         getattr(_cmd, _name)
+    )
+for _cmd, _name, _func in (
+    (generate_cmd, "generate", "generate"),
+    (complete_cmd, "complete", "complete"),
+    (fill_mask_cmd, "fill-mask", "fill_mask"),
+):
+    app.command(_name, help=with_examples(_cmd.SUMMARY, *_cmd.HELP_EXAMPLES))(
+        getattr(_cmd, _func)
     )
 
 

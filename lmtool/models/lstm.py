@@ -149,7 +149,8 @@ class AWDLSTM(LanguageModel):
         if options.get("left_pad") is not None:
             raise BadInput("an LSTM state cannot skip left padding", "group rows by length")
         sizes = [rnn.lstm.hidden_size for rnn in self.rnns]
-        return LSTMState.zeros(sizes, batch_size, self.embedding.weight.device)
+        weight = self.embedding.weight  # the state follows the weights (bf16 for inference)
+        return LSTMState.zeros(sizes, batch_size, weight.device, weight.dtype)
 
     def encode(self, idx: torch.Tensor, state: LSTMState | None = None) -> torch.Tensor:
         """Token ids (B, T) → the last layer's (dropped-out) outputs (B, T, E). With a

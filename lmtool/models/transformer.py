@@ -37,9 +37,11 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -
     """Rotate each channel pair (i, i + D/2) of x (..., T, D) by its position's angle:
     (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)."""
     swapped = x.roll(x.size(-1) // 2, dims=-1)  # (..., T, D): (x2, x1)
-    # The tables are fp32; under autocast q and k are bf16/fp16, and SDPA needs q, k, v
-    # in one dtype, so the tables follow x.
-    return x * cos.to(x.dtype) + swapped * signed_sin.to(x.dtype)  # (..., T, D)
+    if cos.dtype != x.dtype:
+        # The tables are fp32; under autocast q and k are bf16/fp16, and SDPA needs q, k,
+        # v in one dtype, so the tables follow x.
+        cos, signed_sin = cos.to(x.dtype), signed_sin.to(x.dtype)
+    return x * cos + swapped * signed_sin  # (..., T, D)
 
 
 def attention(q, k, v, causal: bool, dropout: float, mask: torch.Tensor | None = None):
@@ -54,7 +56,7 @@ def attention(q, k, v, causal: bool, dropout: float, mask: torch.Tensor | None =
     B=12, H=4, T=64, D=32 on a 2-core AMX CPU, torch 2.13; no faster at T=256, D=64),
     while the matmuls around it gain 4x from bf16. The upcast costs three copies.
     """
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu"):
         with torch.autocast("cpu", enabled=False):  # else autocast casts back to bf16
             return F.scaled_dot_product_attention(
                 q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout,
@@ -90,7 +92,6 @@ class SelfAttention(nn.Module):
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
-        cache: KVCache | None = None,
         mask: torch.Tensor | None = None,
     ):
         B, T, C = x.shape
@@ -102,15 +103,25 @@ class SelfAttention(nn.Module):
         else:
             q, k, v = qkv.unbind(0)  # 3 x (B, H, T, D)
         dropout = self.dropout if self.training else 0.0
-        if cache is None:
-            # A padding mask (from encode's `real`) already holds the causal rule.
-            y = attention(q, k, v, self.causal and mask is None, dropout, mask)  # (B, H, T, D)
-        else:
-            k, v = cache.update(self.layer, k, v)  # (B, H, L + T, D) each
-            # No mask: either one new token (sees all) or a first chunk (plain causal).
-            y = attention(q, k, v, mask is None and T > 1, dropout, mask)  # (B, H, T, D)
+        # A padding mask (from encode's `real`) already holds the causal rule.
+        y = attention(q, k, v, self.causal and mask is None, dropout, mask)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.proj(y))  # (B, T, C)
+    def step(self, x: torch.Tensor, rope, cache: KVCache, mask: torch.Tensor | None):
+        """`forward` after the KV cache's positions, for inference: this call's k and v
+        join the cache and the queries attend over all of them. The same arithmetic as
+        `forward` in fewer PyTorch calls (no dropout, no module calls): decoding one
+        token at batch 1 costs about 3 us per call on a CPU, more than the maths."""
+        B, T, C = x.shape
+        qkv = F.linear(x, self.qkv.weight).view(B, T, 3, self.heads, C // self.heads)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, T, D), no copy
+        qk = apply_rotary(qkv[:2], *rope) if rope is not None else qkv[:2]  # (2, B, H, T, D)
+        k, v = cache.update(self.layer, qk[1], qkv[2])  # (B, H, L + T, D) each
+        # No mask: either one new token (sees all) or a first chunk (plain causal).
+        y = attention(qk[0], k, v, mask is None and T > 1, 0.0, mask)  # (B, H, T, D)
+        return F.linear(y.transpose(1, 2).reshape(B, T, C), self.proj.weight)  # (B, T, C)
+
+
 
 
 class MLP(nn.Module):
@@ -142,11 +153,20 @@ class Block(nn.Module):
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
-        cache: KVCache | None = None,
         mask: torch.Tensor | None = None,
     ):
-        x = x + self.attn(self.ln1(x), rope, cache, mask)  # (B, T, C)
+        x = x + self.attn(self.ln1(x), rope, mask)  # (B, T, C)
         return x + self.mlp(self.ln2(x))  # (B, T, C)
+    def step(self, x: torch.Tensor, rope, cache: KVCache, mask: torch.Tensor | None):
+        """`forward` with a KV cache, for inference, in as few PyTorch calls as it can."""
+        ln1, ln2, mlp = self.ln1, self.ln2, self.mlp
+        h = F.layer_norm(x, ln1.normalized_shape, ln1.weight, ln1.bias, ln1.eps)  # (B, T, C)
+        x = x + self.attn.step(h, rope, cache, mask)  # (B, T, C)
+        h = F.layer_norm(x, ln2.normalized_shape, ln2.weight, ln2.bias, ln2.eps)
+        h = F.gelu(F.linear(h, mlp.fc.weight))  # (B, T, mlp_ratio * C)
+        return x + F.linear(h, mlp.proj.weight)  # (B, T, C)
+
+
 
 
 class MLMHead(nn.Module):
@@ -249,7 +269,7 @@ class Transformer(LanguageModel):
         rope = (self.rope_cos[:T], self.rope_sin[:T]) if self.pos_emb is None else None
         x = self.drop(x)  # (B, T, C)
         for block in self.blocks:
-            x = block(x, rope, None, mask)  # (B, T, C)
+            x = block(x, rope, mask)  # (B, T, C)
         return self.ln_f(x)  # (B, T, C)
 
     def _encode_cached(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -259,6 +279,8 @@ class Transformer(LanguageModel):
             self.refuse_state()
         if not isinstance(cache, KVCache):
             raise BadInput(f"a Transformer carries a KVCache, not {type(cache).__name__}")
+        if self.training:
+            raise BadInput("a KV cache is for inference", "call model.eval() first")
         rows, T = idx.shape
         if rows != cache.batch_size:
             raise BadInput(f"{rows} rows of tokens for a state of {cache.batch_size} rows")
@@ -270,7 +292,7 @@ class Transformer(LanguageModel):
             )
         start = cache.length
         pos = cache.positions(T)  # (B, T), or None: start ... start + T - 1 for all rows
-        x = self.tok_emb(idx)  # (B, T, C)
+        x = F.embedding(idx, self.tok_emb.weight)  # (B, T, C)
         if self.pos_emb is not None:
             # (T, C) shared by every row, or (B, T, C) per row
             table = self.pos_emb.weight[start : start + T] if pos is None else self.pos_emb(pos)
@@ -280,12 +302,14 @@ class Transformer(LanguageModel):
             rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])  # (T, D)
         else:  # per row: (B, 1, T, D), broadcast over the heads
             rope = (self.rope_cos[pos][:, None], self.rope_sin[pos][:, None])
-        x = self.drop(x)  # (B, T, C)
+        if rope is not None and rope[0].dtype != self.tok_emb.weight.dtype:
+            rope = tuple(t.to(self.tok_emb.weight.dtype) for t in rope)  # bf16 weights
         mask = cache.attention_mask(T)  # built once for every block
         for block in self.blocks:
-            x = block(x, rope, cache, mask)  # (B, T, C)
+            x = block.step(x, rope, cache, mask)  # (B, T, C)
         cache.advance(T)
-        return self.ln_f(x)  # (B, T, C)
+        ln = self.ln_f
+        return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)  # (B, T, C)
 
     def layer_groups(self) -> list[list[nn.Module]]:
         """[embeddings], [block 0], ..., [block L-1], [final LayerNorm + head]."""

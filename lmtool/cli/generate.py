@@ -1,0 +1,173 @@
+"""`lmtool generate`: text from a causal run, for one prompt or a file of them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lmtool.cli.common import (
+    Device,
+    Format,
+    OutputFormat,
+    Precision,
+    Quiet,
+    Seed,
+    handle_errors,
+    stderr,
+    warn,
+)
+from lmtool.errors import EXIT_USAGE, BadInput
+
+HELP_EXAMPLES = (
+    'lmtool generate runs/lm "Once upon a time" --max-new-tokens 80 --top-p 0.9',
+    'lmtool generate runs/lm "The river" --temperature 0 --stop "."',
+    'lmtool generate runs/lm "The river" --beams 4 --num-return 2 --format jsonl',
+    "lmtool generate runs/lm --file prompts.txt --format jsonl > out.jsonl",
+    'echo \'{"prompt": "Hello", "max_new_tokens": 5}\' | lmtool generate runs/lm -',
+)
+SUMMARY = (
+    "Write text with a causal run. The prompt comes from the argument, --file, or stdin "
+    "(-): one prompt per line, or JSONL objects with \"prompt\" and per-prompt options "
+    "(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, beams, "
+    "length_penalty, num_return, num_samples, stop, seed). No prompt starts a new "
+    "document. Prints the prompt followed by the text (a backward run: the text that "
+    "comes before the prompt, then the prompt); jsonl gives prompt, text, tokens, "
+    "stop_reason and, for beam search, score (log-probability / length ** "
+    "length_penalty) and logprob. One prompt to a terminal streams as it is written. "
+    "--max-new-tokens 0 writes nothing and exits 0."
+)
+
+
+def _opt(flag: str, help: str, *aliases: str):
+    return typer.Option(flag, *aliases, help=help, show_default=False)
+
+
+@handle_errors
+def generate(
+    run: Annotated[Path, typer.Argument(help="A causal run directory.")],
+    prompt: Annotated[
+        str | None, typer.Argument(help="The prompt, or - to read prompts from stdin.")
+    ] = None,
+    file: Annotated[Path | None, _opt("--file", "Read prompts from this file.", "-f")] = None,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", "-n", help="Tokens to write per text.")
+    ] = 100,
+    temperature: Annotated[
+        float | None, _opt("--temperature", "Sampling temperature (default 0.8); 0 is greedy.")
+    ] = None,
+    top_k: Annotated[int | None, _opt("--top-k", "Sample among the k most likely.")] = None,
+    top_p: Annotated[
+        float | None, _opt("--top-p", "Sample among the most likely holding this mass, (0, 1].")
+    ] = None,
+    min_p: Annotated[
+        float | None, _opt("--min-p", "Drop tokens less likely than min-p x the best one.")
+    ] = None,
+    repetition_penalty: Annotated[
+        float, typer.Option("--repetition-penalty", help="> 1 discourages repeated tokens.")
+    ] = 1.0,
+    beams: Annotated[int, typer.Option("--beams", help="Beam search with N beams.")] = 1,
+    length_penalty: Annotated[
+        float | None, _opt("--length-penalty", "Beam score = log-prob / length ** this (1.0).")
+    ] = None,
+    num_return: Annotated[
+        int | None, _opt("--num-return", "Beam search: return the N best (default 1).")
+    ] = None,
+    num_samples: Annotated[
+        int, typer.Option("--num-samples", help="Independent samples per prompt.")
+    ] = 1,
+    stop: Annotated[
+        list[str] | None, _opt("--stop", "Stop before this string (repeatable; not printed).")
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Texts generated together.")
+    ] = 32,
+    seed: Seed = 0,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    quiet: Quiet = False,
+    format: Format = OutputFormat.text,
+) -> None:
+    from lmtool.inference.generate import GenerateOptions
+
+    if format not in (OutputFormat.text, OutputFormat.jsonl):
+        raise BadInput(f"--format {format.value} is not available here", "use text or jsonl")
+    if prompt is not None and file is not None:
+        raise BadInput("give a prompt or --file, not both")
+    options = GenerateOptions(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+        min_p=min_p, repetition_penalty=repetition_penalty, beams=beams,
+        length_penalty=length_penalty, num_return=num_return, num_samples=num_samples,
+        stop=tuple(stop or ()), seed=seed,
+    )
+    options.validate()
+    if max_new_tokens == 0:
+        return
+    from lmtool.inference.runs import load_lm
+
+    lm = load_lm(run, device=device, precision=precision)
+    many = file is not None or prompt == "-"
+    if (not many and format == OutputFormat.text and sys.stdout.isatty()
+            and beams == 1 and num_samples == 1 and not lm.config.backward):
+        _stream(lm, prompt or "", options)
+        return
+    lines = _lines(file, prompt) if many else [json.dumps({"prompt": prompt or ""})]
+    failed = _generate_many(lm, lines, options, batch_size, format, many)
+    if failed:
+        stderr.print(f"lmtool: error: {failed} prompt(s) skipped (see above)", markup=False)
+        raise typer.Exit(EXIT_USAGE)
+
+
+def _stream(lm, prompt: str, options) -> None:
+    """One prompt to a terminal: the text as it is written, whole characters only."""
+    from lmtool.inference.generate import stream
+
+    out = sys.stdout
+    out.write(prompt)
+    out.flush()
+    for piece in stream(lm, prompt, options, on_warning=warn):
+        out.write(piece)
+        out.flush()
+    out.write("\n")
+
+
+def _lines(file: Path | None, prompt: str | None):
+    if file is None:
+        return sys.stdin
+    try:
+        return file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"cannot read {file}: {e}") from None
+
+
+def _generate_many(lm, lines, options, batch_size: int, format, many: bool) -> int:
+    """Generate for every request, printing results in input order; returns how many
+    requests failed."""
+    from lmtool.inference.requests import generate_requests, parse_requests
+
+    jsonl = None if many else True
+    failed = 0
+    first = True
+    requests = parse_requests(lines, options, jsonl=jsonl)
+    for item in generate_requests(lm, requests, batch_size=batch_size, on_warning=warn):
+        if not isinstance(item, tuple):
+            failed += 1
+            hint = f" ({item.hint})" if item.hint else ""
+            stderr.print(f"lmtool: error: {item.message}{hint}; skipped", markup=False)
+            continue
+        _, generations = item
+        for g in generations:
+            if format == OutputFormat.jsonl:
+                row = g.to_dict()
+                if not many:
+                    row.pop("index")
+                typer.echo(json.dumps(row, ensure_ascii=False))
+            else:
+                if not first:
+                    typer.echo("")
+                typer.echo(g.full_text)
+            first = False
+    return failed

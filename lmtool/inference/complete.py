@@ -1,0 +1,243 @@
+"""Autocomplete: the likely continuations of a text being typed, fast enough for every
+keystroke. No UI here (cli/complete_ui.py draws it); this is the engine.
+
+    engine = CompletionEngine(load_lm("runs/lm"), max_words=5)
+    engine.suggest("The cat sat on")             # the best continuation (ghost text)
+    engine.alternatives("The cat sat on", k=5)   # the k best, for a menu
+    complete("runs/lm", "The cat sat on", k=5)   # the same in one call
+
+What a keystroke costs. The engine keeps the model's state (KV cache or LSTM (h, c))
+for the last text it read. A new text is tokenized, compared with the ids already
+read, and only what differs is read: typing a letter usually changes the last token
+or two, so a keystroke costs a couple of tokens, not the whole line. The KV cache is
+cut back with `crop` (free); the LSTM, which cannot forget, keeps a copy of its state
+at the last few positions and goes back to the nearest one. A suggestion is then
+decoded greedily into the same cache and cropped off again (nothing is copied).
+If the person types the very characters the last suggestion began with, the rest of
+it is still the model's best guess and is returned without running the model.
+
+Suggestions end after `max_words` words, at the end of a sentence, at [EOS], or after
+`max_tokens` tokens, whichever comes first. `cancelled()` is asked between tokens, so a
+suggestion made stale by the next keystroke stops early (the UI passes it).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lmtool.errors import BadInput
+from lmtool.inference.decoding import Decoder
+from lmtool.inference.runs import LoadedLM, load_lm
+from lmtool.inference.text import Prompt, continuation_text, encode_prompt
+from lmtool.text.specials import SPECIAL_IDS
+
+SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+WORD = re.compile(r"\S+")
+LSTM_SNAPSHOTS = 8  # LSTM states kept for going back a few tokens (each is one row)
+
+
+@dataclass
+class Completion:
+    text: str  # what follows the typed text
+    score: float  # beam search: length-normalised log-probability; greedy: log-probability
+    tokens: list[int]
+
+
+def complete(
+    run: str | Path | LoadedLM,
+    prefix: str,
+    *,
+    k: int = 5,
+    max_words: int = 5,
+    max_tokens: int = 8,
+    device: str = "auto",
+    precision: str = "auto",
+) -> list[Completion]:
+    """The k best continuations of `prefix`, best first (beam search)."""
+    engine = CompletionEngine(load_lm(run, device=device, precision=precision),
+                              max_words=max_words, max_tokens=max_tokens)
+    return engine.alternatives(prefix, k)
+
+
+def trim(text: str, max_words: int) -> str:
+    """Cut a continuation after its first sentence end or its max_words-th word."""
+    end = SENTENCE_END.search(text)
+    if end:
+        text = text[: end.end()] if end.group() != "\n" else text[: end.start()]
+    words = list(WORD.finditer(text))
+    if len(words) > max_words:
+        text = text[: words[max_words - 1].end()]
+    return text
+
+
+def _finished(text: str, max_words: int) -> bool:
+    """Whether a growing continuation already holds all it may: a sentence end, or a
+    word beyond max_words (the last word may still be growing until then)."""
+    return bool(SENTENCE_END.search(text)) or len(WORD.findall(text)) > max_words
+
+
+class CompletionEngine:
+    """The n-best continuations of a prefix that changes one keystroke at a time."""
+
+    def __init__(self, lm: LoadedLM, *, max_words: int = 5, max_tokens: int = 8):
+        if lm.config.backward:
+            raise BadInput("a backward run writes what comes before a text, not after it",
+                           "use a forward run for complete")
+        if max_words < 1 or max_tokens < 1:
+            raise BadInput("--max-words and --max-tokens must be >= 1")
+        self.lm = lm
+        self.decoder = Decoder(lm)
+        self.max_words = max_words
+        self.max_tokens = max_tokens
+        self.lock = threading.Lock()  # one computation at a time
+        self._ids: list[int] = []  # ids in the state (the model's window of the prefix)
+        self._state = None
+        self._logits: torch.Tensor | None = None  # (1, V) after the last id
+        self._snapshots: dict[int, object] = {}  # LSTM: length → state copy
+        self._last: tuple[str, str] | None = None  # (text, its suggestion)
+
+    # --- the public calls ---------------------------------------------------------
+
+    def suggest(self, text: str, cancelled: Callable[[], bool] = lambda: False) -> str | None:
+        """The best continuation of `text` ("" if none), or None when cancelled."""
+        if self._last is not None:
+            before, suggestion = self._last
+            typed = text[len(before):]
+            if text.startswith(before) and typed and suggestion.startswith(typed):
+                rest = suggestion[len(typed):]
+                if rest:
+                    self._last = (text, rest)
+                    return rest
+        with self.lock, torch.inference_mode():
+            prompt, logits = self._read(text, cancelled)
+            if logits is None:
+                return None
+            result = self._greedy(prompt, logits, cancelled)
+        if result is not None:
+            self._last = (text, result)
+        return result
+
+    def alternatives(self, text: str, k: int = 5) -> list[Completion]:
+        """The k best distinct continuations of `text`, best first (beam search from
+        the prefix's state, which it leaves as it was)."""
+        from lmtool.inference.beam import beam_search
+        from lmtool.inference.generate import GenerateOptions
+
+        if k < 1:
+            raise BadInput("-k must be >= 1")
+        options = GenerateOptions(max_new_tokens=self.max_tokens, beams=k, num_return=k,
+                                  temperature=0).resolved()
+        with self.lock, torch.inference_mode():
+            prompt, logits = self._read(text, lambda: False)
+            # beam_search expands the state into new rows: the prefix's stays as it is.
+            found = beam_search(self.lm, [prompt], options, start=(self._state, logits))
+        out, seen = [], set()
+        for g in found:
+            piece = trim(g.text, self.max_words)
+            if piece.strip() and piece not in seen:
+                seen.add(piece)
+                out.append(Completion(piece, g.score, g.tokens))
+        return out
+
+    # --- reading the prefix -----------------------------------------------------------
+
+    def _window(self, text: str) -> Prompt:
+        """The prefix's ids as the model reads them. Past the context, the window starts
+        at a multiple of context // 4 tokens, so it moves rarely and the cache stays."""
+        config = self.lm.config
+        prompt = encode_prompt(self.lm.tokenizer, text, False, 1 << 62)
+        if self.decoder.limited:
+            limit = config.context - self.max_tokens
+            step = max(1, config.context // 4)
+            over = len(prompt.ids) - limit
+            if over > 0:
+                start = -(-over // step) * step  # round up to a multiple of step
+                prompt.ids = prompt.ids[start:]
+        return prompt
+
+    def _read(self, text: str, cancelled):
+        """Bring the state to `text`'s ids, reading only what changed; return the
+        prompt and the logits (1, V) of the next token (None when cancelled)."""
+        prompt = self._window(text)
+        ids = prompt.ids
+        common = 0
+        for a, b in zip(self._ids, ids, strict=False):
+            if a != b:
+                break
+            common += 1
+        if common == len(ids) == len(self._ids) and self._logits is not None:
+            return prompt, self._logits
+        common = min(common, len(ids) - 1)  # read at least one token for its logits
+        if self.decoder.limited:
+            if self._state is None:
+                self._state = self.lm.model.initial_state(1, capacity=self.lm.config.context)
+            self._state.crop(common)
+        else:
+            common = self._restore(common)
+        self._ids = ids[:common]
+        self._logits = None
+        todo = ids[common:]
+        # The LSTM reads most in one go and the last two tokens singly, keeping a copy
+        # of its state at each of those positions for the next keystroke.
+        chunks = [todo] if self.decoder.limited else [todo[:-2], *([t] for t in todo[-2:])]
+        for chunk in chunks:
+            if not chunk:
+                continue
+            if cancelled():
+                return prompt, None
+            x = torch.tensor([chunk], device=self.lm.device)  # (1, T)
+            hidden = self.lm.model.encode(x, self._state)  # (1, T, C)
+            self._ids += chunk
+            if not self.decoder.limited:
+                self._snapshot()
+        self._logits = self.decoder.logits(hidden[:, -1])  # (1, V)
+        return prompt, self._logits
+
+    def _restore(self, common: int) -> int:
+        """LSTM: go back to the latest copy at or before `common` ids; its length."""
+        usable = [n for n in self._snapshots if n <= common]
+        if not usable:
+            self._state, self._snapshots = self.lm.model.initial_state(1), {}
+            return 0
+        n = max(usable)
+        self._snapshots = {m: s for m, s in self._snapshots.items() if m <= n}
+        self._state = self._snapshots[n].clone()
+        return n
+
+    def _snapshot(self) -> None:
+        self._snapshots[len(self._ids)] = self._state.clone()
+        while len(self._snapshots) > LSTM_SNAPSHOTS:
+            del self._snapshots[min(self._snapshots)]
+
+    # --- the suggestion -----------------------------------------------------------
+
+    def _greedy(self, prompt: Prompt, logits: torch.Tensor, cancelled) -> str | None:
+        """Greedy decoding into the prefix's own state, which is restored afterwards."""
+        start = len(self._ids)
+        state = self._state if self.decoder.limited else self._state.clone()
+        new: list[int] = []
+        text = ""
+        try:
+            for _ in range(self.max_tokens):
+                token = int(logits.argmax(dim=-1))
+                if token == SPECIAL_IDS.eos:
+                    break
+                new.append(token)
+                text = continuation_text(self.lm.tokenizer, prompt, new, False)
+                if _finished(text, self.max_words) or len(new) == self.max_tokens:
+                    break
+                if cancelled():
+                    return None
+                if self.decoder.full(state):
+                    break
+                logits = self.decoder.step(state, torch.tensor([token], device=self.lm.device))
+        finally:
+            if self.decoder.limited:
+                state.crop(start)  # forget the suggestion, keep the prefix
+        return trim(text, self.max_words)

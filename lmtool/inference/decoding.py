@@ -1,0 +1,117 @@
+"""The model side of generation: read a batch of prompts, extend every row by one token,
+and what to do when a Transformer's context is full.
+
+Rows are lists of token ids in the model's reading order (reversed for a backward run),
+each starting with [EOS] unless the prompt was cut to fit the context.
+
+Prompts of different lengths in one batch:
+- Transformer: padded on the LEFT, the KV cache told each row's padding (positions
+  start after it, pad keys are masked), so every row's last token sits in the same
+  column and the batch moves one token at a time together.
+- AWD-LSTM: no padding (an LSTM cannot skip pad tokens): rows of equal length are read
+  together, then their states are joined and put back in input order.
+
+At the context limit (Transformer only): when the cache is full, the rows are re-read
+from their last `keep` = context - context // 4 tokens into a fresh cache, and
+generation goes on. So the model always sees between 3/4 of its context and all of it,
+and the re-reading (one batched forward of `keep` tokens, cheap next to decoding) comes
+once every context // 4 new tokens. Re-reading the last context - 1 tokens at every step
+would keep the full context but cost a whole forward per token.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lmtool.inference.runs import LoadedLM
+from lmtool.inference.sampling import SUPPRESSED
+from lmtool.models.state import KVCache, LSTMState, State
+from lmtool.text.specials import SPECIAL_IDS
+
+
+class Decoder:
+    def __init__(self, lm: LoadedLM):
+        self.lm = lm
+        self.model = lm.model
+        self.device = lm.device
+        config = lm.config
+        self.limited = config.arch == "transformer"  # a KV cache cannot outgrow the context
+        self.context = config.context
+        self.keep = config.context - config.context // 4
+        # Added to every row of logits: -inf on the special tokens a generator never
+        # writes (one add instead of an indexed write per step).
+        self.bias = torch.zeros(config.vocab_size, device=lm.device)  # (V,)
+        self.bias[list(SUPPRESSED)] = float("-inf")
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Next-token logits in fp32 with the special tokens ruled out, (B, C) → (B, V)."""
+        return self.model.lm_head(hidden).float() + self.bias
+
+    def fits(self, length: int) -> int:
+        """How many of a prompt's tokens the model can read: the last context - 1 for a
+        Transformer (room for one new token), all for an LSTM."""
+        return self.context - 1 if self.limited else length
+
+    def start(self, rows: list[list[int]], new_tokens: int) -> tuple[State, torch.Tensor]:
+        """Read each row into a fresh state: the state and the logits of each row's next
+        token, (B, V). `new_tokens`: how many more tokens the caller may add (sizes the
+        KV cache)."""
+        if self.limited:
+            return self._start_padded(rows, new_tokens)
+        return self._start_grouped(rows)
+
+    def step(self, state: State, ids: torch.Tensor) -> torch.Tensor:
+        """Append one token per row, (B,) → the next logits (B, V). The caller checks
+        `full(state)` first."""
+        hidden = self.model.encode(ids[:, None], state)  # (B, 1, C)
+        return self.logits(hidden[:, -1])
+
+    def full(self, state: State) -> bool:
+        return self.limited and state.room() < 1
+
+    def restart(self, rows: list[list[int]], new_tokens: int) -> tuple[State, torch.Tensor]:
+        """A full cache: re-read the last `keep` tokens of every row (module docstring)."""
+        return self.start([r[-self.keep :] for r in rows], new_tokens)
+
+    def _start_padded(self, rows, new_tokens):
+        longest = max(len(r) for r in rows)
+        pads = [longest - len(r) for r in rows]
+        ids = torch.tensor(
+            [[SPECIAL_IDS.pad] * p + r for p, r in zip(pads, rows, strict=True)],
+            device=self.device,
+        )  # (B, T)
+        capacity = min(self.context, longest + new_tokens)
+        left_pad = torch.tensor(pads) if any(pads) else None
+        state = self.model.initial_state(len(rows), capacity=capacity, left_pad=left_pad)
+        hidden = self.model.encode(ids, state)  # (B, T, C)
+        return state, self.logits(hidden[:, -1])
+
+    def _start_grouped(self, rows):
+        by_length: dict[int, list[int]] = {}
+        for i, r in enumerate(rows):
+            by_length.setdefault(len(r), []).append(i)
+        states, hiddens, order = [], [], []
+        for members in by_length.values():
+            ids = torch.tensor([rows[i] for i in members], device=self.device)  # (b, T)
+            state = self.model.initial_state(len(members))
+            hiddens.append(self.model.encode(ids, state)[:, -1])  # (b, C)
+            states.append(state)
+            order += members
+        state = LSTMState.cat(states) if len(states) > 1 else states[0]
+        hidden = torch.cat(hiddens) if len(hiddens) > 1 else hiddens[0]  # (B, C)
+        if order != sorted(order):  # back to the rows' order
+            back = torch.tensor(order).argsort().to(self.device)
+            state, hidden = state.select(back), hidden.index_select(0, back)
+        return state, self.logits(hidden)
+
+
+def select(state: State, index: torch.Tensor) -> State:
+    """state.select, skipped when `index` keeps every row where it is."""
+    if index.numel() == state.batch_size and bool(
+        (index == torch.arange(index.numel(), device=index.device)).all()
+    ):
+        return state
+    return state.select(index)
+
+
+__all__ = ["Decoder", "KVCache", "LSTMState", "select"]

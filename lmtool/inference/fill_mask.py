@@ -1,0 +1,114 @@
+"""Fill-mask: a masked (BERT-style) run's guesses for each [MASK] in a text.
+
+    from lmtool.inference import fill_mask
+    [fill] = fill_mask("runs/mlm", "The cat sat on the [MASK].", top_k=3)
+    fill.masks[0]     # [MaskCandidate(token="mat", id=…, probability=0.41), …]
+    fill.filled       # the text with every [MASK] replaced by its best guess
+
+Each text is read as one document ([EOS] text [EOS], as documents sit in the shards
+the model was trained on) in one forward pass; every mask is guessed independently.
+Tokenizers that attach a space to the word after it (byte-level BPE, unigram) learned
+[MASK] in place of " word", so the space before a written [MASK] is left to the mask.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lmtool.errors import BadInput
+from lmtool.inference.runs import LoadedLM, load_lm
+from lmtool.text.specials import MASK, SPECIAL_IDS, SPECIAL_TOKENS
+
+SPACE_BEFORE_MASK = re.compile(r"[ \t]+(?=" + re.escape(MASK) + ")")
+
+
+@dataclass
+class MaskCandidate:
+    token: str  # the token's text, spaces stripped
+    id: int
+    probability: float
+
+
+@dataclass
+class MaskFill:
+    text: str
+    masks: list[list[MaskCandidate]]  # per [MASK], in order: the top-k, most likely first
+    filled: str  # the text with every [MASK] replaced by its most likely token
+    index: int = 0  # position in the input
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "filled": self.filled,
+            "masks": [
+                [{"token": c.token, "id": c.id, "probability": round(c.probability, 6)}
+                 for c in candidates]
+                for candidates in self.masks
+            ],
+        }
+
+
+def fill_mask(
+    run: str | Path | LoadedLM,
+    texts: str | Sequence[str],
+    *,
+    top_k: int = 5,
+    device: str = "auto",
+    precision: str = "auto",
+    on_error: Callable[[int, BadInput], None] | None = None,
+) -> list[MaskFill]:
+    """The top_k guesses for every [MASK] of each text. A bad text raises BadInput, or,
+    with `on_error`, is reported as (index, error) and skipped."""
+    if top_k < 1:
+        raise BadInput("--top-k must be >= 1")
+    lm = load_lm(run, device=device, precision=precision, objective="masked")
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    results = []
+    for i, text in enumerate(texts):
+        try:
+            results.append(_fill_one(lm, text, top_k, i))
+        except BadInput as e:
+            if on_error is None:
+                raise
+            on_error(i, e)
+    return results
+
+
+def _attaches_space(tokenizer) -> bool:
+    """Whether the tokenizer glues a space to the word after it."""
+    return type(tokenizer.pre_tokenizer).__name__ in ("ByteLevel", "Metaspace")
+
+
+def _fill_one(lm: LoadedLM, text: str, top_k: int, index: int) -> MaskFill:
+    tokenizer, model = lm.tokenizer, lm.model
+    where = f"input {index + 1}"
+    if MASK not in text:
+        raise BadInput(f"{where} has no {MASK}", f"write {MASK} where a word should be guessed")
+    source = SPACE_BEFORE_MASK.sub("", text) if _attaches_space(tokenizer) else text
+    ids = tokenizer.encode(source, add_special_tokens=False).ids
+    ids = [SPECIAL_IDS.eos, *ids, SPECIAL_IDS.eos]
+    if len(ids) > lm.config.context:
+        raise BadInput(
+            f"{where} has {len(ids)} tokens with its [EOS] marks; the model reads at most "
+            f"{lm.config.context}", "shorten it",
+        )
+    x = torch.tensor([ids], device=lm.device)  # (1, T)
+    where_mask = x == SPECIAL_IDS.mask  # (1, T)
+    with torch.inference_mode():
+        logits = model(x, where=where_mask).float()  # (M, V): one row per mask
+    logits[:, : len(SPECIAL_TOKENS)] = float("-inf")  # never a special token
+    probs = torch.softmax(logits, dim=-1)
+    top = probs.topk(min(top_k, probs.size(-1)), dim=-1)
+    masks = [
+        [MaskCandidate(tokenizer.decode([i]).strip(), i, p)
+         for p, i in zip(values, indices, strict=True)]
+        for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+    ]
+    best = iter(top.indices[:, 0].tolist())
+    filled_ids = [next(best) if t == SPECIAL_IDS.mask else t for t in ids[1:-1]]
+    return MaskFill(text, masks, tokenizer.decode(filled_ids), index)

@@ -1,0 +1,427 @@
+"""Text generation from a causal run: greedy, sampling, beam search; batched; streaming.
+
+    from lmtool.inference import generate, stream
+    [g] = generate("runs/lm", "Once upon a time", max_new_tokens=40, top_p=0.9, seed=1)
+    g.text, g.stop_reason                         # the continuation, "eos"/"stop"/"length"
+    for piece in stream("runs/lm", "Once upon a time"):
+        print(piece, end="", flush=True)
+
+How it runs (inference/decoding.py for the model side):
+1. Each prompt becomes [EOS] + its ids (a new document starts after [EOS]), reversed
+   for a backward run, cut to the context for a Transformer.
+2. The rows (prompts x samples) are read in one batched forward that fills each row's
+   state (KV cache or LSTM (h, c)); every later step feeds one token per row.
+3. Each step turns the logits into one token per row for the whole batch at once
+   (inference/sampling.py); Python then looks at each row's token for [EOS], the
+   length limit and stop strings. Finished rows leave the batch once a quarter of it
+   is done (their state rows are dropped with `select`).
+Beam search lives in inference/beam.py and shares steps 1 and 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+
+from lmtool.errors import BadInput
+from lmtool.inference.decoding import Decoder, select
+from lmtool.inference.runs import LoadedLM, load_lm
+from lmtool.inference.sampling import filter_logits, gumbel_argmax, repetition_penalty, row_keys
+from lmtool.inference.text import (
+    Prompt,
+    StopMatcher,
+    TextStream,
+    continuation_text,
+    cut_backward,
+    encode_prompt,
+)
+from lmtool.text.specials import SPECIAL_IDS
+
+DEFAULT_TEMPERATURE = 0.8
+STOP_REASONS = ("eos", "stop", "length")
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """How to generate. None means "not given" (so contradictions can be told apart
+    from defaults); `resolved()` fills the defaults in."""
+
+    max_new_tokens: int = 100  # 0 generates nothing
+    temperature: float | None = None  # 0: greedy; None: 0.8 when sampling
+    top_k: int | None = None  # sample among the k most likely tokens
+    top_p: float | None = None  # ... among the most likely tokens holding this mass
+    min_p: float | None = None  # ... among tokens at least min_p x the most likely one
+    repetition_penalty: float = 1.0  # > 1 discourages tokens already in the text
+    beams: int = 1  # > 1: beam search (deterministic, no sampling options)
+    length_penalty: float | None = None  # beam score = log-prob / length ** this (1.0)
+    num_return: int | None = None  # beam search: how many of the best to return (1)
+    num_samples: int = 1  # sampling: independent samples per prompt
+    stop: tuple[str, ...] = ()  # stop before any of these strings (not included)
+    seed: int = 0
+    stop_at_eos: bool = True  # [EOS] ends the text; else it reads as a newline
+
+    @property
+    def greedy(self) -> bool:
+        return self.beams == 1 and self.temperature == 0
+
+    def resolved(self) -> GenerateOptions:
+        self.validate()
+        return replace(
+            self,
+            temperature=DEFAULT_TEMPERATURE if self.temperature is None else self.temperature,
+            length_penalty=1.0 if self.length_penalty is None else self.length_penalty,
+            num_return=1 if self.num_return is None else self.num_return,
+            stop=tuple(self.stop),
+        )
+
+    def validate(self) -> None:
+        """Raise one BadInput naming every problem and its flag."""
+        problems = []
+        if self.max_new_tokens < 0:
+            problems.append("--max-new-tokens must be >= 0")
+        if self.temperature is not None and self.temperature < 0:
+            problems.append("--temperature must be >= 0 (0 is greedy)")
+        if self.top_k is not None and self.top_k < 1:
+            problems.append("--top-k must be >= 1")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            problems.append("--top-p must be in (0, 1]")
+        if self.min_p is not None and not 0 <= self.min_p < 1:
+            problems.append("--min-p must be in [0, 1)")
+        if self.repetition_penalty <= 0:
+            problems.append("--repetition-penalty must be > 0 (1 is none)")
+        if self.beams < 1:
+            problems.append("--beams must be >= 1")
+        if self.num_samples < 1:
+            problems.append("--num-samples must be >= 1")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            problems.append("--stop needs a non-empty string")
+        if self.beams > 1:
+            sampling = [
+                flag for flag, given in (
+                    ("--temperature", self.temperature not in (None, 0)),
+                    ("--top-k", self.top_k is not None),
+                    ("--top-p", self.top_p is not None),
+                    ("--min-p", self.min_p is not None),
+                    ("--num-samples", self.num_samples != 1),
+                ) if given
+            ]
+            if sampling:
+                problems.append(
+                    f"--beams {self.beams} searches for the most likely text and does not "
+                    f"sample: drop {', '.join(sampling)} (or use --beams 1)"
+                )
+            if self.num_return is not None and not 1 <= self.num_return <= self.beams:
+                problems.append(f"--num-return must be between 1 and --beams ({self.beams})")
+        else:
+            given = [flag for flag, value in (("--length-penalty", self.length_penalty),
+                                              ("--num-return", self.num_return))
+                     if value is not None]
+            if given:
+                problems.append(f"{' and '.join(given)} need beam search (--beams N, N > 1)")
+        if problems:
+            raise BadInput("; ".join(problems))
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+@dataclass
+class Generation:
+    """One generated text. `text` is the continuation alone, in reading order (for a
+    backward run: the text that comes before the prompt)."""
+
+    prompt: str
+    text: str
+    tokens: list[int]  # ids generated, reading order (with a stop string's tokens)
+    stop_reason: str  # "eos", "stop" or "length"
+    index: int = 0  # which prompt, in input order
+    sample: int = 0  # which sample of it (sampling), or rank (beam search: 0 is best)
+    score: float | None = None  # beam search: length-normalised log-probability
+    logprob: float | None = None  # beam search: summed log-probability of the tokens
+    truncated: int = 0  # prompt tokens left out to fit the context
+    backward: bool = False
+
+    @property
+    def full_text(self) -> str:
+        """Prompt and continuation in reading order."""
+        return self.text + self.prompt if self.backward else self.prompt + self.text
+
+    def to_dict(self) -> dict:
+        row = {
+            "prompt": self.prompt, "text": self.text, "tokens": self.tokens,
+            "stop_reason": self.stop_reason, "index": self.index, "sample": self.sample,
+        }
+        if self.score is not None:
+            row["score"] = round(self.score, 6)
+            row["logprob"] = round(self.logprob, 6)
+        if self.truncated:
+            row["truncated"] = self.truncated
+        return row
+
+
+Warn = Callable[[str], None]
+
+
+def generate(
+    run: str | Path | LoadedLM,
+    prompts: str | Sequence[str],
+    options: GenerateOptions | None = None,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 32,
+    on_warning: Warn | None = None,
+    **option_values,
+) -> list[Generation]:
+    """Generate for one prompt or many: a list of Generations in input order (several
+    per prompt with num_samples or num_return). Options as GenerateOptions fields."""
+    lm = load_lm(run, device=device, precision=precision)
+    options = _options(options, option_values)
+    texts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if batch_size < 1:
+        raise BadInput("--batch-size must be >= 1")
+    per_row = options.num_return if options.beams > 1 else options.num_samples
+    rows_per_batch = max(1, batch_size // per_row)
+    results: list[Generation] = []
+    for start in range(0, len(texts), rows_per_batch):
+        batch = [
+            prepare(lm, text, start + i, on_warning)
+            for i, text in enumerate(texts[start : start + rows_per_batch])
+        ]
+        results += generate_prompts(lm, batch, options)
+    return results
+
+
+def _options(options: GenerateOptions | None, values: dict) -> GenerateOptions:
+    unknown = sorted(set(values) - set(GenerateOptions.field_names()))
+    if unknown:
+        raise BadInput(f"unknown generation option(s): {', '.join(unknown)}")
+    return replace(options or GenerateOptions(), **values).resolved()
+
+
+def prepare(
+    lm: LoadedLM, text: str, index: int = 0, on_warning: Warn | None = None,
+    label: str | None = None,
+) -> Prompt:
+    """Encode one prompt for `lm`, warning when it had to be cut to the context."""
+    label = label or f"prompt {index + 1}"
+    if not isinstance(text, str):
+        raise BadInput(f"{label} is not a string")
+    config = lm.config
+    fits = config.context - 1 if config.arch == "transformer" else 1 << 62
+    prompt = encode_prompt(lm.tokenizer, text, config.backward, fits, index)
+    if prompt.truncated and on_warning:
+        kept = "first" if config.backward else "last"
+        on_warning(
+            f"{label} has {len(prompt.tokens)} tokens, more than the context of "
+            f"{config.context} allows: kept the {kept} {len(prompt.tokens) - prompt.truncated}"
+        )
+    return prompt
+
+
+def generate_prompts(
+    lm: LoadedLM, prompts: list[Prompt], options: GenerateOptions
+) -> list[Generation]:
+    """Generate for prompts already encoded, all in one batch; options resolved."""
+    if options.beams > 1:
+        from lmtool.inference.beam import beam_search
+
+        return beam_search(lm, prompts, options)
+    rows = [_Row(p, j, lm, options) for p in prompts for j in range(options.num_samples)]
+    for _ in _sample(lm, rows, options):
+        pass
+    return [row.result() for row in rows]
+
+
+def stream(
+    run: str | Path | LoadedLM,
+    prompt: str,
+    options: GenerateOptions | None = None,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    on_warning: Warn | None = None,
+    **option_values,
+) -> Iterator[str]:
+    """The continuation of one prompt, piece by piece as it is generated: whole
+    characters only, stop strings never shown. (Sampling or greedy, forward runs: a
+    backward run writes right to left, so its text is only known at the end.)"""
+    lm = load_lm(run, device=device, precision=precision)
+    options = _options(options, option_values)
+    if options.beams > 1 or options.num_samples > 1:
+        raise BadInput("streaming writes one text", "use --beams 1 and --num-samples 1")
+    if lm.config.backward:
+        raise BadInput("a backward run writes right to left and cannot stream",
+                       "use generate() and print the result")
+    row = _Row(prepare(lm, prompt, 0, on_warning), 0, lm, options, streaming=True)
+    for pieces in _sample(lm, [row], options):
+        if pieces[0]:
+            yield pieces[0]
+    tail = row.finish_text()
+    if tail:
+        yield tail
+
+
+def sample(
+    model, tokenizer, prompt: str, max_new_tokens: int, *, temperature: float = 0.8,
+    top_k: int | None = 40, seed: int = 0, stop_at_eos: bool = True,
+) -> str:
+    """A short sample from a model in memory (what `pretrain` shows at the end of a
+    run); with stop_at_eos=False, documents are separated by a newline."""
+    was_training = model.training
+    model.eval()
+    try:
+        weight = next(model.parameters())
+        lm = LoadedLM(model, tokenizer, weight.device, weight.dtype)
+        options = GenerateOptions(max_new_tokens=max_new_tokens, temperature=temperature,
+                                  top_k=top_k, seed=seed, stop_at_eos=stop_at_eos).resolved()
+        [g] = generate_prompts(lm, [prepare(lm, prompt)], options)
+        return g.text
+    finally:
+        model.train(was_training)
+
+
+# --- the sampling loop --------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    """One text being written: its prompt, the ids so far, and how it ended."""
+
+    prompt: Prompt
+    sample: int
+    lm: LoadedLM
+    options: GenerateOptions
+    streaming: bool = False
+    ids: list[int] = field(init=False)  # what the model has read (model order)
+    new: list[int] = field(default_factory=list)  # generated ids (model order)
+    reason: str | None = None
+    stream: TextStream | None = None
+    text: str | None = None
+
+    def __post_init__(self):
+        self.ids = list(self.prompt.ids)
+        backward = self.lm.config.backward
+        # Text is followed token by token when it must be shown as it comes or cut at
+        # a stop string; otherwise decoded once at the end.
+        if (self.streaming or self.options.stop) and not backward:
+            self.stream = TextStream(self.lm.tokenizer, self.prompt, self.options.stop)
+
+    def push(self, token: int) -> str:
+        """Take the next token; return the text it makes visible (streaming)."""
+        if token == SPECIAL_IDS.eos and self.options.stop_at_eos:
+            self.reason = "eos"
+            return ""
+        self.ids.append(token)
+        self.new.append(token)
+        shown = ""
+        if self.stream is not None:
+            shown = self.stream.push(token)
+            if self.stream.stopped:
+                self.reason = "stop"
+        elif self.options.stop and self.lm.config.backward:
+            text = continuation_text(self.lm.tokenizer, self.prompt, self.new[::-1], True)
+            if cut_backward(text, self.options.stop)[1]:
+                self.reason = "stop"
+        if self.reason is None and len(self.new) >= self.options.max_new_tokens:
+            self.reason = "length"
+        return shown
+
+    def finish_text(self) -> str:
+        """The rest of the streamed text once the row is done."""
+        return self.stream.finish() if self.stream is not None else ""
+
+    def result(self) -> Generation:
+        backward = self.lm.config.backward
+        tokens = self.new[::-1] if backward else list(self.new)
+        if self.stream is not None:
+            self.finish_text()
+            text = self.stream.text
+        else:
+            text = _documents_text(self.lm.tokenizer, self.prompt, tokens, backward)
+            if backward and self.options.stop:
+                text = cut_backward(text, self.options.stop)[0]
+        return Generation(
+            self.prompt.text, text, tokens, self.reason or "length", self.prompt.index,
+            self.sample, truncated=self.prompt.truncated, backward=backward,
+        )
+
+
+def _documents_text(tokenizer, prompt: Prompt, tokens: list[int], backward: bool) -> str:
+    """Decode generated ids; an [EOS] inside them (stop_at_eos=False) becomes a newline."""
+    if SPECIAL_IDS.eos not in tokens:
+        return continuation_text(tokenizer, prompt, tokens, backward)
+    docs: list[list[int]] = [[]]
+    for t in tokens:
+        if t == SPECIAL_IDS.eos:
+            docs.append([])
+        else:
+            docs[-1].append(t)
+    return "\n".join(tokenizer.decode(d) for d in docs)
+
+
+def _choose(
+    logits: torch.Tensor, options: GenerateOptions, keys: torch.Tensor, step: int,
+    seen: torch.Tensor | None,
+) -> torch.Tensor:
+    """The next token of every row, (B, V) logits → (B,) ids."""
+    if seen is not None:
+        logits = repetition_penalty(logits, seen, options.repetition_penalty)
+    if options.greedy:
+        return logits.argmax(dim=-1)
+    logits = filter_logits(logits / options.temperature, options.top_k, options.top_p,
+                           options.min_p)
+    return gumbel_argmax(logits, keys, step)
+
+
+def _sample(lm: LoadedLM, rows: list[_Row], options: GenerateOptions) -> Iterator[list[str]]:
+    """Run greedy/sampling generation for `rows` in one batch, in place; yields, after
+    each step, the text each row made visible (for streaming)."""
+    if options.max_new_tokens == 0 or not rows:
+        for row in rows:
+            row.reason = "length"
+        return
+    decoder = Decoder(lm)
+    with torch.inference_mode():
+        state, logits = decoder.start([r.ids for r in rows], options.max_new_tokens)
+        keys = row_keys(options.seed, [(r.prompt.index, r.sample) for r in rows], lm.device)
+        seen = None
+        if options.repetition_penalty != 1:
+            seen = torch.zeros_like(logits, dtype=torch.bool)  # (B, V) ids in the text
+            for i, r in enumerate(rows):
+                seen[i, r.prompt.tokens] = True
+        alive = list(rows)  # the rows of the batch, in state order (finished ones too)
+        step = 0
+        while True:
+            next_ids = _choose(logits, options, keys, step, seen)  # (B,)
+            shown = [row.push(t) if row.reason is None else ""
+                     for row, t in zip(alive, next_ids.tolist(), strict=True)]
+            yield shown
+            running = [i for i, row in enumerate(alive) if row.reason is None]
+            if not running:
+                return
+            if len(running) <= 3 * len(alive) // 4:  # drop finished rows from the batch
+                index = torch.tensor(running, device=lm.device)
+                state = select(state, index)
+                alive = [alive[i] for i in running]
+                next_ids, keys = next_ids[index], keys[index]
+                seen = seen[index] if seen is not None else None
+            if seen is not None:
+                seen.scatter_(1, next_ids[:, None], True)
+            step += 1
+            if decoder.full(state):
+                state, logits = decoder.restart(
+                    [r.ids for r in alive], options.max_new_tokens - step
+                )
+            else:
+                logits = decoder.step(state, next_ids)
+
+
+__all__ = [
+    "STOP_REASONS", "GenerateOptions", "Generation", "StopMatcher", "generate", "sample",
+    "stream",
+]

@@ -1,0 +1,142 @@
+"""Between text and token ids for generation: prompts in, continuations out, stop
+strings, and streaming that never prints half a character.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lmtool.text.specials import SPECIAL_IDS
+
+# Prompt tokens decoded together with a continuation, so that the tokenizer's decoder
+# joins them as it would in the whole text (a leading space, a WordPiece "##").
+JOIN_CONTEXT = 8
+
+
+@dataclass
+class Prompt:
+    text: str
+    ids: list[int]  # what the model reads first, in its reading order
+    tokens: list[int]  # the prompt's own ids in reading order (no [EOS])
+    truncated: int = 0  # prompt tokens left out to fit the context
+    index: int = 0  # position in the caller's list of prompts
+
+
+def encode_prompt(tokenizer, text: str, backward: bool, fits: int, index: int = 0) -> Prompt:
+    """The ids a causal model reads for `text`: [EOS] (a document starts after one, as
+    in the shards it was trained on) then the prompt, reversed for a backward model.
+    An empty prompt is just [EOS]: the model starts a new document. A prompt longer
+    than `fits` tokens keeps the `fits` tokens nearest to where the writing goes on
+    (the end; the start for a backward model) and drops the [EOS]."""
+    tokens = tokenizer.encode(text, add_special_tokens=False).ids if text else []
+    ids = [SPECIAL_IDS.eos, *(tokens[::-1] if backward else tokens)]
+    truncated = 0
+    if len(ids) > fits:
+        truncated = len(ids) - 1 - fits
+        ids = ids[-fits:]
+    return Prompt(text, ids, tokens, truncated, index)
+
+
+def continuation_text(tokenizer, prompt: Prompt, new: Sequence[int], backward: bool) -> str:
+    """The text of `new` (ids in reading order) as it reads after the prompt (before it,
+    for a backward model): decoded together with a few prompt tokens, which are then
+    taken off again, so the decoder joins the two as in the whole text."""
+    new = list(new)
+    if backward:
+        head = prompt.tokens[:JOIN_CONTEXT]
+        whole, base = tokenizer.decode(new + head), tokenizer.decode(head)
+        if base and whole.endswith(base):
+            return whole[: len(whole) - len(base)]
+        return tokenizer.decode(new)
+    tail = prompt.tokens[-JOIN_CONTEXT:]
+    whole, base = tokenizer.decode(tail + new), tokenizer.decode(tail)
+    if whole.startswith(base):
+        return whole[len(base) :]
+    return tokenizer.decode(new)
+
+
+class StopMatcher:
+    """Cuts a growing text at the first stop string, releasing only text that can no
+    longer turn out to be the start of one.
+
+    feed(piece) → the text now safe to show. A suffix that could still begin a stop
+    string ("\\n" with stop "\\n\\n") is held back until the next piece decides it. So
+    no stop string can start in text already released, and searching only the held-back
+    text is enough.
+    """
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        if self.stopped:
+            return ""
+        self.pending += piece
+        if not self.stops:
+            out, self.pending = self.pending, ""
+            return out
+        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            out, self.pending, self.stopped = self.pending[: min(hits)], "", True
+            return out
+        hold = self._held(self.pending)
+        out, self.pending = self.pending[: len(self.pending) - hold], self.pending[
+            len(self.pending) - hold :
+        ]
+        return out
+
+    def flush(self) -> str:
+        """The end of the text: what was held back is not a stop string after all."""
+        out, self.pending = ("" if self.stopped else self.pending), ""
+        return out
+
+    def _held(self, text: str) -> int:
+        """Length of the longest suffix of `text` that is a proper prefix of a stop."""
+        best = 0
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(text)), best, -1):
+                if text.endswith(stop[:n]):
+                    best = n
+                    break
+        return best
+
+
+class TextStream:
+    """Token ids in, text out, one token at a time, never half a UTF-8 character: the
+    tokenizers library's DecodeStream holds back bytes until they form characters."""
+
+    def __init__(self, tokenizer, prompt: Prompt, stops: Sequence[str] = ()):
+        from tokenizers.decoders import DecodeStream
+
+        self.tokenizer = tokenizer
+        # Started from the prompt's last ids, so the first piece joins the prompt right.
+        self.decoder = DecodeStream(prompt.tokens[-JOIN_CONTEXT:], skip_special_tokens=True)
+        self.matcher = StopMatcher(stops)
+        self.text = ""
+
+    def push(self, token: int) -> str:
+        piece = self.decoder.step(self.tokenizer, token)
+        out = self.matcher.feed(piece) if piece else ""
+        self.text += out
+        return out
+
+    def finish(self) -> str:
+        out = self.matcher.flush()
+        self.text += out
+        return out
+
+    @property
+    def stopped(self) -> bool:
+        return self.matcher.stopped
+
+
+def cut_backward(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """A backward continuation grows at its start: keep what follows the LAST stop
+    string (the one nearest the prompt)."""
+    cuts = [text.rfind(s) + len(s) for s in stops if s and s in text]
+    if not cuts:
+        return text, False
+    return text[max(cuts) :], True

@@ -1,0 +1,79 @@
+"""Small models and tokenizers for the generation tests (not a test file)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lmtool.inference.runs import LoadedLM
+from lmtool.models import ModelConfig, build_model
+from lmtool.models.base import LanguageModel
+from lmtool.models.state import LSTMState
+from lmtool.text.specials import SPECIAL_TOKENS
+
+
+def word_tokenizer(vocab_size: int):
+    """A whitespace word-level tokenizer with words t7 ... t{V-1} after the specials."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    vocab.update({f"t{i}": i for i in range(len(SPECIAL_TOKENS), vocab_size)})
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    tok.add_special_tokens(SPECIAL_TOKENS)
+    return tok
+
+
+def tiny_lm(arch="transformer", positions="rotary", vocab=37, context=16, seed=0,
+            backward=False, objective="causal") -> LoadedLM:
+    """An untrained tiny model (its predictions are arbitrary but fixed by the seed)."""
+    config = ModelConfig(arch=arch, objective=objective, vocab_size=vocab, context=context,
+                         layers=2, heads=2, dim=16, hidden=24, dropout=0.0,
+                         positions=positions, backward=backward)
+    torch.manual_seed(seed)
+    model = build_model(config).eval()
+    with torch.no_grad():  # sharper than the initialisation: fewer near-ties
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(8.0)
+    return LoadedLM(model, word_tokenizer(vocab), torch.device("cpu"), torch.float32)
+
+
+class TableLM(LanguageModel):
+    """A model written by hand: the next token's logits come from `table` (V, V),
+    indexed by the last token (a bigram model), or, with `script`, the i-th generated
+    token is script[i] whatever came before. Carries an LSTMState (only its length)."""
+
+    def __init__(self, table: torch.Tensor, script: list[int] | None = None, prompt_len=1):
+        super().__init__()
+        V = table.size(0)
+        self.config = ModelConfig(arch="lstm", vocab_size=V, context=64, layers=1,
+                                  dim=4, hidden=4, dropout=0.0)
+        self.table = table
+        self.script = script
+        self.prompt_len = prompt_len
+        self.lm_head = nn.Identity()
+        self.dummy = nn.Parameter(torch.zeros(1))  # a device and dtype for callers
+
+    def initial_state(self, batch_size: int, **options) -> LSTMState:
+        return LSTMState([(torch.zeros(1, batch_size, 1), torch.zeros(1, batch_size, 1))])
+
+    def encode(self, idx, state=None):
+        B, T = idx.shape
+        start = state.length if state is not None else 0
+        if state is not None:
+            state.length += T
+        if self.script is None:
+            return self.table[idx]  # (B, T, V)
+        V = self.table.size(0)
+        out = torch.full((B, T, V), -20.0)
+        for t in range(T):
+            i = start + t + 1 - self.prompt_len  # the generated token this position predicts
+            if 0 <= i < len(self.script):
+                out[:, t, self.script[i]] = 20.0
+        return out
+
+
+def table_lm(table, tokenizer, **kwargs) -> LoadedLM:
+    return LoadedLM(TableLM(table, **kwargs), tokenizer, torch.device("cpu"), torch.float32)
