@@ -77,3 +77,51 @@ class TableLM(LanguageModel):
 
 def table_lm(table, tokenizer, **kwargs) -> LoadedLM:
     return LoadedLM(TableLM(table, **kwargs), tokenizer, torch.device("cpu"), torch.float32)
+
+
+def save_run(lm: LoadedLM, path):
+    """Write `lm` as a run directory (what `pretrain` leaves), for CLI tests."""
+    from lmtool.checkpoint import save_checkpoint
+
+    save_checkpoint(path, model=lm.model, config={"model": lm.config.to_dict()},
+                    tokenizer_json=lm.tokenizer.to_str(), metrics=[])
+    return path
+
+
+def successor_table(V: int) -> torch.Tensor:
+    """A bigram table where t_i is followed by t_(i+1) (t_(V-1) by [EOS])."""
+    table = torch.full((V, V), -10.0)
+    first = len(SPECIAL_TOKENS)
+    table[3, first] = 10.0  # after [EOS] (a document start): the first word
+    for i in range(first, V - 1):
+        table[i, i + 1] = 10.0
+    table[V - 1, 3] = 10.0
+    table[1, first] = 10.0  # after [UNK] (a word being typed): start again
+    return table
+
+
+def planted_masked_lm(vocab=24, steps=400, seed=0) -> LoadedLM:
+    """A tiny masked model trained (in a few seconds) to know two facts: t20 is always
+    followed by t21, and t22 by t23. The other tokens are random."""
+    config = ModelConfig(objective="masked", vocab_size=vocab, context=12, layers=2,
+                         heads=2, dim=32, dropout=0.0)
+    torch.manual_seed(seed)
+    model = build_model(config)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(seed)
+    first = len(SPECIAL_TOKENS)
+    for _ in range(steps):
+        x = torch.randint(first, vocab, (32, 12), generator=g)  # (B, T)
+        where = torch.randint(1, 11, (32,), generator=g)
+        fact = torch.randint(0, 2, (32,), generator=g) * 2  # "t20 t21" or "t22 t23"
+        x[torch.arange(32), where - 1] = 20 + fact  # planted at a random place
+        x[torch.arange(32), where] = 21 + fact
+        mask = torch.rand(32, 12, generator=g) < 0.15
+        mask[torch.arange(32), where] = True  # always ask for the planted token too
+        inputs = x.masked_fill(mask, 4)  # [MASK]
+        loss = torch.nn.functional.cross_entropy(model(inputs, where=mask), x[mask])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return LoadedLM(model, word_tokenizer(vocab), torch.device("cpu"), torch.float32)

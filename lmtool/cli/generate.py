@@ -114,8 +114,12 @@ def generate(
             and beams == 1 and num_samples == 1 and not lm.config.backward):
         _stream(lm, prompt or "", options)
         return
-    lines = _lines(file, prompt) if many else [json.dumps({"prompt": prompt or ""})]
-    failed = _generate_many(lm, lines, options, batch_size, format, many)
+    if not many:
+        from lmtool.inference.generate import generate as run_generate
+
+        _print(run_generate(lm, prompt or "", options, on_warning=warn), format, many)
+        return
+    failed = _generate_many(lm, _lines(file), options, batch_size, format)
     if failed:
         stderr.print(f"lmtool: error: {failed} prompt(s) skipped (see above)", markup=False)
         raise typer.Exit(EXIT_USAGE)
@@ -134,7 +138,7 @@ def _stream(lm, prompt: str, options) -> None:
     out.write("\n")
 
 
-def _lines(file: Path | None, prompt: str | None):
+def _lines(file: Path | None):
     if file is None:
         return sys.stdin
     try:
@@ -143,31 +147,35 @@ def _lines(file: Path | None, prompt: str | None):
         raise BadInput(f"cannot read {file}: {e}") from None
 
 
-def _generate_many(lm, lines, options, batch_size: int, format, many: bool) -> int:
+def _generate_many(lm, lines, options, batch_size: int, format) -> int:
     """Generate for every request, printing results in input order; returns how many
     requests failed."""
     from lmtool.inference.requests import generate_requests, parse_requests
 
-    jsonl = None if many else True
     failed = 0
     first = True
-    requests = parse_requests(lines, options, jsonl=jsonl)
+    requests = parse_requests(lines, options)
     for item in generate_requests(lm, requests, batch_size=batch_size, on_warning=warn):
         if not isinstance(item, tuple):
             failed += 1
             hint = f" ({item.hint})" if item.hint else ""
             stderr.print(f"lmtool: error: {item.message}{hint}; skipped", markup=False)
             continue
-        _, generations = item
-        for g in generations:
-            if format == OutputFormat.jsonl:
-                row = g.to_dict()
-                if not many:
-                    row.pop("index")
-                typer.echo(json.dumps(row, ensure_ascii=False))
-            else:
-                if not first:
-                    typer.echo("")
-                typer.echo(g.full_text)
-            first = False
+        first = _print(item[1], format, True, first)
     return failed
+
+
+def _print(generations, format, many: bool, first: bool = True) -> bool:
+    """Write results to stdout (text: a blank line between texts); returns `first`."""
+    for g in generations:
+        if format == OutputFormat.jsonl:
+            row = g.to_dict()
+            if not many:
+                row.pop("index")
+            typer.echo(json.dumps(row, ensure_ascii=False))
+        else:
+            if not first:
+                typer.echo("")
+            typer.echo(g.full_text)
+        first = False
+    return first

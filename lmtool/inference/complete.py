@@ -14,7 +14,8 @@ cut back with `crop` (free); the LSTM, which cannot forget, keeps a copy of its 
 at the last few positions and goes back to the nearest one. A suggestion is then
 decoded greedily into the same cache and cropped off again (nothing is copied).
 If the person types the very characters the last suggestion began with, the rest of
-it is still the model's best guess and is returned without running the model.
+it is shown again at once without running the model (`follow`, as a shell's
+autosuggestions do): the ghost text does not flicker while it is being typed through.
 
 Suggestions end after `max_words` words, at the end of a sentence, at [EOS], or after
 `max_tokens` tokens, whichever comes first. `cancelled()` is asked between tokens, so a
@@ -85,7 +86,9 @@ def _finished(text: str, max_words: int) -> bool:
 class CompletionEngine:
     """The n-best continuations of a prefix that changes one keystroke at a time."""
 
-    def __init__(self, lm: LoadedLM, *, max_words: int = 5, max_tokens: int = 8):
+    def __init__(
+        self, lm: LoadedLM, *, max_words: int = 5, max_tokens: int = 8, follow: bool = True
+    ):
         if lm.config.backward:
             raise BadInput("a backward run writes what comes before a text, not after it",
                            "use a forward run for complete")
@@ -95,6 +98,7 @@ class CompletionEngine:
         self.decoder = Decoder(lm)
         self.max_words = max_words
         self.max_tokens = max_tokens
+        self.follow = follow  # typing the suggestion's own characters keeps the rest of it
         self.lock = threading.Lock()  # one computation at a time
         self._ids: list[int] = []  # ids in the state (the model's window of the prefix)
         self._state = None
@@ -106,7 +110,7 @@ class CompletionEngine:
 
     def suggest(self, text: str, cancelled: Callable[[], bool] = lambda: False) -> str | None:
         """The best continuation of `text` ("" if none), or None when cancelled."""
-        if self._last is not None:
+        if self.follow and self._last is not None:
             before, suggestion = self._last
             typed = text[len(before):]
             if text.startswith(before) and typed and suggestion.startswith(typed):
@@ -114,13 +118,22 @@ class CompletionEngine:
                 if rest:
                     self._last = (text, rest)
                     return rest
+        # Trailing spaces are left out of what the model reads (a tokenizer may drop them,
+        # or read a lone space as a token of its own) and taken off the suggestion.
+        body = text.rstrip()
+        tail = text[len(body):]
         with self.lock, torch.inference_mode():
-            prompt, logits = self._read(text, cancelled)
+            prompt, logits = self._read(body, cancelled)
             if logits is None:
                 return None
             result = self._greedy(prompt, logits, cancelled)
-        if result is not None:
-            self._last = (text, result)
+        if result is None:
+            return None
+        if tail and result.startswith(tail):
+            result = result[len(tail):]
+        elif tail:
+            result = result.lstrip()
+        self._last = (text, result)
         return result
 
     def alternatives(self, text: str, k: int = 5) -> list[Completion]:
@@ -133,13 +146,16 @@ class CompletionEngine:
             raise BadInput("-k must be >= 1")
         options = GenerateOptions(max_new_tokens=self.max_tokens, beams=k, num_return=k,
                                   temperature=0).resolved()
+        body = text.rstrip()
         with self.lock, torch.inference_mode():
-            prompt, logits = self._read(text, lambda: False)
+            prompt, logits = self._read(body, lambda: False)
             # beam_search expands the state into new rows: the prefix's stays as it is.
             found = beam_search(self.lm, [prompt], options, start=(self._state, logits))
         out, seen = [], set()
         for g in found:
             piece = trim(g.text, self.max_words)
+            if body != text:  # the typed trailing space stands for the one suggested
+                piece = piece.lstrip()
             if piece.strip() and piece not in seen:
                 seen.add(piece)
                 out.append(Completion(piece, g.score, g.tokens))

@@ -101,9 +101,9 @@ def _fill_one(lm: LoadedLM, text: str, top_k: int, index: int) -> MaskFill:
     where_mask = x == SPECIAL_IDS.mask  # (1, T)
     with torch.inference_mode():
         logits = model(x, where=where_mask).float()  # (M, V): one row per mask
-    logits[:, : len(SPECIAL_TOKENS)] = float("-inf")  # never a special token
-    probs = torch.softmax(logits, dim=-1)
-    top = probs.topk(min(top_k, probs.size(-1)), dim=-1)
+        logits[:, : len(SPECIAL_TOKENS)] = float("-inf")  # never a special token
+        probs = torch.softmax(logits, dim=-1)
+        top = probs.topk(min(top_k, probs.size(-1)), dim=-1)
     masks = [
         [MaskCandidate(tokenizer.decode([i]).strip(), i, p)
          for p, i in zip(values, indices, strict=True)]

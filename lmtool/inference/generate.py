@@ -189,7 +189,8 @@ def generate(
     results: list[Generation] = []
     for start in range(0, len(texts), rows_per_batch):
         batch = [
-            prepare(lm, text, start + i, on_warning)
+            prepare(lm, text, start + i, on_warning,
+                    label="the prompt" if isinstance(prompts, str) else None)
             for i, text in enumerate(texts[start : start + rows_per_batch])
         ]
         results += generate_prompts(lm, batch, options)

@@ -159,7 +159,7 @@ def sample_text(model: torch.nn.Module, tokenizer, chars: int, seed: int) -> str
     """A short sample from a model that can generate (a causal one), else None."""
     if not chars or model.config.objective != "causal":
         return None
-    from lmtool.inference.sampling import sample
+    from lmtool.inference.generate import sample
 
     model.eval()
     text = sample(model, tokenizer, "", max_new_tokens=chars, seed=seed, stop_at_eos=False)
