@@ -221,11 +221,17 @@ def test_initial_state_lives_on_the_model_device_and_kv_cache_is_lazy():
     assert state.device == model.tok_emb.weight.device
 
 
-def test_kv_cache_follows_the_autocast_dtype():
+@pytest.mark.parametrize("mode", ["autocast", "bf16 weights"])
+def test_kv_cache_under_bf16_stays_fp32_on_cpu_and_agrees(mode):
+    """bf16 weights or autocast: the CPU cache (and attention) stays fp32, it is faster."""
     model = make(tiny())
     x = ids(batch=2, length=8)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        whole = model(x).float()
-        stepped, state = read_in_chunks(model, x, [5, 1, 1, 1])
-    assert state.keys[0].dtype == torch.bfloat16
+    with torch.no_grad():
+        whole = model(x)
+        if mode == "autocast":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                stepped, state = read_in_chunks(model, x, [5, 1, 1, 1])
+        else:
+            stepped, state = read_in_chunks(model.to(torch.bfloat16), x, [5, 1, 1, 1])
+    assert state.keys[0].dtype == torch.float32 and stepped.dtype == torch.bfloat16
     torch.testing.assert_close(stepped.float(), whole, rtol=0.05, atol=0.05)

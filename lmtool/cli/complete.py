@@ -10,9 +10,10 @@ from typing import Annotated
 
 import typer
 
-from lmtool.cli.common import Device, Format, OutputFormat, Precision, Quiet, handle_errors, info
+from lmtool.cli.common import Device, OutputFormat, Precision, Quiet, formats, info
 from lmtool.errors import BadInput
 
+TextFormat = formats("text", "jsonl")
 HELP_EXAMPLES = (
     "lmtool complete runs/lm",
     'lmtool complete runs/lm --prefix "The cat sat on" -k 5',
@@ -30,7 +31,6 @@ SUMMARY = (
 )
 
 
-@handle_errors
 def complete(
     run: Annotated[Path, typer.Argument(help="A causal run directory (forward).")],
     prefix: Annotated[
@@ -46,10 +46,8 @@ def complete(
     device: Device = "auto",
     precision: Precision = "auto",
     quiet: Quiet = False,
-    format: Format = OutputFormat.text,
+    format: TextFormat = "text",
 ) -> None:
-    if format not in (OutputFormat.text, OutputFormat.jsonl):
-        raise BadInput(f"--format {format.value} is not available here", "use text or jsonl")
     if k < 1:
         raise BadInput("-k must be >= 1")
     interactive = prefix is None

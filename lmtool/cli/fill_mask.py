@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 
-from lmtool.cli.common import Device, Format, OutputFormat, Precision, handle_errors, stderr
+from lmtool.cli.common import Device, OutputFormat, Precision, formats, stderr
 from lmtool.errors import EXIT_USAGE, BadInput
 
+TextFormat = formats("text", "jsonl")
 HELP_EXAMPLES = (
     'lmtool fill-mask runs/mlm "The cat sat on the [MASK]."',
     'lmtool fill-mask runs/mlm "[MASK] is the capital of [MASK]." --top-k 3 --format jsonl',
@@ -28,7 +29,6 @@ SUMMARY = (
 )
 
 
-@handle_errors
 def fill_mask(
     run: Annotated[Path, typer.Argument(help="A masked run directory.")],
     text: Annotated[
@@ -40,12 +40,10 @@ def fill_mask(
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per mask.")] = 5,
     device: Device = "auto",
     precision: Precision = "auto",
-    format: Format = OutputFormat.text,
+    format: TextFormat = "text",
 ) -> None:
     from lmtool.inference.fill_mask import fill_mask as run_fill_mask
 
-    if format not in (OutputFormat.text, OutputFormat.jsonl):
-        raise BadInput(f"--format {format.value} is not available here", "use text or jsonl")
     if (text is None) == (file is None):
         raise BadInput("give one text (or - for stdin) or --file")
     if file is not None:

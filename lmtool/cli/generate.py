@@ -11,17 +11,17 @@ import typer
 
 from lmtool.cli.common import (
     Device,
-    Format,
     OutputFormat,
     Precision,
     Quiet,
     Seed,
-    handle_errors,
+    formats,
     stderr,
     warn,
 )
 from lmtool.errors import EXIT_USAGE, BadInput
 
+TextFormat = formats("text", "jsonl")
 HELP_EXAMPLES = (
     'lmtool generate runs/lm "Once upon a time" --max-new-tokens 80 --top-p 0.9',
     'lmtool generate runs/lm "The river" --temperature 0 --stop "."',
@@ -46,7 +46,6 @@ def _opt(flag: str, help: str, *aliases: str):
     return typer.Option(flag, *aliases, help=help, show_default=False)
 
 
-@handle_errors
 def generate(
     run: Annotated[Path, typer.Argument(help="A causal run directory.")],
     prompt: Annotated[
@@ -89,12 +88,10 @@ def generate(
     device: Device = "auto",
     precision: Precision = "auto",
     quiet: Quiet = False,
-    format: Format = OutputFormat.text,
+    format: TextFormat = "text",
 ) -> None:
     from lmtool.inference.generate import GenerateOptions
 
-    if format not in (OutputFormat.text, OutputFormat.jsonl):
-        raise BadInput(f"--format {format.value} is not available here", "use text or jsonl")
     if prompt is not None and file is not None:
         raise BadInput("give a prompt or --file, not both")
     options = GenerateOptions(

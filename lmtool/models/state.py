@@ -12,8 +12,10 @@
   keys arrive in (bf16 under autocast) and grow by doubling up to the model's context,
   so a short prompt does not pay for a 1,024-token cache. It cannot hold more than the
   context: the caller decides what to do at the limit (generation re-reads the recent
-  tokens, see inference/generate.py). Inference only: appends write into the buffers
-  in place, which autograd does not follow.
+  tokens, see inference/decoding.py). `dtype` may differ from the keys' (the
+  Transformer keeps an fp32 cache on CPUs, see its `initial_state`): writing converts.
+  Inference only: appends write into the buffers in place, which autograd does not
+  follow.
 - `LSTMState` (AWD-LSTM): each layer's (h, c). Training through it is the point
   (stateful BPTT): `detach()` cuts the graph between batches.
 
@@ -52,8 +54,10 @@ class KVCache:
         device: torch.device,
         capacity: int | None = None,
         left_pad: torch.Tensor | None = None,
+        dtype: torch.dtype | None = None,
     ):
         self.batch_size = batch_size
+        self.dtype = dtype  # of the buffers; None: that of the first keys written
         self.heads = heads
         self.head_size = head_size
         self.context = context  # the most positions this cache may hold
@@ -135,8 +139,9 @@ class KVCache:
             size *= 2
         size = min(size, self.context)
         B, H, _, D = like.shape
-        keys = like.new_empty(B, H, size, D)  # (B, H, capacity, D)
-        values = like.new_empty(B, H, size, D)
+        dtype = self.dtype or like.dtype
+        keys = like.new_empty(B, H, size, D, dtype=dtype)  # (B, H, capacity, D)
+        values = like.new_empty(B, H, size, D, dtype=dtype)
         if old is not None:
             keys[:, :, : self.length] = old[:, :, : self.length]
             values[:, :, : self.length] = self.values[layer][:, :, : self.length]
@@ -151,7 +156,7 @@ class KVCache:
         left_pad = self.left_pad.index_select(0, index) if self.left_pad is not None else None
         new = KVCache(
             len(self.keys), index.numel(), self.heads, self.head_size, self.context,
-            self.device, self.capacity, left_pad,
+            self.device, self.capacity, left_pad, self.dtype,
         )
         new.length = self.length
         for i, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
