@@ -42,6 +42,7 @@ import argparse  # noqa: E402
 import random  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
@@ -194,16 +195,16 @@ def bench_generation(args, kind: str):
             rows, beams = prompts_of([g.randint(16, 48) for _ in range(32)], args.vocab), 1
         else:
             rows, beams = prompts_of([args.prompt], args.vocab), 4
-        entries = {"lmtool fp32": lambda lm=lm32: run_lmtool(lm, rows, args.new, beams)}
+        entries = {"lmtool fp32": partial(run_lmtool, lm32, rows, args.new, beams)}
         if auto != torch.float32:
-            entries[f"lmtool default ({_name(auto)} weights)"] = (
-                lambda lm=lm_auto: run_lmtool(lm, rows, args.new, beams))
+            entries[f"lmtool default ({_name(auto)} weights)"] = partial(
+                run_lmtool, lm_auto, rows, args.new, beams)
         same = ""
         if hf_ok:
             hf = hf_copy(model)
             hf16 = hf_copy(model).to(torch.bfloat16)
-            entries["HF GPT2LMHeadModel fp32"] = lambda: run_hf(hf, rows, args.new, beams)
-            entries["HF GPT2LMHeadModel bf16"] = lambda: run_hf(hf16, rows, args.new, beams)
+            entries["HF GPT2LMHeadModel fp32"] = partial(run_hf, hf, rows, args.new, beams)
+            entries["HF GPT2LMHeadModel bf16"] = partial(run_hf, hf16, rows, args.new, beams)
             ours = [g.tokens for g in run_lmtool(lm32, rows, args.new, beams)]
             theirs = run_hf(hf, rows, args.new, beams).tolist()
             agree = sum(a == b for x, y in zip(ours, theirs, strict=True)
@@ -290,11 +291,11 @@ def bench_lstm(args):
     model = build_model(config).eval()
     auto = inference_dtype("auto", torch.device("cpu"), model)
     rows = prompts_of([args.prompt], args.vocab)
-    entries = {"AWD-LSTM fp32": lambda lm=loaded(model, torch.float32):
-               run_lmtool(lm, rows, args.new)}
+    entries = {"AWD-LSTM fp32": partial(run_lmtool, loaded(model, torch.float32), rows,
+                                         args.new)}
     if auto != torch.float32:
-        entries[f"AWD-LSTM default ({_name(auto)} weights)"] = (
-            lambda lm=loaded(model, auto): run_lmtool(lm, rows, args.new))
+        entries[f"AWD-LSTM default ({_name(auto)} weights)"] = partial(
+            run_lmtool, loaded(model, auto), rows, args.new)
     seconds = race(entries, args.repeats)
     table(f"AWD-LSTM small preset (3 layers, 256/768), vocab {args.vocab}, batch 1, greedy, "
           f"{args.new} new tokens", args.new, seconds, None)

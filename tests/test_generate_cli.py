@@ -103,7 +103,7 @@ def test_backward_run_prints_the_text_before_the_prompt(runs, cli):
         (["--top-p", "0"], "--top-p must be in (0, 1]"),
         (["--temperature", "-1"], "--temperature must be >= 0"),
         (["--num-return", "2"], "--num-return need beam search"),
-        (["--format", "tsv"], "--format tsv is not available here"),
+        (["--format", "tsv"], "--format: 'tsv' is not one of text, jsonl"),
     ],
 )
 def test_generate_refuses_bad_options(runs, cli, args, message):

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from lmtool.cli.common import Device, OutputFormat, Precision, formats, stderr
+from lmtool.cli.common import Device, OutputFormat, Precision, Quiet, formats, stderr
 from lmtool.errors import EXIT_USAGE, BadInput
 
 TextFormat = formats("text", "jsonl")
@@ -40,6 +40,7 @@ def fill_mask(
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per mask.")] = 5,
     device: Device = "auto",
     precision: Precision = "auto",
+    quiet: Quiet = False,
     format: TextFormat = "text",
 ) -> None:
     from lmtool.inference.fill_mask import fill_mask as run_fill_mask
