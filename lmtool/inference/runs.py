@@ -67,7 +67,7 @@ def inference_dtype(precision: str, device, model):
     """The weights' dtype for `--precision` on `device` (see the module docstring)."""
     import torch
 
-    from lmtool.device import PRECISIONS, cpu_has_native_bf16
+    from lmtool.device import PRECISIONS, cpu_facts
 
     precision = (precision or "auto").strip().lower()
     if precision not in PRECISIONS:
@@ -88,7 +88,8 @@ def inference_dtype(precision: str, device, model):
         return torch.bfloat16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    if device.type == "cpu" and cpu_has_native_bf16():
+    facts = cpu_facts() if device.type == "cpu" else None
+    if facts is not None and (facts.amx or facts.avx512_bf16):
         fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
         if fp32_bytes > last_level_cache_bytes():
             return torch.bfloat16
