@@ -39,6 +39,7 @@ $lmtool finetune classifier "$out/lm-reviews" corpora/reviews/train.tsv -o "$out
 echo "== 7. its accuracy on the held-out reviews (keyword rules score 0.51-0.56 there)" >&2
 $lmtool evaluate "$out/clf" corpora/reviews/test.tsv
 echo "== 8. three test reviews: true label, then what the classifier says" >&2
-tail -n +2 corpora/reviews/test.tsv | head -3 | cut -f2 > "$out/three.txt"
-paste <(tail -n +2 corpora/reviews/test.tsv | head -3 | cut -f1) \
+# sed, not tail | head: under pipefail, head closing the pipe early would fail the script.
+sed -n '2,4p' corpora/reviews/test.tsv | cut -f2 > "$out/three.txt"
+paste <(sed -n '2,4p' corpora/reviews/test.tsv | cut -f1) \
   <($lmtool classify "$out/clf" "$out/three.txt" --per-line | cut -f2,3) "$out/three.txt"
