@@ -88,20 +88,20 @@ class BatchedMuon(torch.optim.Muon):
             blocks = blocks if wide else blocks.mT  # (k, r, c), r <= c: the smaller Gram
             key = (*blocks.shape[1:], group["ns_coefficients"], group["ns_steps"], group["eps"])
             stacks.setdefault(key, []).append((i, wide, blocks))
-        # 3. Newton-Schulz on each stack, then each block back into its matrix.
-        ortho: list[torch.Tensor] = [u for _, _, u in entries]
-        for (_, _, coefficients, steps, eps), members in stacks.items():
-            stack = torch.cat([b for _, _, b in members]).to(self.ns_dtype)  # (N, r, c)
+        # 3. Newton-Schulz on each stack (cast while stacking: one pass), then the decoupled
+        #    weight decay and the step, written through views of each block: no copies.
+        for (rows, cols, coefficients, steps, eps), members in stacks.items():
+            count = sum(b.size(0) for _, _, b in members)
+            stack = torch.empty(count, rows, cols, dtype=self.ns_dtype, device=members[0][2].device)
+            torch.cat([b for _, _, b in members], out=stack)  # (N, r, c)
             stack = newton_schulz(stack, coefficients, steps, eps)
             done = stack.split([b.size(0) for _, _, b in members])  # (k, r, c) each
             for (i, wide, _), blocks in zip(members, done, strict=True):
-                ortho[i] = (blocks if wide else blocks.mT).reshape(entries[i][1].shape)
-        # 4. Decoupled weight decay, then the step, its rate scaled by the block's shape.
-        for (group, p, _), o in zip(entries, ortho, strict=True):
-            lr = group["lr"]
-            p.mul_(1 - lr * group["weight_decay"])
-            scale = _rate_scale(group["adjust_lr_fn"], p.size(0) // self._blocks(p), p.size(1))
-            p.add_(o, alpha=-lr * scale)
+                group, p, _ = entries[i]
+                lr, k = group["lr"], self._blocks(p)
+                scale = _rate_scale(group["adjust_lr_fn"], p.size(0) // k, p.size(1))
+                p.mul_(1 - lr * group["weight_decay"])
+                p.view(k, -1, p.size(1)).add_(blocks if wide else blocks.mT, alpha=-lr * scale)
         return loss
 
     def _blocks(self, p: torch.Tensor) -> int:
