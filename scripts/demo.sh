@@ -3,7 +3,8 @@
 # train a tokenizer, encode the corpus into token shards, pre-train the tiny causal
 # transformer for two minutes, evaluate it and show what it learned; then ULMFiT on the
 # embedded review set: fine-tune that language model on unlabelled reviews, train a
-# classifier on the labelled ones and print its accuracy on the held-out test set.
+# classifier on the labelled ones and print its accuracy on the held-out test set;
+# last, a sample of text the language model writes through `lmtool generate`.
 # Runs on a GPU when there is one, on the CPU otherwise. Output goes to ./demo-out
 # (or the directory given as the first argument); re-running starts afresh.
 set -euo pipefail
@@ -43,3 +44,6 @@ echo "== 8. three test reviews: true label, then what the classifier says" >&2
 sed -n '2,4p' corpora/reviews/test.tsv | cut -f2 > "$out/three.txt"
 paste <(sed -n '2,4p' corpora/reviews/test.tsv | cut -f1) \
   <($lmtool classify "$out/clf" "$out/three.txt" --per-line | cut -f2,3) "$out/three.txt"
+
+echo "== 9. and what the language model writes, through lmtool generate" >&2
+$lmtool generate "$out/lm" "The" --max-new-tokens 60 --top-p 0.9 --seed 1
