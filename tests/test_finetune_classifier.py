@@ -93,6 +93,31 @@ def test_gradual_unfreezing_epoch_by_epoch(lms, tmp_path, kind):
         assert any(not torch.equal(before[n], after[n]) for n in fresh)
 
 
+def test_from_scratch_keeps_the_architecture_not_the_weights(lms, tmp_path):
+    """The backbone of a --from-scratch classifier is a seeded random one, not the
+    base run's; after a step that trains the head alone, a normal one is the base's."""
+    data = write_tsv(tmp_path / "train.tsv", labelled_rows(40))
+    base = load_file(str(lms["lstm"] / "model.safetensors"))
+    opts = dict(batch_size=8, device="cpu", max_steps=1)
+    backbones = {}
+    for name, scratch, seed in (("ulmfit", False, 0), ("scratch", True, 0),
+                                ("again", True, 0), ("seed1", True, 1)):
+        finetune_classifier(lms["lstm"], data, tmp_path / name, from_scratch=scratch,
+                            overrides=dict(opts, seed=seed))
+        weights = load_file(str(tmp_path / name / "model.safetensors"))
+        backbones[name] = {k.removeprefix("backbone."): v for k, v in weights.items()
+                           if k.startswith("backbone.")}
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        assert config["base"]["from_scratch"] is scratch
+    assert backbones["ulmfit"].keys() <= base.keys()
+    assert all(torch.equal(v, base[k]) for k, v in backbones["ulmfit"].items())
+    assert all(not torch.equal(v, base[k]) for k, v in backbones["scratch"].items()
+               if v.dim() > 1)
+    assert all(torch.equal(v, backbones["again"][k]) for k, v in backbones["scratch"].items())
+    assert not torch.equal(backbones["scratch"]["embedding.weight"],
+                           backbones["seed1"]["embedding.weight"])
+
+
 def test_resume_matches_an_uninterrupted_run(lms, tmp_path):
     """A run stopped after its second epoch (by a crash) and resumed ends with the same
     weights, best epoch and held-out figures as a run never stopped."""
@@ -201,6 +226,21 @@ def test_cli_finetune_classifier_then_classify_evaluate_info(cli, lms, tmp_path)
     assert [e["trainable_groups"] for e in info["classifier"]["epochs"]] == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("every, epochs, groups", [
+    ("0", 4, [4, 4, 4, 4]), ("0.5", 2, [2, 4]), ("2", 8, [1, 1, 2, 2, 3, 3, 4, 4])])
+def test_cli_unfreeze_every(cli, lms, tmp_path, every, epochs, groups):
+    """--unfreeze-every sets the period of gradual unfreezing and, without a limit, the
+    run's length (a stage per group); 0 trains every group from the first step. Each
+    epoch's row counts the groups that trained in its last step."""
+    train = write_tsv(tmp_path / "train.tsv", labelled_rows(32, seed=4))
+    r = cli("finetune", "classifier", lms["lstm"], train, "-o", tmp_path / "clf",
+            "--batch-size", "8", "--device", "cpu", "--unfreeze-every", every, "--json")
+    assert r.exit_code == 0, r.stderr
+    history = json.loads(r.stdout)["history"]
+    assert history[-1]["epoch"] == epochs
+    assert [row["trainable_groups"] for row in history] == groups
+
+
 def test_cli_bad_inputs(cli, lms, tmp_path):
     data = write_tsv(tmp_path / "train.tsv", labelled_rows(20))
     (tmp_path / "weird.dat").write_text("no header here\nat all\n")
@@ -210,6 +250,8 @@ def test_cli_bad_inputs(cli, lms, tmp_path):
         (["finetune", "classifier", lms["lstm"], data, "-o", tmp_path / "x",
           "--class-weights", "sometimes"], "sometimes"),
         (["classify", lms["lstm"], "-"], "is a language model, not a classifier"),
+        (["finetune", "classifier", lms["lstm"], data, "-o", tmp_path / "x",
+          "--unfreeze-every", "-1"], "--unfreeze-every must not be negative"),
     ]
     from clf_fixtures import make_classifier_run
 

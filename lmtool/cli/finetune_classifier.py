@@ -41,6 +41,8 @@ EXAMPLES = (
     "lmtool finetune classifier runs/awd data/train.jsonl -o runs/clf --valid data/dev.jsonl",
     "lmtool finetune classifier runs/awd-bwd docs/ -o runs/clf-bwd --class-weights auto",
     "lmtool finetune classifier runs/lm reviews/train.tsv -o runs/clf --resume --epochs 8",
+    "lmtool finetune classifier runs/lm big.tsv -o runs/clf --unfreeze-every 0.5",
+    "lmtool finetune classifier runs/lm reviews/train.tsv -o runs/clf0 --from-scratch",
 )
 SUMMARY = (
     "ULMFiT stage 3: train a classifier from a language model run (any that pretrain or "
@@ -50,7 +52,8 @@ SUMMARY = (
     "more layer group each epoch: by default one epoch per group, so the last trains them "
     "all), discriminative rates (/2.6 per group) and slanted triangular rates. A tenth of "
     "the data is held out unless --valid is given; loss, accuracy and macro-F1 are printed "
-    "after every epoch and the best epoch is the one kept."
+    "after every epoch and the best epoch is the one kept. --from-scratch trains the same "
+    "classifier from random weights, to show what pre-training is worth."
 )
 
 
@@ -82,6 +85,12 @@ def classifier(
         "for imbalanced data (none).", "Data")] = ClassWeights.none,
     max_tokens: Annotated[int, option(
         "--max-tokens", "Tokens of a document read at most (1440).", "Data")] = 1440,
+    from_scratch: Annotated[bool, option(
+        "--from-scratch", "Start from random weights: RUN gives only the architecture and "
+        "tokenizer (a baseline).", "Data")] = False,
+    unfreeze_every: Annotated[float | None, option(
+        "--unfreeze-every", "Epochs between unfreezing one more layer group (1; 0: all "
+        "train from the start). Sets the default --epochs: one stage per group.")] = None,
     batch_size: BatchSize = None,
     lr: Lr = None,
     weight_decay: WeightDecay = None,
@@ -113,13 +122,15 @@ def classifier(
         discriminative=discriminative, dropout=dropout, grad_accum=grad_accum,
         grad_clip=grad_clip, max_steps=max_steps, max_time=max_time, epochs=epochs,
         seed=seed, device=device, precision=precision, compile=compile,
+        unfreeze_every=unfreeze_every, unfreeze_start=0 if unfreeze_every == 0 else None,
     ))
     reporter = EpochReporter(quiet)
     try:
         result = finetune_classifier(
             run, labelled, output, valid=valid, overrides=given,
-            class_weights_mode=class_weights.value, max_tokens=max_tokens, resume=resume,
-            force=force, encoding_errors=encoding_errors.value, callbacks=[reporter])
+            class_weights_mode=class_weights.value, max_tokens=max_tokens,
+            from_scratch=from_scratch, resume=resume, force=force,
+            encoding_errors=encoding_errors.value, callbacks=[reporter])
     finally:
         reporter.close()
     if not result.is_main:

@@ -7,7 +7,8 @@
 1. The base run must be a language model; its tokenizer and weights are kept, its LM
    head is dropped for a new concat-pooling head (models/classifier.py). The AWD-LSTM
    backbone takes fastai's classifier dropouts (input 0.4, hidden 0.3, weight 0.5,
-   embedding 0.05, output 0.4) times its dropout multiplier.
+   embedding 0.05, output 0.4) times its dropout multiplier. `from_scratch` keeps the
+   architecture and tokenizer but not the weights: the baseline without pre-training.
 2. The labelled data (TSV/CSV/JSONL or a folder per class, text/labelled.py) is
    tokenized once; a tenth of it is held out for validation unless `valid` is given.
 3. The one training loop trains it with ULMFiT's recipe (Howard & Ruder 2018, §3.3):
@@ -15,7 +16,8 @@
    head alone in the first epoch, one more group each epoch), discriminative rates
    (each group at the rate of the one above / 2.6), slanted triangular rates over the
    whole run, gradient clipping. Without a limit it trains one epoch per layer group,
-   so the last epoch trains everything.
+   so the last epoch trains everything (`unfreeze_every` epochs per group when given;
+   as many epochs when every group trains from the start).
 4. The held-out part is scored after every epoch (loss, accuracy, macro-F1); the best
    epoch (accuracy, then loss) is what RUN/model.safetensors holds, at every save.
    The weights of the last step, which `--resume` continues from, are kept beside it
@@ -267,6 +269,7 @@ def finetune_classifier(
     overrides: dict | None = None,
     class_weights_mode: str = "none",
     max_tokens: int = 1440,
+    from_scratch: bool = False,
     resume: bool = False,
     force: bool = False,
     encoding_errors: str = "strict",
@@ -279,6 +282,9 @@ def finetune_classifier(
     max_time, discriminative, unfreeze_start, unfreeze_every, seed, device, precision,
     ...) and `dropout` to values; None means "not given". `class_weights_mode` "auto"
     weighs each class by n / (K n_c) in the loss, for imbalanced data.
+    `from_scratch`: random backbone weights (seeded) instead of the run's, which then
+    gives only the architecture and tokenizer: the baseline that shows what
+    pre-training is worth.
     """
     from lmtool.training.finetune import read_base
 
@@ -294,13 +300,14 @@ def finetune_classifier(
     with claim_run(output, resume=resume, force=force, lock=os.environ.get("RANK", "0") == "0"):
         return _finetune_classifier(
             run, base, labelled, output, valid=valid, overrides=dict(overrides or {}),
-            class_weights_mode=class_weights_mode, max_tokens=max_tokens, resume=resume,
-            encoding_errors=encoding_errors, callbacks=callbacks)
+            class_weights_mode=class_weights_mode, max_tokens=max_tokens,
+            from_scratch=from_scratch, resume=resume, encoding_errors=encoding_errors,
+            callbacks=callbacks)
 
 
 def _finetune_classifier(run: Path, base: dict, labelled, output: Path, *, valid,
                          overrides: dict, class_weights_mode: str, max_tokens: int,
-                         resume: bool, encoding_errors: str,
+                         from_scratch: bool, resume: bool, encoding_errors: str,
                          callbacks: Sequence[Callback]) -> ClassifierResult:
     from lmtool.checkpoint import load_checkpoint
     from lmtool.device import resolve_device, resolve_precision
@@ -326,6 +333,7 @@ def _finetune_classifier(run: Path, base: dict, labelled, output: Path, *, valid
                            f"({saved.get('base', {}).get('run')}), or it changed since",
                            "resume with the same base run, or start a new classifier")
         clf_config = ClassifierConfig.from_dict(saved["classifier"])
+        from_scratch = saved["base"].get("from_scratch", False)
         max_tokens = clf_config.max_tokens
         class_weights_mode = saved.get("data", {}).get("class_weights", "none")
     else:
@@ -382,10 +390,10 @@ def _finetune_classifier(run: Path, base: dict, labelled, output: Path, *, valid
             best = saved.get("best")
         else:
             clf_config = ClassifierConfig(labels=list(vocab.names), max_tokens=max_tokens)
-            lm = load_checkpoint(run, "cpu").model
+            torch.manual_seed(train_config.seed)  # the head's (and a new backbone's) weights
             backbone = build_model(model_config)
-            backbone.load_state_dict(lm.state_dict())
-            torch.manual_seed(train_config.seed)  # the head's initial weights
+            if not from_scratch:
+                backbone.load_state_dict(load_checkpoint(run, "cpu").model.state_dict())
             model = Classifier(backbone, clf_config).to(device)
             best_model = model
             state, rows, resumed_from, best = TrainerState(), [], None, None
@@ -403,7 +411,11 @@ def _finetune_classifier(run: Path, base: dict, labelled, output: Path, *, valid
         if not resume:
             if all(getattr(train_config, k) is None for k in ("epochs", "max_steps",
                                                               "max_time")):
-                train_config.epochs = float(groups)  # the last epoch trains every group
+                # A stage for each group unfrozen after the start, then one that trains
+                # them all (ULMFiT: one epoch per group); as many epochs without unfreezing.
+                start, every = train_config.unfreeze_start, train_config.unfreeze_every
+                stages = groups - start + 1 if start and every else groups
+                train_config.epochs = stages * (every or 1.0)
             train_config.eval_every = spe  # once an epoch
             train_config.save_every = spe
         objective = ClassificationObjective(vocab.names, weights)
@@ -417,6 +429,7 @@ def _finetune_classifier(run: Path, base: dict, labelled, output: Path, *, valid
             "training": train_config.to_dict(),
             "tokenizer": base.get("tokenizer", {}),
             "base": {"run": str(run.resolve()), "weights_sha256": base_sha,
+                     "from_scratch": from_scratch,
                      "objective": base.get("objective"), "arch": base.get("arch"),
                      "backward": model_config.backward},
             "data": {

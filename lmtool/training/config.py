@@ -162,7 +162,9 @@ def validate_train_config(c: TrainConfig) -> None:
         problems.append("--epochs must be positive")
     if not c.discriminative >= 1:
         problems.append("--discriminative must be at least 1 (1: one rate for every group)")
-    if c.unfreeze_start < 0 or c.unfreeze_every < 0:
-        problems.append("the unfreezing plan's start and period must not be negative")
+    if c.unfreeze_start < 0:
+        problems.append("the unfreezing plan's start must not be negative")
+    if c.unfreeze_every < 0:
+        problems.append("--unfreeze-every must not be negative")
     if problems:
         raise BadInput("invalid training config: " + "; ".join(problems))
