@@ -233,3 +233,15 @@ def test_one_prompt_to_a_terminal_streams_and_ends_with_a_newline(runs):
          "--temperature", "0"], capture_output=True, env=_env(), check=True,
     )
     assert out.replace(b"\r\n", b"\n") == piped.stdout  # the same text, streamed
+
+
+def test_a_classifier_run_is_refused_by_the_language_model_commands(tmp_path, cli):
+    from clf_fixtures import make_classifier_run
+
+    clf = make_classifier_run(tmp_path, "causal")
+    for args in (["generate", clf, "t9"], ["complete", clf, "--prefix", "t9"],
+                 ["fill-mask", clf, "t9 [MASK]"]):
+        result = cli(*args)
+        assert result.exit_code == 2 and result.stdout == ""
+        assert "is a classifier run, not a language model" in one_error_line(result)
+        assert "lmtool classify" in result.stderr
