@@ -56,6 +56,7 @@ from pathlib import Path
 import torch
 
 from lmtool.errors import BadInput
+from lmtool.wording import count
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -78,11 +79,11 @@ def resolve_device(name: str = "auto") -> torch.device:
                 "use --device cpu (or auto), or install a CUDA build of PyTorch",
             )
         index = int(name.split(":")[1]) if ":" in name else 0
-        count = torch.cuda.device_count()
-        if index >= count:
+        gpus = torch.cuda.device_count()
+        if index >= gpus:
             raise BadInput(
-                f"--device {name}: this machine has {count} CUDA GPU(s)",
-                f"use an index from 0 to {count - 1}",
+                f"--device {name}: this machine has {count(gpus, 'CUDA GPU')}",
+                f"use an index from 0 to {gpus - 1}",
             )
         return torch.device(name)
     if name == "mps":

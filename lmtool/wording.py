@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 
-def count(n: int, noun: str, plural: str | None = None) -> str:
+def count(n: int, noun: str, many: str | None = None) -> str:
     """"1 document", "2,095 documents", count(3, "binary file") → "3 binary files"."""
-    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+    return f"{n:,} {plural(n, noun, many)}"
+
+
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    """The noun for n things, without the number: "field" for 1, "fields" otherwise
+    (`many` when adding an s will not do)."""
+    return noun if n == 1 else many or noun + "s"
 
 
 def listing(names: list[str], shown: int = 3) -> str:

@@ -69,7 +69,7 @@ def test_generate_many_prompts_keeps_input_order_and_reports_bad_jsonl_lines(run
     assert errors[0].startswith("lmtool: error: line 2: a JSONL prompt must be an object")
     assert errors[1].startswith("lmtool: error: line 4: not valid JSON")
     assert errors[2].startswith("lmtool: error: line 5: top_p must be in (0, 1]")
-    assert "3 prompt(s) skipped" in errors[3]
+    assert "3 prompts skipped" in errors[3]
 
 
 def test_generate_text_lines_from_a_file_and_batch_size_does_not_change_them(runs, cli, tmp_path):

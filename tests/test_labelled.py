@@ -160,7 +160,7 @@ def test_empty_texts_are_kept_and_reported(tmp_path):
     report = LabelledReport()
     assert pairs(f, report=report) == [("pos", ""), ("neg", "bad")]
     assert report.empty_texts == [f"{f}:2"]
-    assert "1 document(s) with an empty text" in report.warnings()[0]
+    assert "1 document with an empty text" in report.warnings()[0]
 
 
 def test_reading_streams(tmp_path):

@@ -20,6 +20,7 @@ from lmtool.cli.common import (
     stderr,
     warn,
 )
+from lmtool.wording import count
 
 HELP_EXAMPLES = (
     "lmtool classify runs/clf inbox/*.txt > labels.txt",
@@ -93,15 +94,15 @@ def classify(
         progress.close()
     if not quiet:
         if empty:
-            warn(f"{len(empty)} empty document(s) were classified: " + ", ".join(empty[:3])
+            warn(f"classified {count(len(empty), 'empty document')}: " + ", ".join(empty[:3])
                  + (" ..." if len(empty) > 3 else ""))
         if truncated:
-            warn(f"{truncated} document(s) were longer than the classifier reads; "
-                 "their beginning was classified")
+            warn(f"classified the beginning of {count(truncated, 'document')} longer than the "
+                 "classifier reads")
     for line in report.warnings():
         warn(line)
     if report.skipped:
-        raise SomeSkipped(f"{len(report.skipped)} input(s) were skipped",
+        raise SomeSkipped(f"skipped {count(len(report.skipped), 'input')}",
                           "see the warnings above")
 
 
@@ -171,7 +172,8 @@ def evaluate_classifier(run: Path, sources: list[str], *, ensemble: list[Path], 
     for line in report.warnings():
         warn(line)
     for name, n in result["unseen_labels"].items():
-        warn(f"label {name!r} ({n} example(s)) is not one the classifier knows: counted as wrong")
+        warn(f"label {name!r} ({count(n, 'example')}) is not one the classifier knows: "
+             "counted as wrong")
     if format in (OutputFormat.json, OutputFormat.jsonl):
         typer.echo(json.dumps(result, indent=2 if format == OutputFormat.json else None))
     elif format == OutputFormat.tsv:

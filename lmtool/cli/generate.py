@@ -20,6 +20,7 @@ from lmtool.cli.common import (
     warn,
 )
 from lmtool.errors import EXIT_USAGE, BadInput
+from lmtool.wording import count
 
 TextFormat = formats("text", "jsonl")
 HELP_EXAMPLES = (
@@ -118,7 +119,7 @@ def generate(
         return
     failed = _generate_many(lm, _lines(file), options, batch_size, format)
     if failed:
-        stderr.print(f"lmtool: error: {failed} prompt(s) skipped (see above)", markup=False)
+        stderr.print(f"lmtool: error: {count(failed, 'prompt')} skipped (see above)", markup=False)
         raise typer.Exit(EXIT_USAGE)
 
 

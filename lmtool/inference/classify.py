@@ -35,6 +35,7 @@ from lmtool.text.sources import (
     iter_lines,
     resolve_sources,
 )
+from lmtool.wording import count
 
 BLOCK = 1024  # documents scored together (sorted by length within a block)
 # Bytes read from a document at most, per token the classifier reads: no tokenizer
@@ -75,9 +76,10 @@ class SkipReport:
     def warnings(self) -> list[str]:
         out = [f"skipped {path}: {why}" for path, why in self.skipped[:10]]
         if len(self.skipped) > 10:
-            out.append(f"... and {len(self.skipped) - 10} more skipped file(s)")
+            out.append(f"... and {count(len(self.skipped) - 10, 'more skipped file')}")
         if self.undecodable_files:
-            out.append(f"invalid UTF-8 replaced or dropped in {self.undecodable_files} file(s)")
+            files = count(self.undecodable_files, "file")
+            out.append(f"invalid UTF-8 replaced or dropped in {files}")
         return out
 
 

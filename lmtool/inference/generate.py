@@ -39,6 +39,7 @@ from lmtool.inference.text import (
     encode_prompt,
 )
 from lmtool.text.specials import SPECIAL_IDS
+from lmtool.wording import plural
 
 DEFAULT_TEMPERATURE = 0.8
 STOP_REASONS = ("eos", "stop", "length")
@@ -200,7 +201,7 @@ def generate(
 def _options(options: GenerateOptions | None, values: dict) -> GenerateOptions:
     unknown = sorted(set(values) - set(GenerateOptions.field_names()))
     if unknown:
-        raise BadInput(f"unknown generation option(s): {', '.join(unknown)}")
+        raise BadInput(f"unknown generation {plural(len(unknown), 'option')}: {', '.join(unknown)}")
     return replace(options or GenerateOptions(), **values).resolved()
 
 

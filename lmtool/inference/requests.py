@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from lmtool.errors import BadInput
 from lmtool.inference.generate import GenerateOptions, Generation, generate_prompts, prepare
 from lmtool.inference.runs import LoadedLM
+from lmtool.wording import plural
 
 # Options a JSONL line may set for its prompt.
 LINE_OPTIONS = tuple(n for n in GenerateOptions.field_names() if n != "stop_at_eos")
@@ -58,7 +59,7 @@ def _parse_json(number: int, line: str, base: GenerateOptions) -> Request | BadI
         return BadInput(f'{where}: "prompt" must be a string', 'write {"prompt": "..."}')
     unknown = sorted(set(data) - set(LINE_OPTIONS))
     if unknown:
-        return BadInput(f"{where}: unknown option(s) {', '.join(unknown)}",
+        return BadInput(f"{where}: unknown {plural(len(unknown), 'option')} {', '.join(unknown)}",
                         f"use {', '.join(LINE_OPTIONS)}")
     if isinstance(data.get("stop"), str):
         data["stop"] = [data["stop"]]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from lmtool.errors import BadInput
+from lmtool.wording import plural
 
 ARCHS = ("transformer", "lstm")
 OBJECTIVES = ("causal", "masked")
@@ -25,7 +26,8 @@ def dataclass_from_dict(cls, data: dict, what: str):
     """cls(**data), refusing unknown keys with a BadInput that names them."""
     unknown = sorted(set(data) - {f.name for f in fields(cls)})
     if unknown:
-        raise BadInput(f"unknown {what} config field(s): {', '.join(unknown)}")
+        raise BadInput(f"unknown {what} config {plural(len(unknown), 'field')}: "
+                       f"{', '.join(unknown)}")
     return cls(**data)
 
 

@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 from lmtool.errors import BadInput
 from lmtool.text.sources import SNIFF_BYTES, STDIN, ReadReport, iter_lines
+from lmtool.wording import count
 
 FORMATS = ("tsv", "csv", "jsonl", "folder")
 EXTENSIONS = {".tsv": "tsv", ".tab": "tsv", ".csv": "csv", ".jsonl": "jsonl",
@@ -69,13 +70,14 @@ class LabelledReport:
         out = []
         if self.empty_texts:
             first = ", ".join(self.empty_texts[:3])
-            out.append(f"{len(self.empty_texts)} document(s) with an empty text (kept): {first}")
+            documents = count(len(self.empty_texts), "document")
+            out.append(f"{documents} with an empty text (kept): {first}")
         if self.skipped:
             first = ", ".join(f"{path} ({why})" for path, why in self.skipped[:3])
             more = f" and {len(self.skipped) - 3} more" if len(self.skipped) > 3 else ""
-            out.append(f"skipped {len(self.skipped)} unreadable file(s): {first}{more}")
+            out.append(f"skipped {count(len(self.skipped), 'unreadable file')}: {first}{more}")
         if self.ignored:
-            out.append(f"ignored {len(self.ignored)} file(s) outside the class folders: "
+            out.append(f"ignored {count(len(self.ignored), 'file')} outside the class folders: "
                        + ", ".join(self.ignored[:3]))
         return out
 
@@ -213,11 +215,12 @@ class _Columns:
         if len(fields) > self.width and self.text_at == self.width - 1:
             # The text is the last column: a separator in it split it in several fields.
             fields = fields[: self.text_at] + [sep.join(fields[self.text_at :])]
-        shape = (f"the header names {self.width} column(s): {', '.join(self.header)}"
+        shape = (f"the header names {count(self.width, 'column')}: {', '.join(self.header)}"
                  if self.header else "a file without a header holds label, text rows")
         if len(fields) < self.width:
             missing = "text" if len(fields) <= self.text_at else "label"
-            raise BadInput(f"{where}: the row has no {missing} ({len(fields)} field(s); {shape})",
+            raise BadInput(f"{where}: the row has no {missing} "
+                           f"({count(len(fields), 'field')}; {shape})",
                            "give every row a label and a text" if self.header else
                            "give every row a label and a text, or add a header line")
         if len(fields) > self.width:

@@ -22,6 +22,7 @@ import torch
 
 from lmtool.errors import BadInput
 from lmtool.training.data import BatchSource, EvalSource
+from lmtool.wording import count
 
 
 def seed_for(*parts: int) -> int:
@@ -63,7 +64,7 @@ class WindowSampler(BatchSource):
         self.batches_per_epoch = self.windows_per_epoch // global_batch
         if self.batches_per_epoch == 0:
             raise BadInput(
-                f"the training data holds only {self.windows_per_epoch} window(s) of "
+                f"the training data holds only {count(self.windows_per_epoch, 'window')} of "
                 f"--context {context} tokens, fewer than one batch of {global_batch}",
                 "lower --batch-size or --context, or encode more text",
             )

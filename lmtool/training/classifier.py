@@ -46,6 +46,7 @@ from lmtool.rundir import claim_run
 from lmtool.training.objectives import Batch, Objective, Sums
 from lmtool.training.run import Checkpointer, RunResult
 from lmtool.training.trainer import Callback
+from lmtool.wording import count, plural
 
 # fastai's AWD-LSTM classifier dropouts (awd_lstm_clas_config), before the multiplier.
 LSTM_DROPOUTS = dict(embed_dropout=0.05, input_dropout=0.4, hidden_dropout=0.3,
@@ -221,7 +222,7 @@ def _read(source, tokenizer, encoding_errors: str, max_tokens: int, what: str):
                                           report=report), tokenizer, max_tokens=max_tokens)
     if report.skipped:
         path, why = report.skipped[0]
-        raise BadInput(f"the {what} data has {len(report.skipped)} unreadable file(s): "
+        raise BadInput(f"the {what} data has {count(len(report.skipped), 'unreadable file')}: "
                        f"{path} ({why})", "remove them, or pass --encoding-errors replace")
     return docs, report
 
@@ -462,8 +463,8 @@ def _finetune_classifier(run: Path, base: dict, labelled, output: Path, *, valid
         history = [r for r in metrics.rows if "val_loss" in r]
         warnings = report.warnings()
         if unseen:
-            warnings.append(f"held-out label(s) the training part lacks, counted as wrong: "
-                            f"{', '.join(unseen)}")
+            warnings.append(f"{plural(len(unseen), 'held-out label')} the training part "
+                            f"lacks, counted as wrong: {', '.join(unseen)}")
         limit = trainer.limits.max_steps
         return ClassifierResult(
             **vars(done), labels=list(vocab.names), best=keeper.best,

@@ -14,6 +14,7 @@ from pathlib import Path
 from lmtool.errors import BadInput
 from lmtool.models.config import ModelConfig, dataclass_from_dict, resolve_model_config
 from lmtool.training.schedules import SCHEDULES
+from lmtool.wording import plural
 
 OPTIMIZERS = ("adamw", "muon")  # lmtool/training/optimizers.py
 DEFAULT_EPOCHS = 1  # when none of --max-steps / --max-time / --epochs is given
@@ -100,7 +101,7 @@ def read_config_file(path: Path) -> dict:
     unknown = sorted(set(data) - MODEL_FIELDS - TRAIN_FIELDS - TOP_FIELDS)
     if unknown:
         raise BadInput(
-            f"unknown field(s) in --config {path}: {', '.join(unknown)}",
+            f"unknown {plural(len(unknown), 'field')} in --config {path}: {', '.join(unknown)}",
             f"known fields: {', '.join(sorted(MODEL_FIELDS | TRAIN_FIELDS | TOP_FIELDS))}",
         )
     return data
@@ -121,7 +122,7 @@ def resolve_configs(
     merged = {**from_file, **{k: v for k, v in overrides.items() if v is not None}}
     unknown = sorted(set(merged) - MODEL_FIELDS - TRAIN_FIELDS - TOP_FIELDS)
     if unknown:
-        raise BadInput(f"unknown field(s): {', '.join(unknown)}")
+        raise BadInput(f"unknown {plural(len(unknown), 'field')}: {', '.join(unknown)}")
     objective = objective or merged.get("objective") or "causal"
     arch = arch or merged.get("arch") or "transformer"
     preset = preset or merged.get("preset") or "tiny"

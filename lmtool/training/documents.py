@@ -31,6 +31,7 @@ from lmtool.text.labelled import Example, LabelVocab
 from lmtool.training.batches import seed_for
 from lmtool.training.data import BatchSource, EvalSource
 from lmtool.training.objectives import Batch
+from lmtool.wording import count
 
 CHUNK_DOCS = 4096  # documents tokenized per call of the batch encoder
 SORT_CHUNK = 50  # batches whose documents are sorted by length together
@@ -138,7 +139,7 @@ class DocumentBatches(BatchSource):
         global_batch = batch_size * world_size
         n = len(docs)
         if n < 2 * world_size:
-            raise BadInput(f"{n} training document(s) are too few for a batch",
+            raise BadInput(f"{count(n, 'training document')}: too few for a batch",
                            "pass more labelled examples")
         # Near-equal batches: ceil(n / global_batch) of them, sizes differing by one.
         self.batches_per_epoch = max(1, -(-n // global_batch))

@@ -39,6 +39,7 @@ from lmtool.checkpoint import TOKENIZER, WEIGHTS, read_run_config
 from lmtool.errors import BadInput
 from lmtool.training.run import RunResult
 from lmtool.training.trainer import Callback
+from lmtool.wording import count
 
 # What `finetune lm` changes in the base run's training settings unless told otherwise:
 # ULMFiT's rates, and a run of its own (limits and warmup are the fine-tune's).
@@ -136,7 +137,7 @@ def encode_target(sources: Sequence[str | Path], tokenizer_path: Path, out_dir: 
     finally:
         writer.close()
     if report.documents == 0:
-        binary = f" ({len(report.skipped_binary)} binary file(s) skipped)" if (
+        binary = f" ({count(len(report.skipped_binary), 'binary file')} skipped)" if (
             report.skipped_binary) else ""
         raise BadInput(f"the target text holds no text{binary}", "pass text files")
     if writer.documents["val"] == 0:

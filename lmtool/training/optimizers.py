@@ -28,6 +28,7 @@ from torch import nn
 from lmtool.errors import BadInput
 from lmtool.models.base import parameter_groups
 from lmtool.training.config import OPTIMIZERS
+from lmtool.wording import plural
 
 _DEVICE_KEYS = ("fused", "foreach", "capturable")  # param-group flags chosen per device
 
@@ -184,7 +185,8 @@ class Optimizers:
     def load_state_dict(self, state: dict[str, dict]) -> None:
         if set(state) != set(self.named):
             raise BadInput(
-                f"the checkpoint holds the state of optimiser(s) {', '.join(sorted(state))}, "
+                f"the checkpoint holds the state of {plural(len(state), 'optimiser')} "
+                f"{', '.join(sorted(state))}, "
                 f"not {', '.join(self.named)}",
                 "resume with the run's own --optimizer",
             )
