@@ -238,23 +238,14 @@ def _configs(base: dict, overrides: dict):
     `overrides`), checked."""
     from dataclasses import replace
 
-    from lmtool.models.config import ModelConfig, validate_model_config
-    from lmtool.training.config import TRAIN_FIELDS, TrainConfig, validate_train_config
+    from lmtool.models.config import ModelConfig
+    from lmtool.training.config import TrainConfig, apply_finetune_overrides
 
     model = ModelConfig.from_dict(base["model"])
     if model.arch == "lstm":
         model = replace(model, **LSTM_DROPOUTS)
     train = TrainConfig.from_dict({**base.get("training", {}), **CLASSIFIER_DEFAULTS})
-    unknown = sorted(k for k, v in overrides.items()
-                     if v is not None and k not in TRAIN_FIELDS and k != "dropout")
-    if unknown:
-        raise BadInput("finetune classifier cannot change " + ", ".join(
-            f"--{k.replace('_', '-')}" for k in unknown), "those are fixed by the base run")
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(model if key == "dropout" else train, key, value)
-    validate_model_config(model)
-    validate_train_config(train)
+    apply_finetune_overrides(model, train, overrides, "finetune classifier")
     if train.batch_size < 2:
         raise BadInput("--batch-size must be at least 2 (the head's batch norm needs "
                        "several documents)")

@@ -12,7 +12,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from lmtool.errors import BadInput
-from lmtool.models.config import ModelConfig, dataclass_from_dict, resolve_model_config
+from lmtool.models.config import (
+    ModelConfig,
+    dataclass_from_dict,
+    resolve_model_config,
+    validate_model_config,
+)
 from lmtool.training.schedules import SCHEDULES
 from lmtool.wording import plural
 
@@ -135,6 +140,23 @@ def resolve_configs(
     )
     validate_train_config(train)
     return model, train, preset
+
+
+def apply_finetune_overrides(model: ModelConfig, train: TrainConfig, overrides: dict,
+                             command: str) -> None:
+    """A fine-tune's flags (field → value, None: not given) set on the base run's configs:
+    `dropout` on the model, the training fields on `train`. Any other model field is fixed
+    by the base run, so `command` refuses it. Both configs are then checked."""
+    unknown = sorted(k for k, v in overrides.items()
+                     if v is not None and k not in TRAIN_FIELDS and k != "dropout")
+    if unknown:
+        raise BadInput(f"{command} cannot change " + ", ".join(
+            f"--{k.replace('_', '-')}" for k in unknown), "those are fixed by the base run")
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(model if key == "dropout" else train, key, value)
+    validate_model_config(model)
+    validate_train_config(train)
 
 
 def validate_train_config(c: TrainConfig) -> None:

@@ -183,21 +183,12 @@ def _target_data(sources, base_dir: Path, output: Path, base_config: dict, *, se
 def _configs(base: dict, overrides: dict):
     """The base run's model config and its training config with the fine-tune's defaults
     and `overrides` (field → value, None: not given) applied and checked."""
-    from lmtool.models.config import ModelConfig, validate_model_config
-    from lmtool.training.config import TRAIN_FIELDS, TrainConfig, validate_train_config
+    from lmtool.models.config import ModelConfig
+    from lmtool.training.config import TrainConfig, apply_finetune_overrides
 
     model = ModelConfig.from_dict(base["model"])
     train = TrainConfig.from_dict({**base.get("training", {}), **FINETUNE_DEFAULTS})
-    unknown = sorted(k for k, v in overrides.items()
-                     if v is not None and k not in TRAIN_FIELDS and k != "dropout")
-    if unknown:
-        raise BadInput("finetune cannot change " + ", ".join(
-            f"--{k.replace('_', '-')}" for k in unknown), "those are fixed by the base run")
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(model if key == "dropout" else train, key, value)
-    validate_model_config(model)
-    validate_train_config(train)
+    apply_finetune_overrides(model, train, overrides, "finetune")
     return model, train
 
 
