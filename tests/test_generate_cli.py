@@ -59,7 +59,7 @@ def test_generate_many_prompts_keeps_input_order_and_reports_bad_jsonl_lines(run
              json.dumps({"prompt": "t12", "top_p": 3})]
     result = cli("generate", runs["lm"], "-", "-n", "4", "--format", "jsonl",
                  input="\n".join(lines) + "\n")
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["prompt"] for r in rows] == ["t9", "t10 t11"]
     assert [r["index"] for r in rows] == [0, 2]
@@ -69,7 +69,7 @@ def test_generate_many_prompts_keeps_input_order_and_reports_bad_jsonl_lines(run
     assert errors[0].startswith("lmtool: error: line 2: a JSONL prompt must be an object")
     assert errors[1].startswith("lmtool: error: line 4: not valid JSON")
     assert errors[2].startswith("lmtool: error: line 5: top_p must be in (0, 1]")
-    assert "3 prompts skipped" in errors[3]
+    assert errors[3] == "lmtool: error: skipped 3 prompts (see the errors above)"
 
 
 def test_generate_text_lines_from_a_file_and_batch_size_does_not_change_them(runs, cli, tmp_path):
@@ -155,9 +155,11 @@ def test_fill_mask_output_and_per_line_errors(runs, cli):
     assert len(row["masks"]) == 1 and len(row["masks"][0]) == 3
     assert row["filled"].startswith("t9 ") and "[MASK]" not in row["filled"]
     result = cli("fill-mask", runs["mlm"], "-", input="t9 [MASK]\nno mask\n[MASK] t10\n")
-    assert result.exit_code == 2
+    assert result.exit_code == 3  # done, with a line left out
     assert result.stdout.count("[MASK] 1:") == 2
-    assert "line 2 has no [MASK]" in one_error_line(result)
+    errors = result.stderr.splitlines()
+    assert len(errors) == 2 and "line 2 has no [MASK]" in errors[0]
+    assert errors[1] == "lmtool: error: skipped 1 text (see the errors above)"
 
 
 def test_complete_prefix_prints_ranked_completions(runs, cli):

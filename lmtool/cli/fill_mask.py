@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from lmtool.cli.common import Device, OutputFormat, Precision, Quiet, formats, stderr
-from lmtool.errors import EXIT_USAGE, BadInput
+from lmtool.errors import EXIT_USAGE, BadInput, SomeSkipped
+from lmtool.wording import count
 
 TextFormat = formats("text", "jsonl")
 HELP_EXAMPLES = (
@@ -24,8 +25,8 @@ SUMMARY = (
     "--file or stdin (-), one text per line, each with at least one [MASK]. Text output: "
     "the text with each [MASK] filled by the best guess, then one line per mask with "
     "the top-k candidates and their probabilities; jsonl: text, filled and masks "
-    "(token, id, probability per candidate). A bad line is reported and skipped; the "
-    "exit status is then 2."
+    "(token, id, probability per candidate). A bad line of several is reported and "
+    "skipped, and the exit code is then 3."
 )
 
 
@@ -76,5 +77,7 @@ def fill_mask(
             guesses = "  ".join(f"{c.token or repr(c.token)} {c.probability:.3f}"
                                 for c in candidates)
             typer.echo(f"  [MASK] {n}: {guesses}")
+    if failed and many:  # the others were written: exit 3, as for any input left out
+        raise SomeSkipped(f"skipped {count(failed, 'text')}", "see the errors above")
     if failed:
         raise typer.Exit(EXIT_USAGE)

@@ -19,7 +19,7 @@ from lmtool.cli.common import (
     stderr,
     warn,
 )
-from lmtool.errors import EXIT_USAGE, BadInput
+from lmtool.errors import BadInput, SomeSkipped
 from lmtool.wording import count
 
 TextFormat = formats("text", "jsonl")
@@ -39,6 +39,7 @@ SUMMARY = (
     "comes before the prompt, then the prompt); jsonl gives prompt, text, tokens, "
     "stop_reason and, for beam search, score (log-probability / length ** "
     "length_penalty) and logprob. One prompt to a terminal streams as it is written. "
+    "A bad line of several is reported and skipped, and the exit code is then 3. "
     "--max-new-tokens 0 writes nothing and exits 0."
 )
 
@@ -118,9 +119,8 @@ def generate(
         _print(run_generate(lm, prompt or "", options, on_warning=warn), format, many)
         return
     failed = _generate_many(lm, _lines(file), options, batch_size, format)
-    if failed:
-        stderr.print(f"lmtool: error: {count(failed, 'prompt')} skipped (see above)", markup=False)
-        raise typer.Exit(EXIT_USAGE)
+    if failed:  # the others were written: exit 3, as for any input left out
+        raise SomeSkipped(f"skipped {count(failed, 'prompt')}", "see the errors above")
 
 
 def _stream(lm, prompt: str, options) -> None:
