@@ -39,6 +39,8 @@ def test_every_command_accepts_quiet():
 @pytest.mark.parametrize(("args", "offered"), [
     (["info", "run"], "text, json, jsonl"),
     (["tokenize", "stats", "-t", "tok.json", "x"], "text, json"),
+    (["finetune", "lm", "run", "x", "-o", "out"], "text, json"),
+    (["finetune", "classifier", "run", "x.tsv", "-o", "out"], "text, json"),
 ])
 def test_format_offers_only_what_the_command_writes(cli, args, offered):
     result = cli(*args, "--format", "tsv")

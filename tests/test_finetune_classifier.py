@@ -208,9 +208,11 @@ def test_cli_finetune_classifier_then_classify_evaluate_info(cli, lms, tmp_path)
     train = write_tsv(tmp_path / "train.tsv", rows[:36])
     test = write_tsv(tmp_path / "test.tsv", rows[36:])
     r = cli("finetune", "classifier", lms["lstm"], train, "-o", tmp_path / "clf",
-            "--batch-size", "8", "--device", "cpu")
+            "--batch-size", "8", "--device", "cpu", "--format", "json")
     assert r.exit_code == 0, r.stderr
-    assert r.stdout == ""
+    result = json.loads(r.stdout)  # stdout holds this one object, the figures on stderr too
+    assert result["labels"] == ["neg", "pos"] and len(result["history"]) == 4
+    assert result["best"] in result["history"]
     epochs = [line for line in r.stderr.splitlines() if line.startswith("epoch ")]
     assert len(epochs) == 4 and epochs[0].startswith("epoch 1/4: train loss")
     assert "1/4 layer groups" in epochs[0] and "4/4 layer groups" in epochs[3]
@@ -234,7 +236,7 @@ def test_cli_unfreeze_every(cli, lms, tmp_path, every, epochs, groups):
     epoch's row counts the groups that trained in its last step."""
     train = write_tsv(tmp_path / "train.tsv", labelled_rows(32, seed=4))
     r = cli("finetune", "classifier", lms["lstm"], train, "-o", tmp_path / "clf",
-            "--batch-size", "8", "--device", "cpu", "--unfreeze-every", every, "--json")
+            "--batch-size", "8", "--device", "cpu", "--unfreeze-every", every, "--format", "json")
     assert r.exit_code == 0, r.stderr
     history = json.loads(r.stdout)["history"]
     assert history[-1]["epoch"] == epochs

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,6 +21,7 @@ from lmtool.cli.common import (
     with_examples,
 )
 from lmtool.cli.options import (
+    BaseRun,
     BatchSize,
     Compile,
     Discriminative,
@@ -34,7 +34,10 @@ from lmtool.cli.options import (
     Lr,
     MaxSteps,
     MaxTime,
+    OldJson,
     Resume,
+    RunFormat,
+    RunOutput,
     SaveEvery,
     ScheduleFlag,
     Stateful,
@@ -64,6 +67,7 @@ LM_EXAMPLES = (
     "cat notes/*.txt | lmtool finetune lm runs/awd - -o runs/awd-notes --max-steps 500",
     "lmtool finetune lm runs/lm data/ -o runs/lm2 --schedule cosine --discriminative 1",
     "lmtool finetune lm runs/lm reviews/unlabelled.txt -o runs/lm-reviews --resume",
+    "lmtool finetune lm runs/lm reviews/unlabelled.txt -o runs/lm-r --format json | jq .after",
 )
 LM_SUMMARY = (
     "ULMFiT stage 2: fine-tune a language model run (causal or masked, Transformer or "
@@ -73,16 +77,16 @@ LM_SUMMARY = (
     "held out and scored before and after (perplexity, or masked accuracy). Discriminative "
     "rates (each layer group's rate is the one above's / 2.6) and slanted triangular "
     "rates (cut 0.1, ratio 32) by default; the other settings are the base run's. "
-    "--resume refuses a base run or text that changed."
+    "--resume refuses a base run or text that changed. --format json prints the held-out "
+    "figures before and after on stdout."
 )
 
 
 def lm(
-    run: Annotated[Path, typer.Argument(
-        metavar="RUN", help="The language model run to start from.")],
+    run: BaseRun,
     sources: Annotated[list[str], typer.Argument(
         metavar="TEXT", help="Target text: files, directories, globs, - for stdin, or shards.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The run directory to write.")],
+    output: RunOutput,
     batch_size: BatchSize = None,
     lr: Lr = None,
     weight_decay: WeightDecay = None,
@@ -110,32 +114,23 @@ def lm(
     resume: Resume = False,
     force: Force = False,
     quiet: Quiet = False,
-    json_output: Annotated[bool, typer.Option(
-        "--json", help="Print the held-out figures before and after as JSON on stdout.")] = False,
+    format: RunFormat = "text",
+    json_flag: OldJson = False,
 ) -> None:
     from lmtool.training.finetune import finetune_lm
 
-    given = overrides(dict(
-        batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
-        schedule=schedule, discriminative=discriminative, dropout=dropout,
-        grad_accum=grad_accum, grad_clip=grad_clip, max_steps=max_steps, max_time=max_time,
-        epochs=epochs, eval_every=eval_every, eval_batches=eval_batches, save_every=save_every,
-        log_every=log_every, seed=seed, stateful=stateful, device=device, precision=precision,
-        compile=compile,
-    ))
-    reporter = Reporter(quiet)
-    try:
+    given = overrides(locals())
+    format = "json" if json_flag else format
+    with Reporter(quiet) as reporter:
         result = finetune_lm(run, sources, output, overrides=given, resume=resume, force=force,
                              document=document.value, encoding_errors=encoding_errors.value,
                              callbacks=[reporter])
-    finally:
-        reporter.close()
-    if not report_run(result, quiet) and not json_output:
+    if not report_run(result, quiet) and format != "json":
         return
     if result.before and result.after:
         info(f"held-out before: {describe(result.before)}", quiet)
         info(f"held-out after:  {describe(result.after)}", quiet)
-    if json_output and result.is_main:
+    if format == "json" and result.is_main:
         typer.echo(json.dumps({"run": str(result.run_dir), "base": str(result.base_run),
                                "steps": result.step, "before": result.before,
                                "after": result.after}))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from enum import Enum
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,6 +19,7 @@ from lmtool.cli.common import (
     warn,
 )
 from lmtool.cli.options import (
+    BaseRun,
     Compile,
     Discriminative,
     Float,
@@ -28,7 +28,10 @@ from lmtool.cli.options import (
     Int,
     MaxSteps,
     MaxTime,
+    OldJson,
     Resume,
+    RunFormat,
+    RunOutput,
     ScheduleFlag,
     TrainSeed,
     option,
@@ -43,6 +46,7 @@ EXAMPLES = (
     "lmtool finetune classifier runs/lm reviews/train.tsv -o runs/clf --resume --epochs 8",
     "lmtool finetune classifier runs/lm big.tsv -o runs/clf --unfreeze-every 0.5",
     "lmtool finetune classifier runs/lm reviews/train.tsv -o runs/clf0 --from-scratch",
+    "lmtool finetune classifier runs/lm train.tsv -o runs/clf --format json | jq .best",
 )
 SUMMARY = (
     "ULMFiT stage 3: train a classifier from a language model run (any that pretrain or "
@@ -52,8 +56,9 @@ SUMMARY = (
     "more layer group each epoch: by default one epoch per group, so the last trains them "
     "all), discriminative rates (/2.6 per group) and slanted triangular rates. A tenth of "
     "the data is held out unless --valid is given; loss, accuracy and macro-F1 are printed "
-    "after every epoch and the best epoch is the one kept. --from-scratch trains the same "
-    "classifier from random weights, to show what pre-training is worth."
+    "after every epoch and the best epoch is the one kept (--format json: its figures, "
+    "the labels and every epoch's on stdout). --from-scratch trains the same classifier "
+    "from random weights, to show what pre-training is worth."
 )
 
 
@@ -71,12 +76,11 @@ class ClassWeights(str, Enum):
 
 
 def classifier(
-    run: Annotated[Path, typer.Argument(
-        metavar="RUN", help="The language model run to start from.")],
+    run: BaseRun,
     labelled: Annotated[str, typer.Argument(
         metavar="LABELLED", help="Labelled documents: .tsv, .csv, .jsonl, a folder per "
         "class, or - for stdin.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The run directory to write.")],
+    output: RunOutput,
     valid: Annotated[str | None, option(
         "--valid", "Labelled documents to validate on (default: a tenth of LABELLED).",
         "Data")] = None,
@@ -112,27 +116,20 @@ def classifier(
     resume: Resume = False,
     force: Force = False,
     quiet: Quiet = False,
-    json_output: Annotated[bool, typer.Option(
-        "--json", help="Print the best epoch's held-out figures as JSON on stdout.")] = False,
+    format: RunFormat = "text",
+    json_flag: OldJson = False,
 ) -> None:
     from lmtool.training.classifier import finetune_classifier
 
-    given = overrides(dict(
-        batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
-        discriminative=discriminative, dropout=dropout, grad_accum=grad_accum,
-        grad_clip=grad_clip, max_steps=max_steps, max_time=max_time, epochs=epochs,
-        seed=seed, device=device, precision=precision, compile=compile,
-        unfreeze_every=unfreeze_every, unfreeze_start=0 if unfreeze_every == 0 else None,
-    ))
-    reporter = EpochReporter(quiet)
-    try:
+    given = overrides(locals())
+    format = "json" if json_flag else format
+    given["unfreeze_start"] = 0 if unfreeze_every == 0 else None  # 0: no gradual unfreezing
+    with EpochReporter(quiet) as reporter:
         result = finetune_classifier(
             run, labelled, output, valid=valid, overrides=given,
             class_weights_mode=class_weights.value, max_tokens=max_tokens,
             from_scratch=from_scratch, resume=resume, force=force,
             encoding_errors=encoding_errors.value, callbacks=[reporter])
-    finally:
-        reporter.close()
     if not result.is_main:
         return
     for line in result.warnings:
@@ -144,7 +141,7 @@ def classifier(
              f"val accuracy {best['val_accuracy']:.4f}, macro-F1 {best['val_macro_f1']:.4f} "
              f"({result.train_documents:,} training / {result.valid_documents:,} held-out "
              f"documents, {result.elapsed_s:.0f}s)", quiet)
-    if json_output:
+    if format == "json":
         typer.echo(json.dumps({"run": str(result.run_dir), "base": str(result.base_run),
                                "labels": result.labels, "best": best,
                                "history": result.history}))

@@ -2,13 +2,15 @@
 
 A command lists them in its signature as `batch_size: BatchSize = None`; None means "not
 given", so the preset, the --config file, the base run or the library's default wins.
-`overrides(values)` turns the given ones into the library's field → value dict.
+`overrides(locals())`, on the command's first lines, turns its parameters into the library's
+field → value dict: each flag is named after the field it sets.
 """
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
 import typer
 
@@ -66,7 +68,21 @@ Stateful = Annotated[bool | None, option(
     "(the AWD-LSTM's default), or shuffled windows each read from a fresh state.")]
 Resume = Annotated[bool, option("--resume", "Continue the run in -o.")]
 
+# The run a fine-tune starts from, the run a training command writes, what it prints.
+BaseRun = Annotated[Path, typer.Argument(
+    metavar="RUN", help="The language model run to start from.")]
+RunOutput = Annotated[Path, typer.Option("--output", "-o", help="The run directory to write.")]
+RunFormat = Annotated[Literal["text", "json"], typer.Option(
+    "--format", help="text: the run's figures on stderr with its log; json: on stdout too, "
+    "as one object.")]
+# --format json's old spelling, hidden: scripts and long runs under way still pass it.
+OldJson = Annotated[bool, typer.Option("--json", hidden=True)]
 
-def overrides(values: dict) -> dict:
-    """Flag values → library fields: enums to their values, None kept (not given)."""
-    return {k: (v.value if isinstance(v, Enum) else v) for k, v in values.items()}
+
+def overrides(params: dict) -> dict:
+    """The library fields among a command's parameters (`locals()` on the command's first
+    lines): the model and training fields, enums to their values, None kept (not given)."""
+    from lmtool.training.config import MODEL_FIELDS, TRAIN_FIELDS
+
+    return {k: (v.value if isinstance(v, Enum) else v) for k, v in params.items()
+            if k in MODEL_FIELDS or k in TRAIN_FIELDS}

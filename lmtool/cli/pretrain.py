@@ -24,6 +24,7 @@ from lmtool.cli.options import (
     Optimizer,
     OptimizerFlag,
     Resume,
+    RunOutput,
     SaveEvery,
     Schedule,
     ScheduleFlag,
@@ -74,7 +75,7 @@ Int, Float = int | None, float | None  # None: not given (the config file or def
 
 def pretrain(
     data: Annotated[Path, typer.Argument(help="A shard directory from lmtool tokenize encode.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The run directory to write.")],
+    output: RunOutput,
     objective: Annotated[Objective | None, _model("--objective", "causal or masked.")] = None,
     arch: Annotated[Arch | None, _model("--arch", "transformer (default) or lstm.")] = None,
     preset: Preset = None,
@@ -124,18 +125,8 @@ def pretrain(
 ) -> None:
     from lmtool.training.pretrain import pretrain as run_pretrain
 
-    given = overrides(dict(
-        layers=layers, heads=heads, dim=dim, context=context, dropout=dropout,
-        positions=positions, hidden=hidden, ar=ar, tar=tar, backward=backward,
-        batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
-        optimizer=optimizer, schedule=schedule, discriminative=discriminative,
-        grad_accum=grad_accum, grad_clip=grad_clip, max_steps=max_steps, max_time=max_time,
-        epochs=epochs, eval_every=eval_every, eval_batches=eval_batches, save_every=save_every,
-        log_every=log_every, seed=seed, stateful=stateful, device=device, precision=precision,
-        compile=compile,
-    ))
-    reporter = Reporter(quiet)
-    try:
+    given = overrides(locals())
+    with Reporter(quiet) as reporter:
         result = run_pretrain(
             data, output,
             objective=objective.value if objective else None,
@@ -144,8 +135,6 @@ def pretrain(
             resume=resume, force=force, callbacks=[reporter],
             sample_chars=0 if quiet else 200,
         )
-    finally:
-        reporter.close()
     report_run(result, quiet)
 
 

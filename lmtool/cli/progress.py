@@ -95,3 +95,10 @@ class Reporter:
             self.bar.stop()
             self.bar = None
 
+    # `with Reporter(quiet) as reporter:` closes the bar whatever the run does.
+    def __enter__(self) -> Reporter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
