@@ -22,7 +22,8 @@ $lmtool tokenize stats --tokenizer "$out/tokenizer.json" corpora/demo
 echo "== 2. encode the corpus into token shards (10% of documents held out)" >&2
 $lmtool tokenize encode corpora/demo --tokenizer "$out/tokenizer.json" -o "$out/data" --force
 
-echo "== 3. pre-train the tiny causal transformer for $minutes minute(s)" >&2
+unit=minutes; [ "$minutes" = 1 ] && unit=minute
+echo "== 3. pre-train the tiny causal transformer for $minutes $unit" >&2
 $lmtool pretrain "$out/data" --objective causal --arch transformer --preset tiny \
   --max-time $((minutes * 60)) -o "$out/lm" --force
 
