@@ -38,7 +38,8 @@ EXIT_STATUS = [
     (str(EXIT_RUNTIME), "The work failed: a diverging loss, a failed download, a full disk."),
     (str(EXIT_USAGE), "Bad input or usage: an unknown option, a missing or malformed file, "
                       "an output that exists (without --force), a path that cannot be written."),
-    (str(EXIT_PARTIAL), "Done, but some inputs were skipped (each reported on stderr)."),
+    (str(EXIT_PARTIAL), "Done, but some inputs got no result, each reported on stderr "
+                        "(classify, generate and fill-mask write one result per input)."),
     (str(EXIT_INTERRUPTED), "Interrupted (Ctrl-C); whatever could be saved was saved."),
     (str(EXIT_BROKEN_PIPE), "stdout was closed early (as in `| head`)."),
 ]
