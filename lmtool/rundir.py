@@ -114,9 +114,11 @@ def check_run_output(run_dir: Path, *, resume: bool, force: bool) -> None:
 
 
 @contextlib.contextmanager
-def claim_run(run_dir: Path, *, resume: bool, force: bool, lock: bool = True) -> Iterator[None]:
-    """The run's lock (unless `lock` is False: the other ranks under torchrun, which
-    never write) and the check that training may write there, for the block's life."""
-    with run_lock(run_dir) if lock else contextlib.nullcontext():
+def claim_run(run_dir: Path, *, resume: bool, force: bool) -> Iterator[None]:
+    """The run's lock and the check that training may write there, for the block's life.
+    Under torchrun rank 0 alone writes the run, so it alone holds the lock (torchrun sets
+    RANK; the other ranks only check)."""
+    writer = os.environ.get("RANK", "0") == "0"
+    with run_lock(run_dir) if writer else contextlib.nullcontext():
         check_run_output(run_dir, resume=resume, force=force)
         yield

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,8 +287,7 @@ def finetune_classifier(
     base = read_base(run)
     if run.resolve() == output.resolve():
         raise BadInput("-o must name a new run, not the base run", "pass another -o")
-    # Rank 0 alone writes the run, so it alone holds the lock (torchrun sets RANK).
-    with claim_run(output, resume=resume, force=force, lock=os.environ.get("RANK", "0") == "0"):
+    with claim_run(output, resume=resume, force=force):
         return _finetune_classifier(
             run, base, labelled, output, valid=valid, overrides=dict(overrides or {}),
             class_weights_mode=class_weights_mode, max_tokens=max_tokens,

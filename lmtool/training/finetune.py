@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -217,8 +216,7 @@ def finetune_lm(
     base = read_base(run)
     if run.resolve() == output.resolve():
         raise BadInput("-o must name a new run, not the base run", "pass another -o")
-    # Rank 0 alone writes the run, so it alone holds the lock (torchrun sets RANK).
-    with claim_run(output, resume=resume, force=force, lock=os.environ.get("RANK", "0") == "0"):
+    with claim_run(output, resume=resume, force=force):
         return _finetune_lm(run, base, sources, output, overrides=overrides, resume=resume,
                             document=document, encoding_errors=encoding_errors,
                             callbacks=callbacks)

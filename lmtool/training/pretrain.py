@@ -9,7 +9,6 @@ library code never prints.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -87,8 +86,7 @@ def pretrain(
     then `config_file`, then `overrides`. Under torchrun this runs DDP (rank 0 writes).
     `output` is locked for the whole run: a second process is refused.
     """
-    # Rank 0 alone writes the run, so it alone holds the lock (torchrun sets RANK).
-    with claim_run(output, resume=resume, force=force, lock=os.environ.get("RANK", "0") == "0"):
+    with claim_run(output, resume=resume, force=force):
         return _pretrain(data, output, objective=objective, arch=arch, preset=preset,
                          overrides=overrides, config_file=config_file, tokenizer=tokenizer,
                          resume=resume, callbacks=callbacks, sample_chars=sample_chars)
