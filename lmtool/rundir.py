@@ -24,6 +24,7 @@ from pathlib import Path
 from lmtool.checkpoint import CONFIG, FORMAT, STATE, TRAINER
 from lmtool.errors import BadInput, RuntimeFailure
 from lmtool.fsio import make_parents, recover, umask
+from lmtool.wording import count
 
 
 def is_run(path: Path) -> bool:
@@ -105,7 +106,8 @@ def check_run_output(run_dir: Path, *, resume: bool, force: bool) -> None:
         raise BadInput(f"{run_dir} already holds other files",
                        "choose another -o, or pass --force to replace them")
     try:
-        done = f" ({json.loads((run_dir / TRAINER / STATE).read_text())['step']} steps trained)"
+        step = json.loads((run_dir / TRAINER / STATE).read_text())["step"]
+        done = f" ({count(step, 'step')} trained)"
     except (OSError, ValueError, KeyError, TypeError):
         done = ""
     raise BadInput(f"{run_dir} already holds a run{done}",

@@ -138,7 +138,7 @@ class _Progress:
         if not self.enabled:
             return
         rate = done / max(time.perf_counter() - self._start, 1e-9)
-        text = f"classified {done:,} documents ({rate:,.0f}/s)"
+        text = f"classified {count(done, 'document')} ({rate:,.0f}/s)"
         if self._status is None:
             self._status = stderr.status(text)
             self._status.start()
@@ -197,7 +197,7 @@ def _print_evaluation(result: dict) -> None:
     console = Console(highlight=False, no_color=not tty, width=None if tty else 200)
     style = box.SIMPLE_HEAD if tty else None
     console.print(f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   "
-                  f"({result['examples']:,} examples)")
+                  f"({count(result['examples'], 'example')})")
     per_class = Table("label", "precision", "recall", "F1", "support", box=style,
                       pad_edge=False)
     for name, c in result["per_class"].items():

@@ -23,6 +23,7 @@ from lmtool.cli.common import (
     warn,
 )
 from lmtool.errors import BadInput
+from lmtool.wording import count
 
 HELP_EXAMPLES = (
     "lmtool evaluate runs/lm data/",
@@ -91,7 +92,7 @@ def evaluate(
         typer.echo("\t".join(str(v) for v in result.values()))
     elif "perplexity" in result:
         typer.echo(f"loss {result['loss']:.4f}  perplexity {result['perplexity']:.3f}  "
-                   f"({result['tokens']:,} tokens)")
+                   f"({count(result['tokens'], 'token')})")
     else:
         typer.echo(f"masked loss {result['loss']:.4f}  accuracy {result['accuracy']:.4f}  "
-                   f"({result['tokens']:,} masked tokens)")
+                   f"({count(result['tokens'], 'masked token')})")

@@ -37,6 +37,7 @@ from lmtool.cli.options import (
 )
 from lmtool.cli.progress import Reporter, describe
 from lmtool.models.config import ARCHS, OBJECTIVES, POSITIONS
+from lmtool.wording import count
 
 __all__ = ["Optimizer", "Reporter", "Schedule", "pretrain", "report_run"]
 
@@ -147,7 +148,7 @@ def report_run(result, quiet: bool) -> bool:
              f"{result.step}: nothing to do (give a larger --max-steps, --max-time or "
              "--epochs to train on)", quiet)
         return False
-    summary = f"{result.run_dir}: {result.step} steps, {result.tokens_seen:,} tokens"
+    summary = f"{result.run_dir}: {count(result.step, 'step')}, {result.tokens_seen:,} tokens"
     summary += f", {result.elapsed_s:.0f}s, {result.precision}"
     held_out = {k.removeprefix("val_"): v for k, v in (result.last_eval or {}).items()
                 if k.startswith("val_")}

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from lmtool import wording
 from lmtool.checkpoint import TrainerState
 from lmtool.errors import BadInput, Interrupted, RuntimeFailure
 from lmtool.training import distributed
@@ -88,7 +89,7 @@ class Limits:
 
     def describe(self) -> str:
         """The limits as flags, for messages: "--max-steps 450", "--max-time 30"."""
-        parts = [f"{self.max_steps} steps"] if self.max_steps is not None else []
+        parts = [wording.count(self.max_steps, "step")] if self.max_steps is not None else []
         if self.max_time is not None:
             parts.append(f"{self.max_time:g} s")
         return " / ".join(parts)
