@@ -161,10 +161,26 @@ def dtype_name(dtype: torch.dtype | None) -> str:
             torch.float16: "fp16"}[dtype]
 
 
-def _resolve(precision: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+def checked_precision(precision: str, device: torch.device) -> str:
+    """`--precision` in lower case, refused when unknown or when `device` cannot run it
+    (fp16 off CUDA, bf16 on a GPU without it): "auto", "fp32", "bf16" or "fp16"."""
     precision = (precision or "auto").strip().lower()
     if precision not in PRECISIONS:
         raise BadInput(f"unknown --precision {precision!r}", "use auto, fp32, bf16 or fp16")
+    if precision == "fp16" and device.type != "cuda":
+        raise BadInput(
+            f"--precision fp16 needs a CUDA GPU (the device is {device.type})",
+            "use --precision bf16 or fp32",
+        )
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise BadInput(
+            "--precision bf16: this GPU does not support bf16", "use --precision fp16 or fp32"
+        )
+    return precision
+
+
+def _resolve(precision: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+    precision = checked_precision(precision, device)
     if precision == "fp32":
         return None, "asked for"
     if precision == "auto":
@@ -176,19 +192,7 @@ def _resolve(precision: str, device: torch.device) -> tuple[torch.dtype | None, 
             bf16, why = choose_cpu_bf16(cpu_facts(), cached_bf16_speedup)
             return (torch.bfloat16 if bf16 else None), f"auto: {why}"
         return None, f"auto: fp32 on {device.type}"
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise BadInput(
-                f"--precision fp16 needs a CUDA GPU (the device is {device.type})",
-                "use --precision bf16 or fp32",
-            )
-        return torch.float16, "asked for"
-    # bf16
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise BadInput(
-            "--precision bf16: this GPU does not support bf16", "use --precision fp16 or fp32"
-        )
-    return torch.bfloat16, "asked for"
+    return (torch.float16 if precision == "fp16" else torch.bfloat16), "asked for"
 
 
 # --- the one-off measurement for CPUs the flags cannot decide ----------------------------

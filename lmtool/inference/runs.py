@@ -67,25 +67,11 @@ def inference_dtype(precision: str, device, model):
     """The weights' dtype for `--precision` on `device` (see the module docstring)."""
     import torch
 
-    from lmtool.device import PRECISIONS, cpu_facts
+    from lmtool.device import checked_precision, cpu_facts
 
-    precision = (precision or "auto").strip().lower()
-    if precision not in PRECISIONS:
-        raise BadInput(f"unknown --precision {precision!r}", "use auto, fp32, bf16 or fp16")
-    if precision == "fp32":
-        return torch.float32
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise BadInput(
-                f"--precision fp16 needs a CUDA GPU (the device is {device.type})",
-                "use --precision bf16 or fp32",
-            )
-        return torch.float16
-    if precision == "bf16":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise BadInput("--precision bf16: this GPU does not support bf16",
-                           "use --precision fp16 or fp32")
-        return torch.bfloat16
+    precision = checked_precision(precision, device)
+    if precision != "auto":
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     facts = cpu_facts() if device.type == "cpu" else None
