@@ -46,16 +46,19 @@ class LanguageModel(nn.Module):
         raise NotImplementedError
 
     def forward(
-        self, idx: torch.Tensor, where: torch.Tensor | None = None, state: State | None = None
+        self, idx: torch.Tensor, where: torch.Tensor | None = None, state: State | None = None,
+        head: bool = True,
     ) -> torch.Tensor:
         """Logits (B, T, V) for ids (B, T); with a (B, T) bool mask `where`, only the
         logits at its True positions, (N, V) in row-major order: the masked objective
         scores ~15% of the positions and runs the head on those alone. `state` goes to
-        `encode` (so stateful training reaches it through DDP's forward)."""
+        `encode` (so stateful training reaches it through DDP's forward). `head=False`
+        stops before the head: hidden states (B, T, C) or (N, C), for a loss that applies
+        `lm_head` itself (training/fused_loss.py)."""
         hidden = self.encode(idx, state)  # (B, T, C)
         if where is not None:
             hidden = hidden[where]  # (N, C)
-        return self.lm_head(hidden)  # (B, T, V) or (N, V)
+        return self.lm_head(hidden) if head else hidden  # (B, T, V) or (N, V)
 
     def layer_groups(self) -> list[list[nn.Module]]:
         """Modules from the bottom (embeddings) to the top (head), for ULMFiT.

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 
 from lmtool.models.config import ModelConfig
 from lmtool.text.specials import SPECIAL_IDS, SPECIAL_TOKENS
+from lmtool.training import fused_loss
+from lmtool.training.fused_loss import linear_cross_entropy
 
 IGNORE = -100  # cross_entropy's ignore_index: positions that carry no loss
 NUM_SPECIAL = len(SPECIAL_TOKENS)  # ids 0..6 are special in every lmtool tokenizer
@@ -154,8 +156,17 @@ class CausalObjective(Objective):
         return Batch(windows[:, :-1], windows[:, 1:])  # (B, T), (B, T)
 
     def loss(self, model, batch, state=None):
-        logits = model(batch.inputs, state=state)  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten())
+        head = unwrap(model).lm_head
+        targets = batch.targets.flatten()  # (B*T,)
+        if isinstance(head, torch.nn.Linear) and fused_loss.pays(targets.numel(),
+                                                                 head.out_features):
+            # The head and the loss in blocks of rows, never the (B*T, V) logits: the
+            # same loss and gradients as below, with less memory traffic.
+            hidden = model(batch.inputs, state=state, head=False)  # (B, T, C)
+            loss = linear_cross_entropy(hidden.flatten(0, 1), head.weight, head.bias, targets)
+        else:
+            logits = model(batch.inputs, state=state)  # (B, T, V)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets)
         return _with_penalty(model, loss), {"tokens": batch.targets.numel()}
 
     @torch.no_grad()
