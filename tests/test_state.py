@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lmtool.errors import BadInput
-from lmtool.models import ModelConfig, build_model
+from lmtool.models import ModelConfig, build_model, resolve_model_config
 from lmtool.models.state import KVCache, LSTMState
 
 V = 37
@@ -235,3 +235,20 @@ def test_kv_cache_under_bf16_stays_fp32_on_cpu_and_agrees(mode):
             stepped, state = read_in_chunks(model.to(torch.bfloat16), x, [5, 1, 1, 1])
     assert state.keys[0].dtype == torch.float32 and stepped.dtype == torch.bfloat16
     torch.testing.assert_close(stepped.float(), whole, rtol=0.05, atol=0.05)
+
+
+def test_lstm_state_made_under_bf16_autocast_reads_on_in_fp32():
+    """A run trained under bf16 autocast carries a bf16 state; resumed with --precision
+    fp32 it reads on from it: as from the same state in fp32."""
+    torch.manual_seed(0)
+    config = resolve_model_config("lstm", "causal", "tiny", dict(layers=2, dim=16, hidden=32))
+    config.vocab_size = 40
+    model = build_model(config).eval()
+    x = torch.randint(7, 40, (2, 6))
+    state = model.initial_state(2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.encode(x, state)
+    assert state.layers[0][0].dtype == torch.bfloat16
+    as_fp32 = LSTMState([(h.float(), c.float()) for h, c in state.layers])
+    got = model.encode(x, state)  # fp32, from the bf16 state
+    torch.testing.assert_close(got, model.encode(x, as_fp32))

@@ -72,6 +72,11 @@ class WeightDroppedLSTM(nn.Module):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Inputs (B, T, in) and the state to start from (each (1, B, hidden_size);
         None: zeros) → outputs (B, T, hidden_size) and the state after the last step."""
+        if hc is not None:
+            # A state made under bf16 autocast is bf16; read in fp32 (a run resumed with
+            # --precision fp32) oneDNN would fail with an opaque error. Under autocast the
+            # LSTM casts it back itself, so matching the input costs nothing there.
+            hc = (hc[0].to(x.dtype), hc[1].to(x.dtype))
         raw = self.weight_hh_raw
         if self.training and self.weight_p > 0:
             weight = F.dropout(raw, self.weight_p, training=True)  # (4H, H), new mask per call

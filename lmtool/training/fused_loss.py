@@ -6,10 +6,10 @@ logits: four N x V matrices (at batch 64, BPTT 70 and 29,080 words: 521 MB each 
 fp32), freshly allocated every step and read and written about ten times. On a CPU that
 took 40% of an AWD-LSTM training step beside the three matrix products that cannot be
 avoided. `linear_cross_entropy` computes the same loss and gradients a block of rows at
-a time, in one reused (rows, V) buffer (two under autocast):
+a time, in two reused (rows, V) buffers (three under autocast):
 
 1. logits = hidden[rows] @ weight.T + bias                      (the forward product)
-2. each row's loss: logsumexp(logits) - logits[target]
+2. log-probabilities = log_softmax(logits); each row's loss is -logp[target]
 3. G = softmax(logits) - onehot(target): the gradient of each row's loss by its logits
 4. grad hidden[rows] = G @ weight, grad weight += G.T @ hidden[rows], grad bias += sum(G)
 
@@ -93,6 +93,7 @@ def _blocks(hidden, weight, bias, targets, wanted: tuple[bool, bool, bool]):
         logits = hidden.new_empty(rows, V, dtype=dtype)  # the products' dtype
         # fp32 logits: the logits themselves in fp32, else a second buffer
         work = logits if dtype == fp32 else hidden.new_empty(rows, V, dtype=fp32)
+        logp = hidden.new_empty(rows, V, dtype=fp32)
         loss = hidden.new_zeros((), dtype=fp32)
         grad_hidden = hidden.new_empty(N, C, dtype=fp32) if wanted[0] else None
         grad_weight = weight.new_zeros(V, C, dtype=fp32) if wanted[1] else None
@@ -110,13 +111,15 @@ def _blocks(hidden, weight, bias, targets, wanted: tuple[bool, bool, bool]):
             z32 = work[: end - start]  # (n, V)
             if z32.data_ptr() != z.data_ptr():
                 z32.copy_(z)
-            # 2. the loss: logsumexp(z) - z[target], per row
-            lse = torch.logsumexp(z32, 1, keepdim=True)  # (n, 1)
-            loss += (lse - z32.gather(1, t)).sum()
+            # 2. log-probabilities and the loss. One kernel into a reused buffer: torch's
+            # log_softmax / logsumexp would allocate and fill (n, V) temporaries, and the
+            # kernel that writes into `out` is the same one they call.
+            lp = torch._log_softmax(z32, 1, False, out=logp[: end - start])  # (n, V)
+            loss -= lp.gather(1, t).sum()
             if not any(wanted):
                 continue
-            # 3. G = softmax(z) - onehot(target), in place over the fp32 logits
-            g = z32.sub_(lse).exp_()  # (n, V)
+            # 3. G = softmax - onehot(target), over the fp32 logits (no longer needed)
+            g = torch.exp(lp, out=z32)  # (n, V)
             g.scatter_add_(1, t, g.new_full(t.shape, -1.0))
             if grad_bias is not None:
                 grad_bias += g.sum(0)  # (V,)
