@@ -192,6 +192,7 @@ def _ddp_worker(shards: str, out: str) -> None:
         with open(out, "w") as f:
             json.dump({"fused_calls": len(calls), "max_param_diff": diff,
                        "head_moved": not torch.equal(head, model.lm_head.bias.detach())}, f)
+    distributed.barrier(ctx)  # neither rank leaves the group while the other still uses it
     distributed.teardown(ctx)
 
 
