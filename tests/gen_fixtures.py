@@ -125,3 +125,37 @@ def planted_masked_lm(vocab=24, steps=400, seed=0) -> LoadedLM:
         opt.step()
     model.eval()
     return LoadedLM(model, word_tokenizer(vocab), torch.device("cpu"), torch.float32)
+
+
+def trained_lm(tmp_path, lines: list[str], kind="bpe", arch="transformer", vocab=400,
+               steps=300, seed=0) -> LoadedLM:
+    """A tiny causal model trained (in a few seconds) on `lines`, one document each,
+    with a tokenizer of `kind` trained on them too."""
+    from lmtool.text.specials import SPECIAL_IDS
+    from lmtool.text.tokenizer import train_tokenizer
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tok = train_tokenizer([corpus], kind=kind, vocab_size=vocab, min_frequency=1,
+                          document="line")
+    stream = []
+    for line in lines:  # each document followed by [EOS], as in the shards
+        stream += [*tok.encode(line).ids, SPECIAL_IDS.eos]
+    data = torch.tensor(stream)
+    T = 48 if kind == "char" else 24
+    config = ModelConfig(arch=arch, vocab_size=tok.get_vocab_size(), context=64, layers=2,
+                         heads=2, dim=16, hidden=32, dropout=0.0)
+    torch.manual_seed(seed)
+    model = build_model(config)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        starts = torch.randint(0, len(data) - T - 1, (16,), generator=g)
+        x = torch.stack([data[s : s + T + 1] for s in starts.tolist()])  # (B, T + 1)
+        logits = model(x[:, :-1])  # (B, T, V)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval().requires_grad_(False)
+    return LoadedLM(model, tok, torch.device("cpu"), torch.float32)

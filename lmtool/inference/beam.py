@@ -56,10 +56,12 @@ class _Hypotheses:
 
 
 def beam_search(
-    lm: LoadedLM, prompts: list[Prompt], options: GenerateOptions, start=None
+    lm: LoadedLM, prompts: list[Prompt], options: GenerateOptions, start=None, constrain=None
 ) -> list[Generation]:
     """The options.num_return best continuations of each prompt, best first. `start`:
-    (state, logits) of the prompts already read (left untouched), else they are read."""
+    (state, logits) of the prompts already read (left untouched), else they are read.
+    `constrain`: each row's generated ids (B*K lists) → a bias (B*K, V) added to the
+    next logits, or None once it constrains no more (token healing's first tokens)."""
     backward = lm.config.backward
     if options.max_new_tokens == 0:
         return [Generation(p.text, "", [], "length", p.index, 0, 0.0, 0.0, p.truncated, backward)
@@ -88,6 +90,12 @@ def beam_search(
         for step in range(options.max_new_tokens):
             if seen is not None:
                 logits = repetition_penalty(logits, seen, options.repetition_penalty)
+            if constrain is not None:
+                bias = constrain(seqs)  # (B*K, V) or None
+                if bias is None:
+                    constrain = None
+                else:
+                    logits = logits + bias
             logp = torch.log_softmax(logits, dim=-1)  # (B*K, V)
             candidates = (scores.view(-1, 1) + logp).view(B, K * V)  # (B, K*V)
             top_scores, top_index = candidates.topk(2 * K, dim=-1)  # (B, 2K) each

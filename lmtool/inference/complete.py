@@ -17,9 +17,16 @@ If the person types the very characters the last suggestion began with, the rest
 it is shown again at once without running the model (`follow`, as a shell's
 autosuggestions do): the ghost text does not flicker while it is being typed through.
 
+A text that does not end in whitespace, typically inside a word, is healed
+(inference/healing.py): the last word's tokens are backed up, the model reads the text
+before them, and the first tokens it writes must spell the word again, so "The ri" suggests "ver bank" rather than the word after " ri".
+Typing on inside a word then reads nothing new at all (the backed-up part changes,
+the text before it does not); only the healing tokens are decoded again.
+
 Suggestions end after `max_words` words, at the end of a sentence, at [EOS], or after
-`max_tokens` tokens, whichever comes first. `cancelled()` is asked between tokens, so a
-suggestion made stale by the next keystroke stops early (the UI passes it).
+`max_tokens` tokens (plus, when healing, as many as were backed up), whichever comes
+first. `cancelled()` is asked between tokens, so a suggestion made stale by the next
+keystroke stops early (the UI passes it).
 """
 
 from __future__ import annotations
@@ -34,8 +41,9 @@ import torch
 
 from lmtool.errors import BadInput
 from lmtool.inference.decoding import Decoder
+from lmtool.inference.healing import MAX_BACKUP, Heal, back_up, token_texts
 from lmtool.inference.runs import LoadedLM, load_lm
-from lmtool.inference.text import Prompt, continuation_text, encode_prompt
+from lmtool.inference.text import Prompt, continuation_text
 from lmtool.text.specials import SPECIAL_IDS
 
 SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
@@ -47,7 +55,7 @@ LSTM_SNAPSHOTS = 8  # LSTM states kept for going back a few tokens (each is one 
 class Completion:
     text: str  # what follows the typed text
     score: float  # beam search: length-normalised log-probability; greedy: log-probability
-    tokens: list[int]
+    tokens: list[int]  # the ids generated (a healed word's first ones spell its typed part)
 
 
 def complete(
@@ -96,6 +104,7 @@ class CompletionEngine:
             raise BadInput("--max-words and --max-tokens must be >= 1")
         self.lm = lm
         self.decoder = Decoder(lm)
+        self.texts = token_texts(lm.tokenizer)  # each id's text, for healing
         self.max_words = max_words
         self.max_tokens = max_tokens
         self.follow = follow  # typing the suggestion's own characters keeps the rest of it
@@ -123,10 +132,11 @@ class CompletionEngine:
         body = text.rstrip()
         tail = text[len(body):]
         with self.lock, torch.inference_mode():
-            prompt, logits = self._read(body, cancelled)
+            prompt, heal = self._window(body, heal=not tail)
+            logits = self._read(prompt, cancelled)
             if logits is None:
                 return None
-            result = self._greedy(prompt, logits, cancelled)
+            result = self._greedy(prompt, heal, logits, cancelled)
         if result is None:
             return None
         if tail and result.startswith(tail):
@@ -144,16 +154,25 @@ class CompletionEngine:
 
         if k < 1:
             raise BadInput("-k must be >= 1")
-        options = GenerateOptions(max_new_tokens=self.max_tokens, beams=k, num_return=k,
-                                  temperature=0).resolved()
         body = text.rstrip()
         with self.lock, torch.inference_mode():
-            prompt, logits = self._read(body, lambda: False)
+            prompt, heal = self._window(body, heal=body == text)
+            logits = self._read(prompt, lambda: False)
+            new_tokens, constrain = self.max_tokens, None
+            if heal is not None:
+                new_tokens += heal.backed
+                constrain = heal.constraint(self.texts, logits.size(-1), self.lm.device)
+            options = GenerateOptions(max_new_tokens=new_tokens, beams=k, num_return=k,
+                                      temperature=0).resolved()
             # beam_search expands the state into new rows: the prefix's stays as it is.
-            found = beam_search(self.lm, [prompt], options, start=(self._state, logits))
+            found = beam_search(self.lm, [prompt], options, start=(self._state, logits),
+                                constrain=constrain)
         out, seen = [], set()
         for g in found:
-            piece = trim(g.text, self.max_words)
+            piece = g.text if heal is None else heal.suggestion(g.text)
+            if piece is None:
+                continue
+            piece = trim(piece, self.max_words)
             if body != text:  # the typed trailing space stands for the one suggested
                 piece = piece.lstrip()
             if piece.strip() and piece not in seen:
@@ -163,24 +182,29 @@ class CompletionEngine:
 
     # --- reading the prefix -----------------------------------------------------------
 
-    def _window(self, text: str) -> Prompt:
-        """The prefix's ids as the model reads them. Past the context, the window starts
-        at a multiple of context // 4 tokens, so it moves rarely and the cache stays."""
+    def _window(self, text: str, heal: bool) -> tuple[Prompt, Heal | None]:
+        """The prefix's ids as the model reads them ([EOS], then the text less what is
+        backed up for healing when `heal`), and the healing. Past the context, the
+        window starts at a multiple of context // 4 tokens, so it moves rarely and the
+        cache stays."""
         config = self.lm.config
-        prompt = encode_prompt(self.lm.tokenizer, text, False, 1 << 62)
+        if heal:
+            tokens, healing = back_up(self.lm.tokenizer, self.texts, text)
+        else:
+            tokens, healing = self.lm.tokenizer.encode(text, add_special_tokens=False).ids, None
+        prompt = Prompt(text, [SPECIAL_IDS.eos, *tokens], tokens)
         if self.decoder.limited:
-            limit = config.context - self.max_tokens
+            limit = config.context - self.max_tokens - MAX_BACKUP
             step = max(1, config.context // 4)
             over = len(prompt.ids) - limit
             if over > 0:
                 start = -(-over // step) * step  # round up to a multiple of step
                 prompt.ids = prompt.ids[start:]
-        return prompt
+        return prompt, healing
 
-    def _read(self, text: str, cancelled):
-        """Bring the state to `text`'s ids, reading only what changed; return the
-        prompt and the logits (1, V) of the next token (None when cancelled)."""
-        prompt = self._window(text)
+    def _read(self, prompt: Prompt, cancelled) -> torch.Tensor | None:
+        """Bring the state to the prompt's ids, reading only what changed; return the
+        logits (1, V) of the next token (None when cancelled)."""
         ids = prompt.ids
         common = 0
         for a, b in zip(self._ids, ids, strict=False):
@@ -188,7 +212,7 @@ class CompletionEngine:
                 break
             common += 1
         if common == len(ids) == len(self._ids) and self._logits is not None:
-            return prompt, self._logits
+            return self._logits
         common = min(common, len(ids) - 1)  # read at least one token for its logits
         if self.decoder.limited:
             if self._state is None:
@@ -206,14 +230,14 @@ class CompletionEngine:
             if not chunk:
                 continue
             if cancelled():
-                return prompt, None
+                return None
             x = torch.tensor([chunk], device=self.lm.device)  # (1, T)
             hidden = self.lm.model.encode(x, self._state)  # (1, T, C)
             self._ids += chunk
             if not self.decoder.limited:
                 self._snapshot()
         self._logits = self.decoder.logits(hidden[:, -1])  # (1, V)
-        return prompt, self._logits
+        return self._logits
 
     def _restore(self, common: int) -> int:
         """LSTM: go back to the latest copy at or before `common` ids; its length."""
@@ -233,20 +257,31 @@ class CompletionEngine:
 
     # --- the suggestion -----------------------------------------------------------
 
-    def _greedy(self, prompt: Prompt, logits: torch.Tensor, cancelled) -> str | None:
-        """Greedy decoding into the prefix's own state, which is restored afterwards."""
+    def _greedy(self, prompt: Prompt, heal: Heal | None, logits: torch.Tensor,
+                cancelled) -> str | None:
+        """Greedy decoding into the prefix's own state, which is restored afterwards.
+        While the backed-up text is not yet written again, only the tokens that spell
+        it may be chosen."""
         start = len(self._ids)
         state = self._state if self.decoder.limited else self._state.clone()
+        spell = heal.spell if heal is not None else b""
+        budget = self.max_tokens + (heal.backed if heal is not None else 0)
         new: list[int] = []
         text = ""
         try:
-            for _ in range(self.max_tokens):
+            for _ in range(budget):
+                if spell:
+                    logits = logits + self.texts.bias(spell, logits.size(-1), self.lm.device)
                 token = int(logits.argmax(dim=-1))
-                if token == SPECIAL_IDS.eos:
-                    break
+                if token == SPECIAL_IDS.eos or logits[0, token] == float("-inf"):
+                    break  # the end, or nothing can spell what is left (healing)
                 new.append(token)
-                text = continuation_text(self.lm.tokenizer, prompt, new, False)
-                if _finished(text, self.max_words) or len(new) == self.max_tokens:
+                spell = self.texts.left(spell, [token])
+                if not spell:
+                    text = self._suggestion(prompt, heal, new)
+                    if _finished(text, self.max_words):
+                        break
+                if len(new) == budget:
                     break
                 if cancelled():
                     return None
@@ -257,3 +292,11 @@ class CompletionEngine:
             if self.decoder.limited:
                 state.crop(start)  # forget the suggestion, keep the prefix
         return trim(text, self.max_words)
+
+    def _suggestion(self, prompt: Prompt, heal: Heal | None, new: list[int]) -> str:
+        """The text of `new` after the typed text (the backed-up part taken off)."""
+        text = continuation_text(self.lm.tokenizer, prompt, new, False)
+        if heal is None:
+            return text
+        rest = heal.suggestion(text)
+        return "" if rest is None else rest
