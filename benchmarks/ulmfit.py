@@ -27,8 +27,8 @@ batch 32), with the length of a stage (epochs between unfreezing two layer group
 set by the size of the labelled set, so that a stage is 40 to 1,000 steps: 10 epochs
 for 100 labels, 2 for 1,000, 1 for 10% (the paper's), 0.5 for all 67,349. From-scratch
 rows keep the architecture and tokenizer but not the weights (`--from-scratch`) and
-train every layer at one rate from the start, as long as the full recipe: freezing
-random layers or slowing them down helps nothing.
+train every layer at one rate from the start (--scratch-lr-*), as long as the full
+recipe: freezing random layers or slowing them down helps nothing.
 
 Resumable: a stage whose output has a `.done.json` beside it is skipped (the file holds
 its command; a different command for the same output is refused: use another --out);
@@ -392,8 +392,10 @@ def main() -> None:
                                                  f"(default {PRETRAIN_STEPS})")
     parser.add_argument("--lm-epochs", type=float, default=1.0,
                         help="epochs of LM fine-tuning on SST-2's training text (1)")
-    parser.add_argument("--scratch-lr-lstm", type=float, default=1e-2,
-                        help="lr of the AWD-LSTM classifiers from random weights (0.01)")
+    # At 0.01 (the full recipe's) the random AWD-LSTM never left the majority class on
+    # SST-2's 10% (train loss 0.687 after 5 epochs); at 0.001 it reached 0.74 in 300 steps.
+    parser.add_argument("--scratch-lr-lstm", type=float, default=1e-3,
+                        help="lr of the AWD-LSTM classifiers from random weights (0.001)")
     parser.add_argument("--scratch-lr-transformer", type=float, default=1e-3,
                         help="lr of the Transformer classifiers from random weights (0.001)")
     parser.add_argument("--list", action="store_true", help="list the rows and stop")
