@@ -144,6 +144,7 @@ def _clock_worker(shards: str, out: str) -> None:
                        "unfrozen": trainer.trainable,
                        "bottom_moved": any(not torch.equal(p, q) for p, q in zip(
                            bottom, start, strict=True))}, f)
+    distributed.barrier(ctx)  # neither rank leaves the group while the other still uses it
     distributed.teardown(ctx)
 
 
