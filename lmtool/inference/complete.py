@@ -25,10 +25,10 @@ reads nothing new (the text before the word stays the same).
 
 Suggestions end after `max_words` words, at the end of a sentence, at [EOS], or after
 `max_tokens` tokens, whichever comes first. The healing tokens count among the
-`max_tokens`, so healing adds no decoding steps to a keystroke (with them added on top,
-the p95 latency of benchmarks/generate.py rose from 39 to 53 ms). `cancelled()` is
-asked between tokens, so a suggestion made stale by the next keystroke stops early (the
-UI passes it).
+`max_tokens`, so healing adds no decoding steps to a keystroke (benchmarks/generate.py:
+p95 39.6 ms healed vs 42.0 ms unhealed in one run). `cancelled()` is asked between
+tokens, so a suggestion made stale by the next keystroke stops early (the UI passes
+it).
 """
 
 from __future__ import annotations
