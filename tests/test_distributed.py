@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from lm_fixtures import TINY, make_shards
+from lm_fixtures import TINY, assert_torchrun_succeeded, make_shards
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def test_torchrun_two_processes_train_and_the_checkpoint_loads(shards, tmp_path)
            "--eval-every", "3", "--eval-batches", "2", "--save-every", "3",
            "--device", "cpu"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_torchrun_succeeded(proc)
 
     from lmtool.checkpoint import load_checkpoint
 
@@ -53,7 +53,7 @@ def test_resuming_under_another_number_of_processes_is_refused(shards, tmp_path,
            "16", "--batch-size", "4", "--max-steps", "2", "--eval-every", "0",
            "--device", "cpu", "--quiet"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_torchrun_succeeded(proc)
     from safetensors.torch import load_file
 
     carried = load_file(run / "trainer" / "tensors.safetensors")
@@ -79,7 +79,7 @@ def test_ranks_agree_on_the_time_before_each_step(shards, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            "--nproc_per_node", "2", __file__, str(shards), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_torchrun_succeeded(proc)
     result = json.loads(out.read_text())
     assert 3 <= result["steps"] <= 6, result
     assert result["lr_first"] != result["lr_last"]  # the rate did follow the time

@@ -135,7 +135,7 @@ def test_under_ddp_the_replicas_stay_identical(tmp_path):
     """Two ranks train an AWD-LSTM with the fused loss on different rows: the head's
     gradients are made outside the model's forward, yet DDP must still average them (a
     rank that kept its own would drift away from the other)."""
-    from lm_fixtures import make_shards
+    from lm_fixtures import assert_torchrun_succeeded, make_shards
 
     shards = make_shards(tmp_path / "data", kind="char", vocab_size=64)
     out = tmp_path / "result.json"
@@ -143,7 +143,7 @@ def test_under_ddp_the_replicas_stay_identical(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            "--nproc_per_node", "2", __file__, str(shards), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_torchrun_succeeded(proc)
     result = json.loads(out.read_text())
     assert result["fused_calls"] == 3, result
     assert result["head_moved"] and result["max_param_diff"] == 0.0, result
