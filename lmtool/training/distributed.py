@@ -7,7 +7,6 @@ and the run is a single process.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -79,12 +78,5 @@ def barrier(ctx: DistContext) -> None:
 
 
 def teardown(ctx: DistContext) -> None:
-    """Leave the process group. Called from `finally`: after a clean run the ranks
-    first wait for each other, because a gloo rank that destroys the group while the
-    other still uses it aborts the process ("terminate called without an active
-    exception"); after an error they do not (the other rank may never arrive, and
-    torchrun stops it)."""
     if ctx.enabled and dist.is_initialized():
-        if sys.exc_info()[0] is None:
-            dist.barrier()
         dist.destroy_process_group()
