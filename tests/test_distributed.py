@@ -98,7 +98,7 @@ def _clock_worker(shards: str, out: str) -> None:
     from lmtool.training.batches import WindowSampler
     from lmtool.training.config import TrainConfig
     from lmtool.training.objectives import CausalObjective
-    from lmtool.training.run import lm_optimizer
+    from lmtool.training.optimizers import ulmfit_optimizer as lm_optimizer
     from lmtool.training.trainer import Callback, Trainer
 
     torch.set_num_threads(1)

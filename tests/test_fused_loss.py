@@ -157,7 +157,7 @@ def _ddp_worker(shards: str, out: str) -> None:
     from lmtool.text.shards import open_shards
     from lmtool.training import distributed
     from lmtool.training.config import TrainConfig
-    from lmtool.training.run import lm_optimizer
+    from lmtool.training.optimizers import ulmfit_optimizer as lm_optimizer
     from lmtool.training.streams import StreamSampler
     from lmtool.training.trainer import Trainer
 

@@ -15,7 +15,7 @@ from lm_fixtures import make_shards
 from lmtool.models import build_model, parameter_groups, resolve_model_config
 from lmtool.training.config import TrainConfig
 from lmtool.training.objectives import CausalObjective
-from lmtool.training.run import lm_optimizer
+from lmtool.training.optimizers import ulmfit_optimizer as lm_optimizer
 from lmtool.training.trainer import Callback, Trainer
 
 CPU = torch.device("cpu")

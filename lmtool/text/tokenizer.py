@@ -189,6 +189,17 @@ def find_tokenizer_file(path: Path) -> Path:
     return path
 
 
+def tokenizer_kind(path: Path) -> str:
+    """bpe, wordpiece, unigram or char (a word-level model over single characters), read
+    from a tokenizer.json without loading it; "unknown" when it cannot tell."""
+    try:
+        spec = json.loads(Path(path).read_text("utf-8"))
+        kind = str(spec["model"]["type"]).lower()
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown"
+    return "char" if kind == "wordlevel" else kind
+
+
 def load_tokenizer(path: Path) -> Tokenizer:
     """Load a tokenizer file (or a directory holding tokenizer.json) and check it is lmtool's."""
     from tokenizers import Tokenizer

@@ -41,7 +41,8 @@ import torch.nn.functional as F
 
 from lmtool.checkpoint import TOKENIZER, WEIGHTS, TrainerState
 from lmtool.errors import BadInput
-from lmtool.rundir import claim_run
+from lmtool.training.base_run import file_sha256, read_base
+from lmtool.training.builder import Env, Parts, RunPlan, build_run
 from lmtool.training.objectives import Batch, Objective, Sums
 from lmtool.training.run import Checkpointer, RunResult
 from lmtool.training.trainer import Callback
@@ -277,41 +278,31 @@ def finetune_classifier(
     gives only the architecture and tokenizer: the baseline that shows what
     pre-training is worth.
     """
-    from lmtool.training.finetune import read_base
-
     run, output = Path(run), Path(output)
     if class_weights_mode not in CLASS_WEIGHTS:
         raise BadInput(f"--class-weights must be one of {', '.join(CLASS_WEIGHTS)}")
     if max_tokens < 2:
         raise BadInput("--max-tokens must be at least 2")
-    base = read_base(run)
-    if run.resolve() == output.resolve():
-        raise BadInput("-o must name a new run, not the base run", "pass another -o")
-    with claim_run(output, resume=resume, force=force):
-        return _finetune_classifier(
-            run, base, labelled, output, valid=valid, overrides=dict(overrides or {}),
-            class_weights_mode=class_weights_mode, max_tokens=max_tokens,
-            from_scratch=from_scratch, resume=resume, encoding_errors=encoding_errors,
-            callbacks=callbacks)
+    base = read_base(run, output)
+
+    def prepare() -> RunPlan:
+        return _plan(run, base, labelled, output, valid=valid, overrides=dict(overrides or {}),
+                     class_weights_mode=class_weights_mode, max_tokens=max_tokens,
+                     from_scratch=from_scratch, resume=resume, encoding_errors=encoding_errors)
+
+    return build_run(output, prepare, resume=resume, force=force,  # type: ignore[return-value]
+                     callbacks=callbacks)
 
 
-def _finetune_classifier(run: Path, base: dict, labelled, output: Path, *, valid,
-                         overrides: dict, class_weights_mode: str, max_tokens: int,
-                         from_scratch: bool, resume: bool, encoding_errors: str,
-                         callbacks: Sequence[Callback]) -> ClassifierResult:
-    from lmtool.checkpoint import load_checkpoint
-    from lmtool.device import resolve_device, resolve_precision
-    from lmtool.models import build_model
-    from lmtool.models.classifier import Classifier, ClassifierConfig
+def _plan(run: Path, base: dict, labelled, output: Path, *, valid, overrides: dict,
+          class_weights_mode: str, max_tokens: int, from_scratch: bool, resume: bool,
+          encoding_errors: str) -> RunPlan:
+    """The configs and the labelled data, tokenized; the parts come later."""
+    from lmtool.models.classifier import ClassifierConfig
     from lmtool.text.encode import in_val
     from lmtool.text.labelled import LabelVocab
     from lmtool.text.tokenizer import load_tokenizer
-    from lmtool.training import distributed
-    from lmtool.training import run as run_dir
-    from lmtool.training.documents import DocumentBatches, DocumentEval
-    from lmtool.training.finetune import file_sha256
-    from lmtool.training.pretrain import resume_configs
-    from lmtool.training.trainer import Trainer
+    from lmtool.training.config import resume_configs
 
     base_sha = file_sha256(run / WEIGHTS)
     if resume:
@@ -358,47 +349,46 @@ def _finetune_classifier(run: Path, base: dict, labelled, output: Path, *, valid
     if resume and saved.get("data", {}).get("sha256") != data_sha:
         raise BadInput(f"the labelled data is not what {output} was trained on",
                        "resume with the same data, or start a new classifier")
+    if not resume:
+        clf_config = ClassifierConfig(labels=list(vocab.names), max_tokens=max_tokens)
 
-    device = resolve_device(train_config.device)
-    dtype = resolve_precision(train_config.precision, device)
-    ctx, device = distributed.setup(device)
-    try:
+    def parts(env: Env) -> Parts:
+        from lmtool.checkpoint import load_checkpoint
+        from lmtool.models import build_model
+        from lmtool.models.classifier import Classifier
+        from lmtool.training.documents import DocumentBatches, DocumentEval
+        from lmtool.training.optimizers import ulmfit_optimizer
+
         # 2. The model: the base LM's backbone (its weights), a new head.
-        if resume:
-            ckpt = load_checkpoint(output, device, trainer=True, task="classifier")
-            model, state = ckpt.model, ckpt.trainer
-            assert state is not None
+        last: dict = {}
+        if env.resume:
+            model, state, rows = env.resumed(task="classifier")
             last = {k.removeprefix("last."): v for k, v in state.tensors.items()
                     if k.startswith("last.")}
             best_model = copy.deepcopy(model)
             if last:  # the best epoch is in model.safetensors; go on from the last step
                 model.load_state_dict(last)
-            rows = [r for r in ckpt.metrics if r.get("step", 0) <= state.step]
-            if ctx.is_main:  # forget rows logged after the checkpoint, before a crash
-                write_metrics_atomic(output, rows)
             resumed_from: int | None = state.step
             best = saved.get("best")
         else:
-            clf_config = ClassifierConfig(labels=list(vocab.names), max_tokens=max_tokens)
             torch.manual_seed(train_config.seed)  # the head's (and a new backbone's) weights
             backbone = build_model(model_config)
             if not from_scratch:
                 backbone.load_state_dict(load_checkpoint(run, "cpu").model.state_dict())
-            model = Classifier(backbone, clf_config).to(device)
+            model = Classifier(backbone, clf_config).to(env.device)
             best_model = model
             state, rows, resumed_from, best = TrainerState(), [], None, None
-        model.train()
 
         # 3. Batches, objective, optimiser (layer groups: embedding at the bottom).
         source = DocumentBatches(train_docs, train_targets, train_config.batch_size,
                                  train_config.seed, backward=model_config.backward,
-                                 max_tokens=max_tokens, rank=ctx.rank,
-                                 world_size=ctx.world_size)
+                                 max_tokens=max_tokens, rank=env.dist.rank,
+                                 world_size=env.dist.world_size)
         eval_source = DocumentEval(valid_docs, valid_targets, train_config.batch_size,
                                    backward=model_config.backward, max_tokens=max_tokens)
         spe = max(1, source.batches_per_epoch // train_config.grad_accum)
         groups = len(model.layer_groups())
-        if not resume:
+        if not env.resume:
             if all(getattr(train_config, k) is None for k in ("epochs", "max_steps",
                                                               "max_time")):
                 # A stage for each group unfrozen after the start, then one that trains
@@ -408,82 +398,64 @@ def _finetune_classifier(run: Path, base: dict, labelled, output: Path, *, valid
                 train_config.epochs = stages * (every or 1.0)
             train_config.eval_every = spe  # once an epoch
             train_config.save_every = spe
-        objective = ClassificationObjective(vocab.names, weights)
-        run_config = {
-            "task": "classifier",
-            "arch": model_config.arch,
-            "objective": model_config.objective,
-            "preset": base.get("preset"),
-            "model": model_config.to_dict(),
-            "classifier": clf_config.to_dict(),
-            "training": train_config.to_dict(),
-            "tokenizer": base.get("tokenizer", {}),
-            "base": {"run": str(run.resolve()), "weights_sha256": base_sha,
-                     "from_scratch": from_scratch,
-                     "objective": base.get("objective"), "arch": base.get("arch"),
-                     "backward": model_config.backward},
-            "data": {
-                "path": str(labelled), "valid": str(valid) if valid is not None else None,
-                "train_tokens": int(train_docs.ids.size), "val_tokens": int(valid_docs.ids.size),
-                "valid_fraction": None if valid is not None else VAL_FRACTION,
-                "train_documents": len(train_docs), "valid_documents": len(valid_docs),
-                "label_counts": {name: int(c) for name, c in zip(vocab.names, counts,
-                                                                  strict=True)},
-                "unseen_valid_labels": unseen,
-                "class_weights": class_weights_mode, "sha256": data_sha,
-                "steps_per_epoch": spe, "layer_groups": groups,
+
+        kept: list[BestCheckpointer] = []  # the keeper, once the builder has made it
+
+        def keeper(run_dir, config, tokenizer_json, metrics) -> BestCheckpointer:
+            kept.append(BestCheckpointer(run_dir, config, tokenizer_json, metrics,
+                                         steps_per_epoch=spe, model=best_model, best=best))
+            kept[0].current_is_best = not last  # a resumed run's last step may not be best
+            return kept[0]
+
+        def finish(result: RunResult, trainer, metrics) -> ClassifierResult:
+            history = [r for r in metrics.rows if "val_loss" in r]
+            warnings = report.warnings()
+            if unseen:
+                warnings.append(f"{plural(len(unseen), 'held-out label')} the training part "
+                                f"lacks, counted as wrong: {', '.join(unseen)}")
+            limit = trainer.limits.max_steps
+            return ClassifierResult(
+                **vars(result), labels=list(vocab.names), best=kept[0].best,
+                best_epoch=kept[0].best["epoch"] if kept[0].best else None, history=history,
+                base_run=run, train_documents=len(train_docs),
+                valid_documents=len(valid_docs), epochs=limit / spe if limit else None,
+                warnings=warnings,
+            )
+
+        return Parts(
+            model=model, objective=ClassificationObjective(vocab.names, weights),
+            source=source, eval_source=eval_source,
+            optimizer=ulmfit_optimizer(model, train_config, env.device, tied="bottom",
+                                       grouped=True),
+            config={
+                "task": "classifier",
+                "arch": model_config.arch,
+                "objective": model_config.objective,
+                "preset": base.get("preset"),
+                "model": model_config.to_dict(),
+                "classifier": clf_config.to_dict(),
+                "tokenizer": base.get("tokenizer", {}),
+                "base": {"run": str(run.resolve()), "weights_sha256": base_sha,
+                         "from_scratch": from_scratch,
+                         "objective": base.get("objective"), "arch": base.get("arch"),
+                         "backward": model_config.backward},
+                "data": {
+                    "path": str(labelled), "valid": str(valid) if valid is not None else None,
+                    "train_tokens": int(train_docs.ids.size),
+                    "val_tokens": int(valid_docs.ids.size),
+                    "valid_fraction": None if valid is not None else VAL_FRACTION,
+                    "train_documents": len(train_docs), "valid_documents": len(valid_docs),
+                    "label_counts": {name: int(c) for name, c in zip(vocab.names, counts,
+                                                                      strict=True)},
+                    "unseen_valid_labels": unseen,
+                    "class_weights": class_weights_mode, "sha256": data_sha,
+                    "steps_per_epoch": spe, "layer_groups": groups,
+                },
+                "best": best,
             },
-            "num_parameters": sum(p.numel() for p in model.parameters()),
-            "best": best,
-        }
-        metrics = run_dir.MetricsLog(output, rows, live=resume)
-        keeper = BestCheckpointer(output, run_config, (run / TOKENIZER).read_text("utf-8"),
-                                  metrics, steps_per_epoch=spe, model=best_model, best=best)
-        if resume and last:
-            keeper.current_is_best = False
-        optimizer = _optimizer(model, train_config, device)
-        trainer = Trainer(
-            model, objective, source, train_config, device, optimizer, dtype,
-            eval_source=eval_source, dist=ctx, state=state,
-            callbacks=[keeper, metrics, *callbacks],
+            tokenizer_json=(run / TOKENIZER).read_text("utf-8"),
+            state=state, rows=rows, resumed_from=resumed_from, checkpointer=keeper,
+            finish=finish,
         )
-        reason = run_dir.fit(trainer, output, fresh=not resume)
-        done = run_dir.result(trainer, output, reason, metrics, resumed_from, None)
-        history = [r for r in metrics.rows if "val_loss" in r]
-        warnings = report.warnings()
-        if unseen:
-            warnings.append(f"{plural(len(unseen), 'held-out label')} the training part "
-                            f"lacks, counted as wrong: {', '.join(unseen)}")
-        limit = trainer.limits.max_steps
-        return ClassifierResult(
-            **vars(done), labels=list(vocab.names), best=keeper.best,
-            best_epoch=keeper.best["epoch"] if keeper.best else None, history=history,
-            base_run=run, train_documents=len(train_docs), valid_documents=len(valid_docs),
-            epochs=limit / spe if limit else None, warnings=warnings,
-        )
-    finally:
-        distributed.teardown(ctx)
 
-
-def write_metrics_atomic(run: Path, rows: list[dict]) -> None:
-    import json
-
-    from lmtool.checkpoint import METRICS
-    from lmtool.fsio import atomic_file
-
-    with atomic_file(run / METRICS, "w") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _optimizer(model: torch.nn.Module, config, device: torch.device):
-    """ULMFiT's layer groups, the embedding at the bottom, at discriminative rates."""
-    from lmtool.models.base import parameter_groups
-    from lmtool.training.freezing import discriminative_multipliers
-    from lmtool.training.optimizers import build_optimizer
-
-    groups = parameter_groups(model, tied="bottom")
-    return build_optimizer(
-        model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
-        betas=(config.beta1, config.beta2), device=device, groups=groups,
-        multipliers=discriminative_multipliers(len(groups), config.discriminative),
-    )
+    return RunPlan(train_config, parts)

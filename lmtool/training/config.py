@@ -191,3 +191,47 @@ def validate_train_config(c: TrainConfig) -> None:
         problems.append("--unfreeze-every must not be negative")
     if problems:
         raise BadInput("invalid training config: " + "; ".join(problems))
+
+
+# When to stop. They count from the start of the run (steps, seconds, epochs in total),
+# and a limit given with --resume replaces all the saved ones: `--resume --max-steps
+# 450` after a `--max-time 30` run trains to step 450, whatever the time.
+LIMITS = ("max_steps", "max_time", "epochs")
+# Fields of a finished run that --resume may change: when to stop, how often to log,
+# evaluate and save, and where/how to compute. The rest would make a different run.
+RESUMABLE_FIELDS = {
+    *LIMITS, "eval_every", "eval_batches", "save_every", "log_every", "device",
+    "precision", "compile",
+}
+
+
+def resume_configs(run_dir: Path, given: dict) -> tuple[dict, ModelConfig, TrainConfig]:
+    """The saved configs, with only what a resumed run may change taken from `given`
+    (field → value, None: not given); BadInput naming every flag that would change more."""
+    from lmtool.checkpoint import read_run_config
+
+    saved = read_run_config(run_dir)
+    model = ModelConfig.from_dict(saved["model"])
+    train = TrainConfig.from_dict(saved.get("training", {}))
+    given = {k: v for k, v in given.items() if v is not None}
+    if any(given.get(k) is not None for k in LIMITS):
+        for key in LIMITS:
+            setattr(train, key, given.pop(key, None))
+    conflicts = []
+    for key, value in given.items():
+        if key in RESUMABLE_FIELDS:
+            setattr(train, key, value)
+        elif key in MODEL_FIELDS or key in ("objective", "arch"):
+            if getattr(model, key) != value:
+                conflicts.append(f"--{key.replace('_', '-')} {value} (the run has "
+                                 f"{getattr(model, key)})")
+        elif key != "preset" and getattr(train, key, value) != value:
+            conflicts.append(f"--{key.replace('_', '-')} {value} (the run has "
+                             f"{getattr(train, key)})")
+    if conflicts:
+        raise BadInput(
+            "--resume cannot change the run's settings: " + "; ".join(conflicts),
+            "drop those flags, or start a new run with -o elsewhere",
+        )
+    validate_train_config(train)
+    return saved, model, train

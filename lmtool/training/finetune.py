@@ -34,8 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lmtool.checkpoint import TOKENIZER, WEIGHTS, read_run_config
+from lmtool.checkpoint import TOKENIZER, WEIGHTS
 from lmtool.errors import BadInput
+from lmtool.training.base_run import file_sha256, read_base
+from lmtool.training.builder import Env, Parts, RunPlan, build_run
 from lmtool.training.run import RunResult
 from lmtool.training.trainer import Callback
 from lmtool.wording import count
@@ -57,14 +59,6 @@ class FinetuneResult(RunResult):
     base_run: Path | None = None
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def tokens_sha256(*arrays: np.ndarray | None) -> str:
     """A hash of token arrays, as int64 (whatever their dtype on disk)."""
     digest = hashlib.sha256()
@@ -73,21 +67,6 @@ def tokens_sha256(*arrays: np.ndarray | None) -> str:
             digest.update(np.asarray(array[start : start + (1 << 20)], dtype=np.int64).tobytes())
         digest.update(b"|")
     return digest.hexdigest()
-
-
-def read_base(run: Path) -> dict:
-    """The base run's config.json, refusing what is not a language model."""
-    run = Path(run)
-    if not run.exists():
-        raise BadInput(f"{run} does not exist", "pass a run made by lmtool pretrain")
-    config = read_run_config(run)
-    if config.get("task", "lm") != "lm":
-        raise BadInput(f"{run} is a {config.get('task')}, not a language model",
-                       "fine-tune a run made by lmtool pretrain or lmtool finetune lm")
-    for name in (WEIGHTS, TOKENIZER):
-        if not (run / name).is_file():
-            raise BadInput(f"{run / name} is missing", "the base run is incomplete")
-    return config
 
 
 # --- the target text ---------------------------------------------------------------------
@@ -210,33 +189,24 @@ def finetune_lm(
     None means "not given". See the module docstring for what happens. `output` is
     locked for the whole run (lmtool/rundir.py).
     """
-    from lmtool.rundir import claim_run
-
     run, output = Path(run), Path(output)
-    base = read_base(run)
-    if run.resolve() == output.resolve():
-        raise BadInput("-o must name a new run, not the base run", "pass another -o")
-    with claim_run(output, resume=resume, force=force):
-        return _finetune_lm(run, base, sources, output, overrides=overrides, resume=resume,
-                            document=document, encoding_errors=encoding_errors,
-                            callbacks=callbacks)
-
-
-def _finetune_lm(run: Path, base: dict, sources, output: Path, *, overrides: dict | None,
-                 resume: bool, document: str, encoding_errors: str,
-                 callbacks: Sequence[Callback]) -> FinetuneResult:
-    from lmtool.checkpoint import TrainerState, load_checkpoint
-    from lmtool.device import resolve_device, resolve_precision
-    from lmtool.training import distributed
-    from lmtool.training import run as run_dir
-    from lmtool.training.data import lm_sources
-    from lmtool.training.objectives import make_objective
-    from lmtool.training.pretrain import resume_configs
-    from lmtool.training.trainer import Trainer
-
+    base = read_base(run, output)
     if isinstance(sources, (str, Path)):
         sources = [sources]
-    overrides = dict(overrides or {})
+
+    def prepare() -> RunPlan:
+        return _plan(run, base, list(sources), output, overrides=dict(overrides or {}),
+                     resume=resume, document=document, encoding_errors=encoding_errors)
+
+    return build_run(output, prepare, resume=resume, force=force,  # type: ignore[return-value]
+                     callbacks=callbacks)
+
+
+def _plan(run: Path, base: dict, sources: list, output: Path, *, overrides: dict,
+          resume: bool, document: str, encoding_errors: str) -> RunPlan:
+    """The configs (the base run's, or the resumed run's); the parts come later."""
+    from lmtool.training.config import resume_configs
+
     base_sha = file_sha256(run / WEIGHTS)
     if resume:
         saved, model_config, train_config = resume_configs(output, overrides)
@@ -247,70 +217,70 @@ def _finetune_lm(run: Path, base: dict, sources, output: Path, *, overrides: dic
                            "resume with the same base run, or start a new fine-tune")
     else:
         model_config, train_config = _configs(base, overrides)
-    device = resolve_device(train_config.device)
-    dtype = resolve_precision(train_config.precision, device)
-    objective = make_objective(model_config)
 
-    ctx, device = distributed.setup(device)
-    try:
-        with _target_data(sources, run, output, base, seed=train_config.seed, document=document,
-                          encoding_errors=encoding_errors) as (train, val, described):
-            data_sha = tokens_sha256(train, val)
-            if resume:
-                if saved.get("data", {}).get("sha256") != data_sha:
-                    raise BadInput(f"the target text is not what {output} was fine-tuned on",
-                                   "resume with the same text, or start a new fine-tune")
-                model, state, rows = run_dir.load_for_resume(output, device, ctx)
-                resumed_from: int | None = state.step
-            else:
-                model = load_checkpoint(run, device).model
-                if model.config.dropout != model_config.dropout:
-                    from lmtool.models import build_model
+    def parts(env: Env) -> Parts:
+        from lmtool.checkpoint import TrainerState, load_checkpoint
+        from lmtool.training.data import lm_sources
+        from lmtool.training.objectives import make_objective
+        from lmtool.training.optimizers import ulmfit_optimizer
 
-                    weights = model.state_dict()
-                    model = build_model(model_config).to(device)
-                    model.load_state_dict(weights)
-                state, rows, resumed_from = TrainerState(), [], None
-            model.train()
-            need = (train_config.batch_size + 1) * (model_config.context + 1)
-            if len(train) < need:
-                raise BadInput(
-                    f"the target text is too short for one batch: {len(train)} training "
-                    f"tokens, and --batch-size {train_config.batch_size} sequences of the "
-                    f"run's {model_config.context} tokens need about {need}",
-                    "give more text, or a smaller --batch-size")
-            source, eval_source = lm_sources(model, objective, train_config, train, val,
-                                             ctx.rank, ctx.world_size)
-            run_config = {
+        objective = make_objective(model_config)
+        train, val, described = env.stack.enter_context(_target_data(
+            sources, run, output, base, seed=train_config.seed, document=document,
+            encoding_errors=encoding_errors))
+        data_sha = tokens_sha256(train, val)
+        resumed_from = None
+        if env.resume:
+            if saved.get("data", {}).get("sha256") != data_sha:
+                raise BadInput(f"the target text is not what {output} was fine-tuned on",
+                               "resume with the same text, or start a new fine-tune")
+            model, state, rows = env.resumed()
+            resumed_from = state.step
+        else:
+            model = load_checkpoint(run, env.device).model
+            if model.config.dropout != model_config.dropout:
+                from lmtool.models import build_model
+
+                weights = model.state_dict()
+                model = build_model(model_config).to(env.device)
+                model.load_state_dict(weights)
+            state, rows = TrainerState(), []
+        need = (train_config.batch_size + 1) * (model_config.context + 1)
+        if len(train) < need:
+            raise BadInput(
+                f"the target text is too short for one batch: {len(train)} training "
+                f"tokens, and --batch-size {train_config.batch_size} sequences of the "
+                f"run's {model_config.context} tokens need about {need}",
+                "give more text, or a smaller --batch-size")
+        source, eval_source = lm_sources(model, objective, train_config, train, val,
+                                         env.dist.rank, env.dist.world_size)
+
+        def finish(result: RunResult, trainer, metrics) -> FinetuneResult:
+            evals = [r for r in metrics.rows if "val_loss" in r]
+            before = next((r for r in evals if r["step"] == 0), None)
+            return FinetuneResult(**vars(result), before=_held_out(before),
+                                  after=_held_out(evals[-1] if evals else None), base_run=run)
+
+        return Parts(
+            model=model, objective=objective, source=source, eval_source=eval_source,
+            optimizer=ulmfit_optimizer(model, train_config, env.device),
+            config={
                 "task": "lm",
                 "arch": model_config.arch,
                 "objective": model_config.objective,
                 "preset": base.get("preset"),
                 "model": model_config.to_dict(),
-                "training": train_config.to_dict(),
                 "tokenizer": base.get("tokenizer", {}),
                 "base": {"run": str(run.resolve()), "weights_sha256": base_sha},
                 "data": {**described, "train_tokens": int(len(train)),
                          "val_tokens": int(len(val)), "sha256": data_sha},
-                "num_parameters": sum(p.numel() for p in model.parameters()),
-            }
-            metrics = run_dir.MetricsLog(output, rows, live=resume)
-            checkpointer = run_dir.Checkpointer(
-                output, run_config, (run / TOKENIZER).read_text("utf-8"), metrics)
-            trainer = Trainer(
-                model, objective, source, train_config, device,
-                run_dir.lm_optimizer(model, train_config, device), dtype,
-                eval_source=eval_source, dist=ctx, state=state,
-                callbacks=[metrics, checkpointer, *callbacks], eval_at_start=True,
-            )
-            reason = run_dir.fit(trainer, output, fresh=not resume)
-            done = run_dir.result(trainer, output, reason, metrics, resumed_from, None)
-            evals = [r for r in metrics.rows if "val_loss" in r]
-            before = next((r for r in evals if r["step"] == 0), None)
-            return FinetuneResult(**vars(done), before=_held_out(before),
-                                  after=_held_out(evals[-1] if evals else None), base_run=run)
-    finally:
-        distributed.teardown(ctx)
+            },
+            tokenizer_json=(run / TOKENIZER).read_text("utf-8"),
+            state=state, rows=rows, resumed_from=resumed_from, eval_at_start=True,
+            finish=finish,
+        )
+
+    return RunPlan(train_config, parts)
 
 
 def _held_out(row: dict | None) -> dict | None:

@@ -25,7 +25,7 @@ def run_info(run: Path) -> dict:
         read_trainer_state,
     )
     from lmtool.models.config import ARCH_FIELDS
-    from lmtool.training.pretrain import tokenizer_kind
+    from lmtool.text.tokenizer import tokenizer_kind
 
     run = Path(run)
     config = read_run_config(run)

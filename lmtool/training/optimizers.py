@@ -27,7 +27,8 @@ from torch import nn
 
 from lmtool.errors import BadInput
 from lmtool.models.base import parameter_groups
-from lmtool.training.config import OPTIMIZERS
+from lmtool.training.config import OPTIMIZERS, TrainConfig
+from lmtool.training.freezing import discriminative_multipliers
 from lmtool.wording import plural
 
 _DEVICE_KEYS = ("fused", "foreach", "capturable")  # param-group flags chosen per device
@@ -258,3 +259,23 @@ def build_optimizer(
     fused = True if device.type in ("cuda", "cpu") else None
     named["adamw"] = torch.optim.AdamW(adamw, lr=lr, betas=betas, fused=fused)
     return Optimizers(named)
+
+
+def ulmfit_optimizer(model: nn.Module, config: TrainConfig, device: torch.device, *,
+                     tied: str = "top", grouped: bool | None = None) -> Optimizers:
+    """The optimiser of a run's plan. ULMFiT's layer groups (models/base.py), each at
+    its discriminative rate (training/freezing.py), with the tied embedding/decoder in
+    the `tied` group: "top" as fastai splits a language model, "bottom" in a classifier.
+    `grouped` None: groups only when the rates differ or groups unfreeze, else one group
+    (the fewest optimiser kernels per step)."""
+    if grouped is None:
+        grouped = config.discriminative != 1 or bool(config.unfreeze_start)
+    groups = multipliers = None
+    if grouped:
+        groups = parameter_groups(model, tied=tied)
+        multipliers = discriminative_multipliers(len(groups), config.discriminative)
+    return build_optimizer(
+        model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
+        betas=(config.beta1, config.beta2), device=device, groups=groups,
+        multipliers=multipliers,
+    )

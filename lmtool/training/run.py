@@ -1,6 +1,6 @@
-"""The run directory's plumbing, shared by `pretrain` and `finetune`: the metrics log, the
-checkpoint writer, resuming, the optimiser of a language model, and running the trainer
-so that a failure leaves nothing half-made behind.
+"""The run directory's plumbing, which the run builder (training/builder.py) uses for
+every kind of run: the metrics log, the checkpoint writer, resuming, running the trainer
+so that a failure leaves nothing half-made behind, and the result.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from lmtool.training.trainer import Callback, Trainer
 if TYPE_CHECKING:
     import torch
 
-    from lmtool.training.config import TrainConfig
     from lmtool.training.distributed import DistContext
-    from lmtool.training.optimizers import Optimizers
 
 
 @dataclass
@@ -86,40 +84,25 @@ class Checkpointer(Callback):
         self.metrics.live = True
 
 
-def lm_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device
-                 ) -> Optimizers:
-    """A language model's optimiser. With one rate and nothing frozen: one group (the
-    fewest optimiser kernels per step). Otherwise ULMFiT's layer groups, the tied
-    embedding/decoder in the top group as fastai splits a language model, each group
-    at its discriminative rate (training/freezing.py)."""
-    from lmtool.models.base import parameter_groups
-    from lmtool.training.freezing import discriminative_multipliers
-    from lmtool.training.optimizers import build_optimizer
-
-    groups = multipliers = None
-    if config.discriminative != 1 or config.unfreeze_start:
-        groups = parameter_groups(model, tied="top")
-        multipliers = discriminative_multipliers(len(groups), config.discriminative)
-    return build_optimizer(
-        model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
-        betas=(config.beta1, config.beta2), device=device, groups=groups,
-        multipliers=multipliers,
-    )
-
-
-def load_for_resume(run_dir: Path, device: torch.device, ctx: DistContext):
-    """(model, trainer state, metrics rows) of the run to continue. Rows logged after
-    the checkpoint (before a crash) are forgotten, on disk too."""
+def load_for_resume(run_dir: Path, device: torch.device, ctx: DistContext,
+                    task: str | None = "lm"):
+    """(model, trainer state, metrics rows) of the run to continue, a run of `task`.
+    Rows logged after the checkpoint (before a crash) are forgotten, on disk too."""
     from lmtool.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(run_dir, device, trainer=True)
+    ckpt = load_checkpoint(run_dir, device, trainer=True, task=task)
     state = ckpt.trainer
     assert state is not None
     rows = [r for r in ckpt.metrics if r.get("step", 0) <= state.step]
     if ctx.is_main:
-        with atomic_file(run_dir / METRICS, "w") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in rows))
+        write_metrics_atomic(run_dir, rows)
     return ckpt.model, state, rows
+
+
+def write_metrics_atomic(run_dir: Path, rows: list[dict]) -> None:
+    """Replace RUN/metrics.jsonl with `rows`, atomically."""
+    with atomic_file(run_dir / METRICS, "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def fit(trainer: Trainer, run_dir: Path, *, fresh: bool) -> str:
@@ -134,7 +117,7 @@ def fit(trainer: Trainer, run_dir: Path, *, fresh: bool) -> str:
 
 
 def result(trainer: Trainer, run_dir: Path, reason: str, metrics: MetricsLog,
-           resumed_from: int | None, sample: str | None) -> RunResult:
+           resumed_from: int | None, sample: str | None = None) -> RunResult:
     from lmtool.device import describe_precision
 
     return RunResult(
@@ -153,14 +136,3 @@ def result(trainer: Trainer, run_dir: Path, reason: str, metrics: MetricsLog,
         limits=trainer.limits.describe(),
         precision=describe_precision(trainer.config.precision, trainer.device),
     )
-
-
-def sample_text(model: torch.nn.Module, tokenizer, chars: int, seed: int) -> str | None:
-    """A short sample from a model that can generate (a causal one), else None."""
-    if not chars or model.config.objective != "causal":
-        return None
-    from lmtool.inference.generate import sample
-
-    model.eval()
-    text = sample(model, tokenizer, "", max_new_tokens=chars, seed=seed, stop_at_eos=False)
-    return text[:chars]
