@@ -216,3 +216,20 @@ def test_help_has_examples(cli):
     result = cli("finetune", "lm", "--help")
     assert result.exit_code == 0
     assert "Examples:" in result.stdout and "lmtool finetune lm" in result.stdout
+
+
+def test_quiet_keeps_the_result_paths_are_absolute_and_info_shows_the_base(
+        bases, target, tmp_path, cli, monkeypatch):
+    base = bases("transformer")
+    monkeypatch.chdir(target.parent)  # the text given relative to where training runs
+    out = tmp_path / "ft"
+    result = cli("finetune", "lm", base, target.name, "-o", out, *FAST, "--max-steps", "1")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""  # --quiet: no log
+    before, after = result.stdout.splitlines()  # the result, on stdout even so
+    assert before.startswith("held-out before: loss") and after.startswith("held-out after:")
+    data = json.loads((out / "config.json").read_text())["data"]
+    assert data["sources"] == [str(target)] and data["path"] == str(target)
+    info = cli("info", out).stdout
+    assert f"base LM     {base.resolve()}" in info
+    assert "history     1 step," in info

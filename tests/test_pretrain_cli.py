@@ -184,3 +184,38 @@ def test_help_has_examples(cli):
         result = cli(command, "--help")
         assert result.exit_code == 0
         assert "Examples:" in result.stdout and f"lmtool {command}" in result.stdout
+
+
+def test_format_json_prints_the_result_on_stdout(shards, tmp_path, cli):
+    run = tmp_path / "run"
+    result = cli("pretrain", shards, "-o", run, *FAST, "--format", "json", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    data = json.loads(result.stdout)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert data["run"] == str(run) and data["steps"] == 4 and data["stop_reason"] == "steps"
+    assert data["last_loss"] == [r for r in rows if "loss" in r][-1]["loss"]
+    assert data["last_eval"]["val_loss"] == [r for r in rows if "val_loss" in r][-1]["val_loss"]
+
+
+def test_train_flags_have_one_field_per_config_field():
+    """A field of ModelConfig or TrainConfig that the flags lack could not be set from a
+    --config file or from Python; one the configs lack would be set nowhere."""
+    from dataclasses import fields
+
+    from lmtool.training.config import MODEL_FIELDS, TRAIN_FIELDS
+    from lmtool.training.flags import TrainFlags
+
+    assert {f.name for f in fields(TrainFlags)} == MODEL_FIELDS | TRAIN_FIELDS
+
+
+def test_flags_from_the_command_line_reach_the_configs(shards, tmp_path, cli):
+    run = tmp_path / "run"
+    result = cli("pretrain", shards, "-o", run, *FAST, "--precision", "fp32", "--lr", "0.004",
+                 "--schedule", "linear", "--dropout", "0.2", "--optimizer", "adamw")
+    assert result.exit_code == 0, result.stderr
+    config = json.loads((run / "config.json").read_text())
+    t, m = config["training"], config["model"]
+    assert (t["precision"], t["lr"], t["schedule"], t["optimizer"]) == ("fp32", 0.004,
+                                                                         "linear", "adamw")
+    assert m["dropout"] == 0.2

@@ -3,52 +3,37 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from lmtool.cli import finetune_classifier
 from lmtool.cli.common import (
-    Device,
     Document,
     DocumentMode,
     EncodingErrors,
     Errors,
     Force,
-    Precision,
     Quiet,
     info,
     with_examples,
 )
 from lmtool.cli.options import (
     BaseRun,
-    BatchSize,
-    Compile,
-    Discriminative,
-    Epochs,
-    EvalBatches,
-    EvalEvery,
-    GradAccum,
-    GradClip,
-    LogEvery,
-    Lr,
-    MaxSteps,
-    MaxTime,
     OldJson,
     Resume,
     RunFormat,
     RunOutput,
-    SaveEvery,
-    ScheduleFlag,
-    Stateful,
-    TrainSeed,
-    Warmup,
-    WeightDecay,
+    lm_flags,
     option,
-    overrides,
+    run_flags,
+    with_flags,
 )
-from lmtool.cli.pretrain import report_run
+from lmtool.cli.pretrain import report_run, run_summary
 from lmtool.cli.progress import Reporter, describe
+
+if TYPE_CHECKING:
+    from lmtool.training.flags import TrainFlags
 
 app = typer.Typer(
     help=with_examples(
@@ -82,58 +67,46 @@ LM_SUMMARY = (
 )
 
 
+@with_flags(run_flags, lm_flags)
 def lm(
     run: BaseRun,
     sources: Annotated[list[str], typer.Argument(
         metavar="TEXT", help="Target text: files, directories, globs, - for stdin, or shards.")],
     output: RunOutput,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
-    weight_decay: WeightDecay = None,
-    warmup: Warmup = None,
-    schedule: ScheduleFlag = None,
-    discriminative: Discriminative = None,
     dropout: Annotated[float | None, option(
         "--dropout", "Dropout (LSTM: multiplier) while fine-tuning (the base run's).")] = None,
-    grad_accum: GradAccum = None,
-    grad_clip: GradClip = None,
-    max_steps: MaxSteps = None,
-    max_time: MaxTime = None,
-    epochs: Epochs = None,
-    eval_every: EvalEvery = None,
-    eval_batches: EvalBatches = None,
-    save_every: SaveEvery = None,
-    log_every: LogEvery = None,
-    seed: TrainSeed = None,
-    stateful: Stateful = None,
+    flags: TrainFlags = None,  # type: ignore[assignment]  # run_flags, lm_flags: with_flags
     document: Document = DocumentMode.paragraph,
     encoding_errors: Errors = EncodingErrors.strict,
-    device: Device = None,
-    precision: Precision = None,
-    compile: Compile = None,
     resume: Resume = False,
     force: Force = False,
     quiet: Quiet = False,
     format: RunFormat = "text",
     json_flag: OldJson = False,
 ) -> None:
+    from dataclasses import replace
+
     from lmtool.training.finetune import finetune_lm
 
-    given = overrides(locals())
     format = "json" if json_flag else format
     with Reporter(quiet) as reporter:
-        result = finetune_lm(run, sources, output, overrides=given, resume=resume, force=force,
-                             document=document.value, encoding_errors=encoding_errors.value,
-                             callbacks=[reporter])
+        result = finetune_lm(run, sources, output, overrides=replace(flags, dropout=dropout),
+                             resume=resume, force=force, document=document.value,
+                             encoding_errors=encoding_errors.value, callbacks=[reporter])
     if not report_run(result, quiet) and format != "json":
         return
     if result.before and result.after:
-        info(f"held-out before: {describe(result.before)}", quiet)
-        info(f"held-out after:  {describe(result.after)}", quiet)
+        # The result: on stdout with --format text (--quiet or not), beside the log on
+        # stderr with --format json.
+        for line in (f"held-out before: {describe(result.before)}",
+                     f"held-out after:  {describe(result.after)}"):
+            if format == "json":
+                info(line, quiet)
+            else:
+                typer.echo(line)
     if format == "json" and result.is_main:
-        typer.echo(json.dumps({"run": str(result.run_dir), "base": str(result.base_run),
-                               "steps": result.step, "before": result.before,
-                               "after": result.after}))
+        typer.echo(json.dumps({**run_summary(result), "base": str(result.base_run),
+                               "before": result.before, "after": result.after}))
 
 
 app.command("lm", help=with_examples(LM_SUMMARY, *LM_EXAMPLES))(lm)

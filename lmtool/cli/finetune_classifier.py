@@ -4,40 +4,25 @@ from __future__ import annotations
 
 import json
 from enum import Enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lmtool.cli.common import (
-    Device,
-    EncodingErrors,
-    Errors,
-    Force,
-    Precision,
-    Quiet,
-    info,
-    warn,
-)
+from lmtool.cli.common import EncodingErrors, Errors, Force, Quiet, info, warn
 from lmtool.cli.options import (
     BaseRun,
-    Compile,
-    Discriminative,
-    Float,
-    GradAccum,
-    GradClip,
-    Int,
-    MaxSteps,
-    MaxTime,
     OldJson,
     Resume,
     RunFormat,
     RunOutput,
-    ScheduleFlag,
-    TrainSeed,
     option,
-    overrides,
+    run_flags,
+    with_flags,
 )
 from lmtool.cli.progress import Reporter
+
+if TYPE_CHECKING:
+    from lmtool.training.flags import TrainFlags
 
 EXAMPLES = (
     "lmtool finetune classifier runs/lm-reviews reviews/train.tsv -o runs/clf",
@@ -62,19 +47,12 @@ SUMMARY = (
 )
 
 
-# The shared training flags, with the defaults a classifier trains with (ULMFiT's).
-BatchSize = Annotated[Int, option("--batch-size", "Documents per batch (32).")]
-Lr = Annotated[Float, option("--lr", "Peak learning rate of the top layer group (0.01).")]
-WeightDecay = Annotated[Float, option("--weight-decay", "Weight decay (0.01).")]
-Epochs = Annotated[Float, option("--epochs", "Stop after this many epochs in all (none of "
-                                             "the three: one per layer group).")]
-
-
 class ClassWeights(str, Enum):
     none = "none"
     auto = "auto"
 
 
+@with_flags(run_flags)
 def classifier(
     run: BaseRun,
     labelled: Annotated[str, typer.Argument(
@@ -95,38 +73,27 @@ def classifier(
     unfreeze_every: Annotated[float | None, option(
         "--unfreeze-every", "Epochs between unfreezing one more layer group (1; 0: all "
         "train from the start). Sets the default --epochs: one stage per group.")] = None,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
-    weight_decay: WeightDecay = None,
-    schedule: ScheduleFlag = None,
-    discriminative: Discriminative = None,
     dropout: Annotated[float | None, option(
         "--dropout", "Dropout (LSTM: multiplier of the classifier's dropouts) (the base "
         "run's).")] = None,
-    grad_accum: GradAccum = None,
-    grad_clip: GradClip = None,
-    max_steps: MaxSteps = None,
-    max_time: MaxTime = None,
-    epochs: Epochs = None,
-    seed: TrainSeed = None,
+    flags: TrainFlags = None,  # type: ignore[assignment]  # run_flags: with_flags
     encoding_errors: Errors = EncodingErrors.strict,
-    device: Device = None,
-    precision: Precision = None,
-    compile: Compile = None,
     resume: Resume = False,
     force: Force = False,
     quiet: Quiet = False,
     format: RunFormat = "text",
     json_flag: OldJson = False,
 ) -> None:
+    from dataclasses import replace
+
     from lmtool.training.classifier import finetune_classifier
 
-    given = overrides(locals())
     format = "json" if json_flag else format
-    given["unfreeze_start"] = 0 if unfreeze_every == 0 else None  # 0: no gradual unfreezing
+    flags = replace(flags, dropout=dropout, unfreeze_every=unfreeze_every,
+                    unfreeze_start=0 if unfreeze_every == 0 else None)  # 0: none gradual
     with EpochReporter(quiet) as reporter:
         result = finetune_classifier(
-            run, labelled, output, valid=valid, overrides=given,
+            run, labelled, output, valid=valid, overrides=flags,
             class_weights_mode=class_weights.value, max_tokens=max_tokens,
             from_scratch=from_scratch, resume=resume, force=force,
             encoding_errors=encoding_errors.value, callbacks=[reporter])

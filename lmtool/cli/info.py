@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from lmtool.cli.common import Quiet, formats
+from lmtool.wording import plural
 
 HELP_EXAMPLES = ("lmtool info runs/lm", "lmtool info runs/lm --format json | jq .history")
 SUMMARY = "Show what a run is (config, parameters, tokenizer, data) and how training went."
@@ -55,13 +56,16 @@ def info(
         f"sha256 {str(tok.get('sha256'))[:16]}",
         f"data        {d.get('path')} ({_fmt(d.get('train_tokens'))} train / "
         f"{_fmt(d.get('val_tokens'))} val tokens)",
-        f"history     {_fmt(h.get('step'))} steps, {_fmt(h.get('tokens_seen'))} tokens, "
+        f"history     {_fmt(h.get('step'))} {plural(h.get('step') or 0, 'step')}, "
+        f"{_fmt(h.get('tokens_seen'))} tokens, "
         f"{_fmt(h.get('elapsed_s'))}s",
         f"            last loss {_fmt(h['last_loss'])}, val loss last {_fmt(h['last_val_loss'])}"
         f" / best {_fmt(h['best_val_loss'])}",
     ]
     if "classifier" in data:
         lines += _classifier_lines(data["classifier"])
+    elif data.get("base"):  # a fine-tuned language model
+        lines.append(f"base LM     {data['base'].get('run')}")
     typer.echo("\n".join(lines))
 
 

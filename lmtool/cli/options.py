@@ -1,18 +1,29 @@
-"""Training flags, defined once and shared by `pretrain` and `finetune` (DESIGN.md).
+"""Training flags, defined once and shared by `pretrain`, `finetune lm` and `finetune
+classifier` (DESIGN.md).
 
-A command lists them in its signature as `batch_size: BatchSize = None`; None means "not
-given", so the preset, the --config file, the base run or the library's default wins.
-`overrides(locals())`, on the command's first lines, turns its parameters into the library's
-field → value dict: each flag is named after the field it sets.
+Each flag is an alias (`BatchSize`, ...); None means "not given", so the preset, the
+--config file, the base run or the library's default wins. The flags every training
+command takes are written once, in the blocks `run_flags` and `lm_flags` below: each
+builds the library's typed `TrainFlags` by name (--precision → `precision=precision`),
+and `@with_flags(...)` puts a block's options in the place of a command's
+`flags: TrainFlags` parameter and hands the command the flags built.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
+
+from lmtool.cli.common import Device, Precision
+
+if TYPE_CHECKING:
+    from lmtool.training.flags import TrainFlags
 
 PANEL = "Training"
 
@@ -37,12 +48,15 @@ def option(flag: str, help: str, panel: str = PANEL):
 
 Int, Float = int | None, float | None
 
-BatchSize = Annotated[Int, option("--batch-size", "Sequences per batch (tiny: 12).")]
-Lr = Annotated[Float, option("--lr", "Peak learning rate (tiny: 5e-3; finetune: the base "
-                                     "run's; the top layer group's with --discriminative).")]
+BatchSize = Annotated[Int, option("--batch-size", "Sequences per batch (tiny: 12; "
+                                                  "classifier: documents, 32).")]
+Lr = Annotated[Float, option("--lr", "Peak learning rate (tiny: 5e-3; finetune lm: the base "
+                                     "run's; classifier: 0.01; the top layer group's with "
+                                     "--discriminative).")]
 OptimizerFlag = Annotated[Optimizer | None, option(
     "--optimizer", "adamw, or muon: Muon on hidden matrices, AdamW elsewhere (tiny: muon).")]
-WeightDecay = Annotated[Float, option("--weight-decay", "Weight decay (0.1).")]
+WeightDecay = Annotated[Float, option("--weight-decay", "Weight decay (0.1; classifier: "
+                                                        "0.01).")]
 Warmup = Annotated[Int, option("--warmup", "Warmup steps (10%, max 100; not with stlr).")]
 ScheduleFlag = Annotated[Schedule | None, option(
     "--schedule", "cosine, linear, constant, or stlr: slanted triangular, ULMFiT's "
@@ -55,7 +69,8 @@ GradClip = Annotated[Float, option("--grad-clip", "Max grad norm; 0: off (1).")]
 MaxSteps = Annotated[Int, option("--max-steps", "Stop after this many steps in all.")]
 MaxTime = Annotated[Float, option("--max-time", "Stop after this many seconds in all.")]
 Epochs = Annotated[Float, option("--epochs", "Stop after this many epochs in all (none "
-                                             "of the three: 1).")]
+                                             "of the three: 1; classifier: one per layer "
+                                             "group).")]
 EvalEvery = Annotated[Int, option("--eval-every", "Steps between evals (200).")]
 EvalBatches = Annotated[Int, option("--eval-batches", "Batches per eval; 0: all (20; "
                                                       "finetune: 0).")]
@@ -79,10 +94,88 @@ RunFormat = Annotated[Literal["text", "json"], typer.Option(
 OldJson = Annotated[bool, typer.Option("--json", hidden=True)]
 
 
-def overrides(params: dict) -> dict:
-    """The library fields among a command's parameters (`locals()` on the command's first
-    lines): the model and training fields, enums to their values, None kept (not given)."""
-    from lmtool.training.config import MODEL_FIELDS, TRAIN_FIELDS
+# --- the blocks of flags, written once --------------------------------------------------
 
-    return {k: (v.value if isinstance(v, Enum) else v) for k, v in params.items()
-            if k in MODEL_FIELDS or k in TRAIN_FIELDS}
+
+def run_flags(
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    weight_decay: WeightDecay = None,
+    schedule: ScheduleFlag = None,
+    discriminative: Discriminative = None,
+    grad_accum: GradAccum = None,
+    grad_clip: GradClip = None,
+    max_steps: MaxSteps = None,
+    max_time: MaxTime = None,
+    epochs: Epochs = None,
+    seed: TrainSeed = None,
+    device: Device = None,
+    precision: Precision = None,
+    compile: Compile = None,
+) -> TrainFlags:
+    """The flags of every training command."""
+    from lmtool.training.flags import TrainFlags
+
+    return TrainFlags(batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                      schedule=schedule, discriminative=discriminative,
+                      grad_accum=grad_accum, grad_clip=grad_clip, max_steps=max_steps,
+                      max_time=max_time, epochs=epochs, seed=seed, device=device,
+                      precision=precision, compile=compile)
+
+
+def lm_flags(
+    warmup: Warmup = None,
+    eval_every: EvalEvery = None,
+    eval_batches: EvalBatches = None,
+    save_every: SaveEvery = None,
+    log_every: LogEvery = None,
+    stateful: Stateful = None,
+) -> TrainFlags:
+    """The flags of the commands that train a language model (pretrain, finetune lm)."""
+    from lmtool.training.flags import TrainFlags
+
+    return TrainFlags(warmup=warmup, eval_every=eval_every, eval_batches=eval_batches,
+                      save_every=save_every, log_every=log_every, stateful=stateful)
+
+
+def _signature(function: Callable) -> inspect.Signature:
+    """The signature with its annotations evaluated (TrainFlags is a name for type checkers
+    alone: importing it here would load torch for --help)."""
+    return inspect.signature(function, eval_str=True, locals={"TrainFlags": object})
+
+
+def with_flags(*blocks: Callable[..., TrainFlags]):
+    """Put the options of `blocks` in the place of the command's `flags` parameter, and
+    call the command with `flags=` the blocks' TrainFlags, merged. Typer reads the
+    command's signature, so the options show in --help where `flags` stands."""
+
+    def decorate(command: Callable) -> Callable:
+        own = _signature(command)
+        names = [name for block in blocks for name in inspect.signature(block).parameters]
+        params: list[inspect.Parameter] = []
+        for param in own.parameters.values():
+            if param.name != "flags":
+                params.append(param)
+                continue
+            for block in blocks:
+                params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in
+                           _signature(block).parameters.values()]
+        # Keyword-only parameters may not precede positional ones: all keyword-only.
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
+
+        @functools.wraps(command)
+        def run(**kwargs):
+            given = {name: kwargs.pop(name) for name in names if name in kwargs}
+            flags = None
+            for block in blocks:
+                mine = block(**{k: v for k, v in given.items()
+                                if k in inspect.signature(block).parameters})
+                flags = mine if flags is None else mine.over(flags)
+            return command(flags=flags, **kwargs)
+
+        del run.__wrapped__  # Typer must read the signature below, not the command's
+        run.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+        run.__annotations__ = {}
+        return run
+
+    return decorate

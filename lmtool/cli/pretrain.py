@@ -2,42 +2,32 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lmtool.cli.common import Device, Force, Precision, Preset, Quiet, choices, info
+from lmtool.cli.common import Force, Preset, Quiet, choices, info
 from lmtool.cli.options import (
-    BatchSize,
-    Compile,
-    Discriminative,
-    Epochs,
-    EvalBatches,
-    EvalEvery,
-    GradAccum,
-    GradClip,
-    LogEvery,
-    Lr,
-    MaxSteps,
-    MaxTime,
+    OldJson,
     Optimizer,
     OptimizerFlag,
     Resume,
+    RunFormat,
     RunOutput,
-    SaveEvery,
     Schedule,
-    ScheduleFlag,
-    Stateful,
-    TrainSeed,
-    Warmup,
-    WeightDecay,
+    lm_flags,
     option,
-    overrides,
+    run_flags,
+    with_flags,
 )
 from lmtool.cli.progress import Reporter, describe
 from lmtool.models.config import ARCHS, OBJECTIVES, POSITIONS
 from lmtool.wording import count
+
+if TYPE_CHECKING:
+    from lmtool.training.flags import TrainFlags
 
 __all__ = ["Optimizer", "Reporter", "Schedule", "pretrain", "report_run"]
 
@@ -47,6 +37,7 @@ HELP_EXAMPLES = (
     "lmtool pretrain data/ --arch lstm -o runs/awd --epochs 2",
     "lmtool pretrain data/ --arch lstm --stateless -o runs/awd-windows --max-steps 1000",
     "lmtool pretrain data/ -o runs/lm --resume --max-steps 2000",
+    "lmtool pretrain data/ -o runs/lm --max-steps 500 --format json | jq .last_eval",
     "torchrun --nproc_per_node 2 -m lmtool pretrain data/ -o runs/lm",
 )
 SUMMARY = (
@@ -58,7 +49,8 @@ SUMMARY = (
     "exits 130. --resume continues a run: a limit given with it replaces the saved ones; "
     "the learning-rate schedule keeps the horizon the run started with (steps past it "
     "run at the final rate; for a new schedule, fine-tune from the run); a run that has "
-    "nothing left to do says so and exits 0."
+    "nothing left to do says so and exits 0. --format json prints the run's figures on stdout "
+    "as one object."
 )
 
 
@@ -74,6 +66,7 @@ def _model(flag: str, help: str):
 Int, Float = int | None, float | None  # None: not given (the config file or default wins)
 
 
+@with_flags(run_flags, lm_flags)
 def pretrain(
     data: Annotated[Path, typer.Argument(help="A shard directory from lmtool tokenize encode.")],
     output: RunOutput,
@@ -95,27 +88,8 @@ def pretrain(
     backward: Annotated[bool | None, _model(
         "--backward/--forward", "Causal: read text right to left (ULMFiT's backward LM)."
     )] = None,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
     optimizer: OptimizerFlag = None,
-    weight_decay: WeightDecay = None,
-    warmup: Warmup = None,
-    schedule: ScheduleFlag = None,
-    discriminative: Discriminative = None,
-    grad_accum: GradAccum = None,
-    grad_clip: GradClip = None,
-    max_steps: MaxSteps = None,
-    max_time: MaxTime = None,
-    epochs: Epochs = None,
-    eval_every: EvalEvery = None,
-    eval_batches: EvalBatches = None,
-    save_every: SaveEvery = None,
-    log_every: LogEvery = None,
-    seed: TrainSeed = None,
-    stateful: Stateful = None,
-    device: Device = None,  # None: from --config, else auto
-    precision: Precision = None,
-    compile: Compile = None,
+    flags: TrainFlags = None,  # type: ignore[assignment]  # run_flags, lm_flags: with_flags
     config: Annotated[Path | None, option("--config", "JSON file of these fields.")] = None,
     tokenizer: Annotated[
         Path | None, option("--tokenizer", "The shards' tokenizer (default DATA/tokenizer.json).")
@@ -123,20 +97,38 @@ def pretrain(
     resume: Resume = False,
     force: Force = False,
     quiet: Quiet = False,
+    format: RunFormat = "text",
+    json_flag: OldJson = False,
 ) -> None:
+    from dataclasses import replace
+
     from lmtool.training.pretrain import pretrain as run_pretrain
 
-    given = overrides(locals())
+    format = "json" if json_flag else format
+    flags = replace(flags, layers=layers, heads=heads, dim=dim, context=context,
+                    dropout=dropout, positions=positions, hidden=hidden, ar=ar, tar=tar,
+                    backward=backward, optimizer=optimizer)
     with Reporter(quiet) as reporter:
         result = run_pretrain(
             data, output,
             objective=objective.value if objective else None,
             arch=arch.value if arch else None,
-            preset=preset, overrides=given, config_file=config, tokenizer=tokenizer,
+            preset=preset, overrides=flags, config_file=config, tokenizer=tokenizer,
             resume=resume, force=force, callbacks=[reporter],
             sample_chars=0 if quiet else 200,
         )
     report_run(result, quiet)
+    if format == "json" and result.is_main:
+        typer.echo(json.dumps(run_summary(result)))
+
+
+def run_summary(result) -> dict:
+    """What `--format json` prints of any run: where it is, how far it went, how it did."""
+    return {"run": str(result.run_dir), "steps": result.step,
+            "tokens_seen": result.tokens_seen, "elapsed_s": round(result.elapsed_s, 3),
+            "stop_reason": result.stop_reason, "resumed_from": result.resumed_from,
+            "parameters": result.num_parameters, "last_loss": result.last_loss,
+            "last_eval": result.last_eval, "precision": result.precision}
 
 
 def report_run(result, quiet: bool) -> bool:

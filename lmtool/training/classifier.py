@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,8 +44,9 @@ from lmtool.checkpoint import TOKENIZER, WEIGHTS, TrainerState
 from lmtool.errors import BadInput
 from lmtool.training.base_run import file_sha256, read_base
 from lmtool.training.builder import Env, Parts, RunPlan, build_run
+from lmtool.training.flags import TrainFlags
 from lmtool.training.objectives import Batch, Objective, Sums
-from lmtool.training.run import Checkpointer, RunResult
+from lmtool.training.run import Checkpointer, RunResult, stored_path
 from lmtool.training.trainer import Callback
 from lmtool.wording import count, plural
 
@@ -233,32 +235,13 @@ def class_weights(counts: np.ndarray) -> list[float]:
     return (counts.sum() / (len(counts) * np.maximum(counts, 1))).tolist()
 
 
-def _configs(base: dict, overrides: dict):
-    """The classifier's backbone config and training config (ULMFiT's defaults, then
-    `overrides`), checked."""
-    from dataclasses import replace
-
-    from lmtool.models.config import ModelConfig
-    from lmtool.training.config import TrainConfig, apply_finetune_overrides
-
-    model = ModelConfig.from_dict(base["model"])
-    if model.arch == "lstm":
-        model = replace(model, **LSTM_DROPOUTS)
-    train = TrainConfig.from_dict({**base.get("training", {}), **CLASSIFIER_DEFAULTS})
-    apply_finetune_overrides(model, train, overrides, "finetune classifier")
-    if train.batch_size < 2:
-        raise BadInput("--batch-size must be at least 2 (the head's batch norm needs "
-                       "several documents)")
-    return model, train
-
-
 def finetune_classifier(
     run: Path,
     labelled: str | Path,
     output: Path,
     *,
     valid: str | Path | None = None,
-    overrides: dict | None = None,
+    overrides: TrainFlags | Mapping[str, Any] | None = None,
     class_weights_mode: str = "none",
     max_tokens: int = 1440,
     from_scratch: bool = False,
@@ -270,9 +253,9 @@ def finetune_classifier(
     """Train a classifier on `labelled` from the language model in `run`, into `output`.
 
     `valid`: a labelled source to validate on (default: a tenth of `labelled`, held
-    out). `overrides` maps training fields (lr, batch_size, epochs, max_steps,
-    max_time, discriminative, unfreeze_start, unfreeze_every, seed, device, precision,
-    ...) and `dropout` to values; None means "not given". `class_weights_mode` "auto"
+    out). `overrides`: the flags (training/flags.py: lr, batch_size, epochs, max_steps,
+    discriminative, unfreeze_start, unfreeze_every, seed, device, precision, ... and
+    `dropout`; a mapping of those names will do), None: not given. `class_weights_mode` "auto"
     weighs each class by n / (K n_c) in the loss, for imbalanced data.
     `from_scratch`: random backbone weights (seeded) instead of the run's, which then
     gives only the architecture and tokenizer: the baseline that shows what
@@ -286,7 +269,7 @@ def finetune_classifier(
     base = read_base(run, output)
 
     def prepare() -> RunPlan:
-        return _plan(run, base, labelled, output, valid=valid, overrides=dict(overrides or {}),
+        return _plan(run, base, labelled, output, valid=valid, flags=TrainFlags.of(overrides),
                      class_weights_mode=class_weights_mode, max_tokens=max_tokens,
                      from_scratch=from_scratch, resume=resume, encoding_errors=encoding_errors)
 
@@ -294,19 +277,20 @@ def finetune_classifier(
                      callbacks=callbacks)
 
 
-def _plan(run: Path, base: dict, labelled, output: Path, *, valid, overrides: dict,
+def _plan(run: Path, base: dict, labelled, output: Path, *, valid, flags: TrainFlags,
           class_weights_mode: str, max_tokens: int, from_scratch: bool, resume: bool,
           encoding_errors: str) -> RunPlan:
     """The configs and the labelled data, tokenized; the parts come later."""
     from lmtool.models.classifier import ClassifierConfig
+    from lmtool.models.config import ModelConfig
     from lmtool.text.encode import in_val
     from lmtool.text.labelled import LabelVocab
     from lmtool.text.tokenizer import load_tokenizer
-    from lmtool.training.config import resume_configs
+    from lmtool.training.flags import finetune_configs, resume_configs
 
     base_sha = file_sha256(run / WEIGHTS)
     if resume:
-        saved, model_config, train_config = resume_configs(output, overrides)
+        saved, model_config, train_config = resume_configs(output, flags)
         if saved.get("task") != "classifier":
             raise BadInput(f"--resume: {output} is not a classifier run")
         if saved.get("base", {}).get("weights_sha256") != base_sha:
@@ -318,7 +302,13 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, overrides: di
         max_tokens = clf_config.max_tokens
         class_weights_mode = saved.get("data", {}).get("class_weights", "none")
     else:
-        model_config, train_config = _configs(base, overrides)
+        lstm = ModelConfig.from_dict(base["model"]).arch == "lstm"
+        model_config, train_config = finetune_configs(
+            base, CLASSIFIER_DEFAULTS, flags, "finetune classifier",
+            model_changes=LSTM_DROPOUTS if lstm else None)
+        if train_config.batch_size < 2:
+            raise BadInput("--batch-size must be at least 2 (the head's batch norm needs "
+                           "several documents)")
 
     # 1. The data, tokenized with the base run's tokenizer.
     tokenizer = load_tokenizer(run / TOKENIZER)
@@ -440,7 +430,8 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, overrides: di
                          "objective": base.get("objective"), "arch": base.get("arch"),
                          "backward": model_config.backward},
                 "data": {
-                    "path": str(labelled), "valid": str(valid) if valid is not None else None,
+                    "path": stored_path(labelled),
+                    "valid": stored_path(valid) if valid is not None else None,
                     "train_tokens": int(train_docs.ids.size),
                     "val_tokens": int(valid_docs.ids.size),
                     "valid_fraction": None if valid is not None else VAL_FRACTION,

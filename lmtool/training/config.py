@@ -1,8 +1,7 @@
 """Training configuration: one typed dataclass, saved in every run's config.json.
 
-`resolve_configs` merges, in order: the preset (model and training defaults), a JSON
---config file, then the flags (None means "not given"), and reports every problem at
-once, naming the flag.
+training/flags.py applies the flags (a preset's defaults, a JSON --config file, then
+the command line) and reports every problem at once, naming the flag.
 """
 
 from __future__ import annotations
@@ -12,12 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from lmtool.errors import BadInput
-from lmtool.models.config import (
-    ModelConfig,
-    dataclass_from_dict,
-    resolve_model_config,
-    validate_model_config,
-)
+from lmtool.models.config import ModelConfig, dataclass_from_dict
 from lmtool.training.schedules import SCHEDULES
 from lmtool.wording import plural
 
@@ -112,53 +106,6 @@ def read_config_file(path: Path) -> dict:
     return data
 
 
-def resolve_configs(
-    *,
-    objective: str | None,
-    arch: str | None,
-    preset: str | None,
-    overrides: dict,
-    config_file: Path | None = None,
-    vocab_size: int = 0,
-) -> tuple[ModelConfig, TrainConfig, str]:
-    """Preset < config file < flags. `overrides` maps field names to values or None.
-    Returns the model and training configs and the preset's name."""
-    from_file = read_config_file(config_file) if config_file else {}
-    merged = {**from_file, **{k: v for k, v in overrides.items() if v is not None}}
-    unknown = sorted(set(merged) - MODEL_FIELDS - TRAIN_FIELDS - TOP_FIELDS)
-    if unknown:
-        raise BadInput(f"unknown {plural(len(unknown), 'field')}: {', '.join(unknown)}")
-    objective = objective or merged.get("objective") or "causal"
-    arch = arch or merged.get("arch") or "transformer"
-    preset = preset or merged.get("preset") or "tiny"
-    model_values = {k: v for k, v in merged.items() if k in MODEL_FIELDS}
-    model = resolve_model_config(arch, objective, preset, model_values)
-    model.vocab_size = vocab_size
-    train_values = TRAIN_PRESETS.get(arch, {}).get(preset, {})
-    train = TrainConfig(
-        **{**train_values, **{k: v for k, v in merged.items() if k in TRAIN_FIELDS}}
-    )
-    validate_train_config(train)
-    return model, train, preset
-
-
-def apply_finetune_overrides(model: ModelConfig, train: TrainConfig, overrides: dict,
-                             command: str) -> None:
-    """A fine-tune's flags (field → value, None: not given) set on the base run's configs:
-    `dropout` on the model, the training fields on `train`. Any other model field is fixed
-    by the base run, so `command` refuses it. Both configs are then checked."""
-    unknown = sorted(k for k, v in overrides.items()
-                     if v is not None and k not in TRAIN_FIELDS and k != "dropout")
-    if unknown:
-        raise BadInput(f"{command} cannot change " + ", ".join(
-            f"--{k.replace('_', '-')}" for k in unknown), "those are fixed by the base run")
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(model if key == "dropout" else train, key, value)
-    validate_model_config(model)
-    validate_train_config(train)
-
-
 def validate_train_config(c: TrainConfig) -> None:
     problems = []
     for name in ("batch_size", "grad_accum"):
@@ -191,47 +138,3 @@ def validate_train_config(c: TrainConfig) -> None:
         problems.append("--unfreeze-every must not be negative")
     if problems:
         raise BadInput("invalid training config: " + "; ".join(problems))
-
-
-# When to stop. They count from the start of the run (steps, seconds, epochs in total),
-# and a limit given with --resume replaces all the saved ones: `--resume --max-steps
-# 450` after a `--max-time 30` run trains to step 450, whatever the time.
-LIMITS = ("max_steps", "max_time", "epochs")
-# Fields of a finished run that --resume may change: when to stop, how often to log,
-# evaluate and save, and where/how to compute. The rest would make a different run.
-RESUMABLE_FIELDS = {
-    *LIMITS, "eval_every", "eval_batches", "save_every", "log_every", "device",
-    "precision", "compile",
-}
-
-
-def resume_configs(run_dir: Path, given: dict) -> tuple[dict, ModelConfig, TrainConfig]:
-    """The saved configs, with only what a resumed run may change taken from `given`
-    (field → value, None: not given); BadInput naming every flag that would change more."""
-    from lmtool.checkpoint import read_run_config
-
-    saved = read_run_config(run_dir)
-    model = ModelConfig.from_dict(saved["model"])
-    train = TrainConfig.from_dict(saved.get("training", {}))
-    given = {k: v for k, v in given.items() if v is not None}
-    if any(given.get(k) is not None for k in LIMITS):
-        for key in LIMITS:
-            setattr(train, key, given.pop(key, None))
-    conflicts = []
-    for key, value in given.items():
-        if key in RESUMABLE_FIELDS:
-            setattr(train, key, value)
-        elif key in MODEL_FIELDS or key in ("objective", "arch"):
-            if getattr(model, key) != value:
-                conflicts.append(f"--{key.replace('_', '-')} {value} (the run has "
-                                 f"{getattr(model, key)})")
-        elif key != "preset" and getattr(train, key, value) != value:
-            conflicts.append(f"--{key.replace('_', '-')} {value} (the run has "
-                             f"{getattr(train, key)})")
-    if conflicts:
-        raise BadInput(
-            "--resume cannot change the run's settings: " + "; ".join(conflicts),
-            "drop those flags, or start a new run with -o elsewhere",
-        )
-    validate_train_config(train)
-    return saved, model, train

@@ -28,9 +28,10 @@ import contextlib
 import hashlib
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,8 @@ from lmtool.checkpoint import TOKENIZER, WEIGHTS
 from lmtool.errors import BadInput
 from lmtool.training.base_run import file_sha256, read_base
 from lmtool.training.builder import Env, Parts, RunPlan, build_run
-from lmtool.training.run import RunResult
+from lmtool.training.flags import TrainFlags
+from lmtool.training.run import RunResult, stored_path
 from lmtool.training.trainer import Callback
 from lmtool.wording import count
 
@@ -149,8 +151,8 @@ def _target_data(sources, base_dir: Path, output: Path, base_config: dict, *, se
     try:
         train, val = encode_target(sources, base_dir / TOKENIZER, tmp, seed=seed,
                                    document=document, encoding_errors=encoding_errors)
-        yield train, val, {"path": ", ".join(str(s) for s in sources),
-                           "sources": [str(s) for s in sources], "document": document}
+        paths = [stored_path(s) for s in sources]
+        yield train, val, {"path": ", ".join(paths), "sources": paths, "document": document}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -158,24 +160,12 @@ def _target_data(sources, base_dir: Path, output: Path, base_config: dict, *, se
 # --- the command ---------------------------------------------------------------------------
 
 
-def _configs(base: dict, overrides: dict):
-    """The base run's model config and its training config with the fine-tune's defaults
-    and `overrides` (field → value, None: not given) applied and checked."""
-    from lmtool.models.config import ModelConfig
-    from lmtool.training.config import TrainConfig, apply_finetune_overrides
-
-    model = ModelConfig.from_dict(base["model"])
-    train = TrainConfig.from_dict({**base.get("training", {}), **FINETUNE_DEFAULTS})
-    apply_finetune_overrides(model, train, overrides, "finetune")
-    return model, train
-
-
 def finetune_lm(
     run: Path,
     sources: Sequence[str | Path] | str | Path,
     output: Path,
     *,
-    overrides: dict | None = None,
+    overrides: TrainFlags | Mapping[str, Any] | None = None,
     resume: bool = False,
     force: bool = False,
     document: str = "paragraph",
@@ -184,9 +174,9 @@ def finetune_lm(
 ) -> FinetuneResult:
     """Fine-tune the language model in `run` on the target text `sources`, into `output`.
 
-    `overrides` maps training fields (lr, batch_size, epochs, max_steps, max_time,
-    schedule, discriminative, seed, device, precision, ...) and `dropout` to values;
-    None means "not given". See the module docstring for what happens. `output` is
+    `overrides`: the flags (training/flags.py: lr, batch_size, epochs, max_steps,
+    schedule, discriminative, seed, device, precision, ... and `dropout`; a mapping of
+    those names will do), None: not given. See the module docstring for what happens. `output` is
     locked for the whole run (lmtool/rundir.py).
     """
     run, output = Path(run), Path(output)
@@ -195,28 +185,29 @@ def finetune_lm(
         sources = [sources]
 
     def prepare() -> RunPlan:
-        return _plan(run, base, list(sources), output, overrides=dict(overrides or {}),
+        return _plan(run, base, list(sources), output, flags=TrainFlags.of(overrides),
                      resume=resume, document=document, encoding_errors=encoding_errors)
 
     return build_run(output, prepare, resume=resume, force=force,  # type: ignore[return-value]
                      callbacks=callbacks)
 
 
-def _plan(run: Path, base: dict, sources: list, output: Path, *, overrides: dict,
+def _plan(run: Path, base: dict, sources: list, output: Path, *, flags: TrainFlags,
           resume: bool, document: str, encoding_errors: str) -> RunPlan:
     """The configs (the base run's, or the resumed run's); the parts come later."""
-    from lmtool.training.config import resume_configs
+    from lmtool.training.flags import finetune_configs, resume_configs
 
     base_sha = file_sha256(run / WEIGHTS)
     if resume:
-        saved, model_config, train_config = resume_configs(output, overrides)
+        saved, model_config, train_config = resume_configs(output, flags)
         was = saved.get("base", {})
         if was.get("weights_sha256") != base_sha:
             raise BadInput(f"the base run {run} is not the one {output} was fine-tuned from "
                            f"({was.get('run')}), or it changed since",
                            "resume with the same base run, or start a new fine-tune")
     else:
-        model_config, train_config = _configs(base, overrides)
+        model_config, train_config = finetune_configs(base, FINETUNE_DEFAULTS, flags,
+                                                      "finetune")
 
     def parts(env: Env) -> Parts:
         from lmtool.checkpoint import TrainerState, load_checkpoint

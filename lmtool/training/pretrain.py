@@ -9,12 +9,14 @@ library code never prints.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from lmtool.errors import BadInput
 from lmtool.training.builder import Env, Parts, RunPlan, build_run
+from lmtool.training.flags import TrainFlags
 from lmtool.training.run import RunResult
 from lmtool.training.trainer import Callback
 
@@ -28,7 +30,7 @@ def pretrain(
     objective: str | None = None,
     arch: str | None = None,
     preset: str | None = None,
-    overrides: dict | None = None,
+    overrides: TrainFlags | Mapping[str, Any] | None = None,
     config_file: Path | None = None,
     tokenizer: Path | None = None,
     resume: bool = False,
@@ -38,23 +40,23 @@ def pretrain(
 ) -> PretrainResult:
     """Train a language model on the shards in `data`, checkpointing into `output`.
 
-    `overrides` maps field names (layers, heads, dim, context, dropout, batch_size, lr,
-    warmup, max_steps, ...) to values; None means "not given". Precedence: the preset,
-    then `config_file`, then `overrides`. Under torchrun this runs DDP (rank 0 writes).
-    `output` is locked for the whole run: a second process is refused.
+    `overrides`: the flags (training/flags.py: layers, dim, context, dropout, batch_size,
+    lr, warmup, max_steps, ...; a mapping of those names will do), None: not given.
+    Precedence: the preset, then `config_file`, then `overrides`. Under torchrun this
+    runs DDP (rank 0 writes). `output` is locked for the whole run: a second process is refused.
     """
     data, output = Path(data), Path(output)
 
     def prepare() -> RunPlan:
         return _plan(data, output, objective=objective, arch=arch, preset=preset,
-                     overrides=dict(overrides or {}), config_file=config_file,
+                     flags=TrainFlags.of(overrides), config_file=config_file,
                      tokenizer=tokenizer, resume=resume, sample_chars=sample_chars)
 
     return build_run(output, prepare, resume=resume, force=force, callbacks=callbacks)
 
 
 def _plan(data: Path, output: Path, *, objective: str | None, arch: str | None,
-          preset: str | None, overrides: dict, config_file: Path | None,
+          preset: str | None, flags: TrainFlags, config_file: Path | None,
           tokenizer: Path | None, resume: bool, sample_chars: int) -> RunPlan:
     """Check the shards and tokenizer, resolve the configs; the parts come later."""
     from lmtool.text.shards import open_shards
@@ -64,7 +66,7 @@ def _plan(data: Path, output: Path, *, objective: str | None, arch: str | None,
         tokenizer_kind,
         tokenizer_sha256,
     )
-    from lmtool.training.config import resolve_configs, resume_configs
+    from lmtool.training.flags import resolve_configs, resume_configs
 
     shards = open_shards(data)
     tok_file = find_tokenizer_file(Path(tokenizer) if tokenizer else shards.tokenizer_path)
@@ -76,18 +78,21 @@ def _plan(data: Path, output: Path, *, objective: str | None, arch: str | None,
             "pass the tokenizer the shards were encoded with, or re-encode them",
         )
     if resume:
-        from lmtool.training.config import read_config_file
+        if config_file:  # its fields under the flags; its objective, arch and preset unused
+            from lmtool.training.config import read_config_file
 
-        given = {**(read_config_file(config_file) if config_file else {}), **overrides,
-                 "objective": objective, "arch": arch}
-        saved, model_config, train_config = resume_configs(output, given)
+            from_file = {k: v for k, v in read_config_file(config_file).items()
+                         if k not in ("objective", "arch", "preset")}
+            flags = flags.over(TrainFlags.from_dict(from_file, f" in --config {config_file}"))
+        saved, model_config, train_config = resume_configs(output, flags, objective=objective,
+                                                           arch=arch)
         if saved.get("tokenizer", {}).get("sha256") != sha:
             raise BadInput(f"the run in {output} was trained with another tokenizer than "
                            f"the shards in {data}", "resume with the run's own data")
         preset = saved.get("preset")
     else:
         model_config, train_config, preset = resolve_configs(
-            objective=objective, arch=arch, preset=preset, overrides=overrides,
+            objective=objective, arch=arch, preset=preset, flags=flags,
             config_file=config_file, vocab_size=tok.get_vocab_size(),
         )
     if model_config.vocab_size != shards.vocab_size:

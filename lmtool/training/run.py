@@ -136,3 +136,9 @@ def result(trainer: Trainer, run_dir: Path, reason: str, metrics: MetricsLog,
         limits=trainer.limits.describe(),
         precision=describe_precision(trainer.config.precision, trainer.device),
     )
+
+
+def stored_path(source: str | Path) -> str:
+    """How config.json records a data path: absolute, so the run says where its data was
+    wherever it is read from; "-" (stdin) as it is."""
+    return str(source) if str(source) == "-" else str(Path(source).absolute())
