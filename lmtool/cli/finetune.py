@@ -29,8 +29,8 @@ from lmtool.cli.options import (
     run_flags,
     with_flags,
 )
-from lmtool.cli.pretrain import report_run, run_summary
 from lmtool.cli.progress import Reporter, describe
+from lmtool.cli.run_report import report_run, run_summary
 
 if TYPE_CHECKING:
     from lmtool.training.flags import TrainFlags

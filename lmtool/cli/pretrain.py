@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lmtool.cli.common import Force, Preset, Quiet, choices, info
+from lmtool.cli.common import Force, Preset, Quiet, choices
 from lmtool.cli.options import (
     OldJson,
     Optimizer,
@@ -22,14 +22,14 @@ from lmtool.cli.options import (
     run_flags,
     with_flags,
 )
-from lmtool.cli.progress import Reporter, describe
+from lmtool.cli.progress import Reporter
+from lmtool.cli.run_report import report_run, run_summary
 from lmtool.models.config import ARCHS, OBJECTIVES, POSITIONS
-from lmtool.wording import count
 
 if TYPE_CHECKING:
     from lmtool.training.flags import TrainFlags
 
-__all__ = ["Optimizer", "Reporter", "Schedule", "pretrain", "report_run"]
+__all__ = ["Optimizer", "Reporter", "Schedule", "pretrain"]
 
 HELP_EXAMPLES = (
     "lmtool pretrain data/ --objective causal --preset tiny -o runs/lm --max-time 120",
@@ -120,33 +120,3 @@ def pretrain(
     report_run(result, quiet)
     if format == "json" and result.is_main:
         typer.echo(json.dumps(run_summary(result)))
-
-
-def run_summary(result) -> dict:
-    """What `--format json` prints of any run: where it is, how far it went, how it did."""
-    return {"run": str(result.run_dir), "steps": result.step,
-            "tokens_seen": result.tokens_seen, "elapsed_s": round(result.elapsed_s, 3),
-            "stop_reason": result.stop_reason, "resumed_from": result.resumed_from,
-            "parameters": result.num_parameters, "last_loss": result.last_loss,
-            "last_eval": result.last_eval, "precision": result.precision}
-
-
-def report_run(result, quiet: bool) -> bool:
-    """The end-of-run lines on stderr (rank 0 only); False when there was nothing to do."""
-    if not result.is_main:
-        return False  # under torchrun only rank 0 reports
-    if result.stop_reason == "done":
-        info(f"{result.run_dir} has already reached its limits ({result.limits}) at step "
-             f"{result.step}: nothing to do (give a larger --max-steps, --max-time or "
-             "--epochs to train on)", quiet)
-        return False
-    summary = f"{result.run_dir}: {count(result.step, 'step')}, {result.tokens_seen:,} tokens"
-    summary += f", {result.elapsed_s:.0f}s, {result.precision}"
-    held_out = {k.removeprefix("val_"): v for k, v in (result.last_eval or {}).items()
-                if k.startswith("val_")}
-    if held_out:
-        summary += f", val {describe(held_out)}"
-    info(summary, quiet)
-    if result.sample:
-        info("sample:\n" + result.sample, quiet)
-    return True

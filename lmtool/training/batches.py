@@ -21,14 +21,9 @@ import numpy as np
 import torch
 
 from lmtool.errors import BadInput
-from lmtool.training.data import BatchSource, EvalSource
+from lmtool.training.protocol import BatchSource, EvalSource
+from lmtool.training.seeds import seed_for
 from lmtool.wording import count
-
-
-def seed_for(*parts: int) -> int:
-    """A 63-bit seed mixing several integers (seed, step, rank, ...) with no collisions
-    between nearby tuples, unlike e.g. seed + step."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0]) >> 1
 
 
 class WindowSampler(BatchSource):

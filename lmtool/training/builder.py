@@ -37,10 +37,10 @@ if TYPE_CHECKING:
     import torch
 
     from lmtool.training.config import TrainConfig
-    from lmtool.training.data import BatchSource, EvalSource
     from lmtool.training.distributed import DistContext
     from lmtool.training.objectives import Objective
     from lmtool.training.optimizers import Optimizers
+    from lmtool.training.protocol import BatchSource, EvalSource
     from lmtool.training.trainer import Trainer
 
 

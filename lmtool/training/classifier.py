@@ -23,8 +23,10 @@
    The weights of the last step, which `--resume` continues from, are kept beside it
    in RUN/trainer/ when they differ.
 
-The objective (`ClassificationObjective`) and the batch sources (training/documents.py)
-are all that is new to the trainer: a task is a batch source plus an objective.
+What is new to the trainer is the objective (`ClassificationObjective`, in
+training/objectives.py) and the batch sources (training/documents.py); the best-epoch
+keeper (training/best_epoch.py) is the checkpointer this task gives the run builder
+(training/builder.py), which does the rest.
 """
 
 from __future__ import annotations
@@ -38,15 +40,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lmtool.checkpoint import TOKENIZER, WEIGHTS, TrainerState
 from lmtool.errors import BadInput
 from lmtool.training.base_run import file_sha256, read_base
 from lmtool.training.builder import Env, Parts, RunPlan, build_run
 from lmtool.training.flags import TrainFlags
-from lmtool.training.objectives import Batch, Objective, Sums
-from lmtool.training.run import Checkpointer, RunResult, stored_path
+from lmtool.training.run import RunResult, stored_path
 from lmtool.training.trainer import Callback
 from lmtool.wording import count, plural
 
@@ -63,132 +63,6 @@ CLASSIFIER_DEFAULTS = {
 }
 VAL_FRACTION = 0.1  # of the labelled documents, held out when no --valid is given
 CLASS_WEIGHTS = ("none", "auto")
-
-
-# --- the objective ---------------------------------------------------------------------
-
-
-class ClassificationObjective(Objective):
-    """Cross-entropy over the classes; accuracy, macro-F1 and the confusion matrix as
-    metrics. A held-out document whose label the classifier does not know (target -1)
-    counts as wrong and takes no part in the loss."""
-
-    name = "classify"
-
-    def __init__(self, labels: Sequence[str], class_weights: Sequence[float] | None = None):
-        self.labels = list(labels)
-        self.weights = (torch.tensor(class_weights, dtype=torch.float32)
-                        if class_weights is not None else None)
-
-    def make_batch(self, raw: Batch, generator: torch.Generator) -> Batch:
-        return raw  # the source made it whole: nothing random here
-
-    def _logits(self, model, batch: Batch) -> torch.Tensor:
-        from lmtool.training.objectives import unwrap
-
-        lengths = batch.mask.sum(dim=1)  # (B,) real tokens per row
-        logits = model(batch.inputs, lengths).float()  # (B, K)
-        # The AWD-LSTM leaves its AR/TAR penalty of the last chunk read, padding
-        # included: the classifier does not use it; dropping it frees its graph.
-        take = getattr(getattr(unwrap(model), "backbone", None), "take_penalty", None)
-        if take is not None:
-            take()
-        return logits
-
-    def loss(self, model, batch: Batch, state=None) -> tuple[torch.Tensor, dict]:
-        logits = self._logits(model, batch)
-        weight = self.weights.to(logits.device) if self.weights is not None else None
-        loss = F.cross_entropy(logits, batch.targets, weight=weight, ignore_index=-1)
-        return loss, {"documents": batch.targets.numel()}
-
-    @torch.no_grad()
-    def sums(self, model, batch: Batch, state=None) -> Sums:
-        logits = self._logits(model, batch)
-        targets = batch.targets
-        known = targets >= 0
-        loss = F.cross_entropy(logits[known], targets[known], reduction="sum")
-        predicted = logits.argmax(dim=-1)  # (B,)
-        K = len(self.labels)
-        # Confusion counts: rows are true labels (K known, then one for unseen ones).
-        cells = torch.where(known, targets, K) * K + predicted  # (B,)
-        counts = torch.bincount(cells, minlength=(K + 1) * K).cpu().tolist()
-        extra = {f"confusion.{i:06d}": float(c) for i, c in enumerate(counts)}
-        extra["known"] = float(known.sum())
-        return Sums(float(loss), targets.numel(), int((predicted == targets).sum()), extra)
-
-    def metrics(self, sums: Sums) -> dict[str, float]:
-        from lmtool.metrics import Confusion
-
-        K = len(self.labels)
-        cells = [sums.extra[f"confusion.{i:06d}"] for i in range((K + 1) * K)]
-        matrix = np.asarray(cells, dtype=np.int64).reshape(K + 1, K)
-        confusion = Confusion(self.labels)
-        confusion.add_counts(matrix[:K])
-        if matrix[K].any():  # held-out labels the classifier does not know, all wrong
-            confusion._row("(unseen labels)")
-            confusion.counts[K, :K] += matrix[K]
-        report = confusion.report()
-        return {"loss": sums.loss / max(sums.extra["known"], 1.0),
-                "accuracy": sums.correct / sums.tokens, "macro_f1": report["macro_f1"],
-                "documents": sums.tokens}
-
-
-# --- keeping the best epoch ------------------------------------------------------------
-
-
-def better(row: dict, best: dict | None) -> bool:
-    """Higher held-out accuracy, then lower loss."""
-    if best is None:
-        return True
-    return (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"], -best["val_loss"])
-
-
-class BestCheckpointer(Checkpointer):
-    """Saves the best epoch's weights as the run's model and, when the last step's
-    weights differ, those as `last.*` tensors in RUN/trainer/ for `--resume`.
-
-    Also annotates each evaluation row with its epoch and the layer groups training,
-    before the metrics log records it (this callback comes first)."""
-
-    def __init__(self, run_dir, config, tokenizer_json, metrics, *, steps_per_epoch: int,
-                 model: torch.nn.Module, best: dict | None):
-        super().__init__(run_dir, config, tokenizer_json, metrics)
-        self.steps_per_epoch = steps_per_epoch
-        self.best = best
-        self.best_model = copy.deepcopy(model).cpu()  # the weights of the best epoch so far
-        self.current_is_best = True  # the model's weights are the best ones
-
-    def on_eval(self, trainer, row: dict) -> None:
-        row["epoch"] = round(row["step"] / self.steps_per_epoch, 4)
-        row["trainable_groups"] = trainer.trainable
-        if row["step"] == 0:
-            return
-        if better(row, self.best):
-            self.best = dict(row)
-            self.best_model.load_state_dict(trainer.model.state_dict())
-            self.current_is_best = True
-        else:
-            self.current_is_best = False
-
-    def on_step(self, trainer) -> None:
-        if self.best is not None:
-            self.current_is_best = False  # the weights moved on from the best epoch's
-
-    def on_save(self, trainer, state: TrainerState) -> None:
-        from lmtool.checkpoint import save_checkpoint
-
-        if self.best is None or self.current_is_best:
-            model = trainer.model
-        else:
-            model = self.best_model
-            last = {f"last.{k}": v.detach().cpu() for k, v in trainer.model.state_dict().items()}
-            state = TrainerState(state.step, state.epoch, state.tokens_seen, state.elapsed_s,
-                                 state.optimizer, {**state.tensors, **last}, state.extra)
-        self.config["best"] = self.best
-        save_checkpoint(self.run_dir, model=model, config=self.config,
-                        tokenizer_json=self.tokenizer_json, metrics=self.metrics.rows,
-                        trainer=state)
-        self.metrics.live = True
 
 
 # --- the command -------------------------------------------------------------------------
@@ -346,7 +220,9 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, flags: TrainF
         from lmtool.checkpoint import load_checkpoint
         from lmtool.models import build_model
         from lmtool.models.classifier import Classifier
+        from lmtool.training.best_epoch import BestCheckpointer
         from lmtool.training.documents import DocumentBatches, DocumentEval
+        from lmtool.training.objectives import ClassificationObjective
         from lmtool.training.optimizers import ulmfit_optimizer
 
         # 2. The model: the base LM's backbone (its weights), a new head.

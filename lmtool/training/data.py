@@ -2,7 +2,9 @@
 
 A task is a batch source plus an objective; the loop never changes. The source says
 what a batch holds (`raw`, in whatever form its objective's `make_batch` takes), the
-objective turns it into model inputs and a loss.
+objective turns it into model inputs and a loss. The protocol (`BatchSource`,
+`EvalSource`) is in training/protocol.py; a language model's sources are chosen here
+(`lm_sources`).
 
 Training (`BatchSource`): batches are addressed by (epoch, index), a pure function of
 them and the seed, so a resumed run needs no loader state. Under DDP each rank gets its
@@ -31,12 +33,12 @@ a state carried from batch to batch (`score` in training/evaluate.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lmtool.errors import BadInput
+from lmtool.training.protocol import BatchSource, EvalSource
 
 if TYPE_CHECKING:
     from torch import nn
@@ -46,32 +48,6 @@ if TYPE_CHECKING:
 
 
 EVAL_STREAMS = 10  # held-out streams of a stateful model (Merity et al.'s eval batch size)
-
-
-class BatchSource:
-    """Training batches addressed by (epoch, index). Subclasses set `batches_per_epoch`
-    (batches in one pass over the data, all ranks together) and implement `batch`."""
-
-    batches_per_epoch: int
-    stateful: bool = False  # batch k+1 continues batch k row by row (carry the state)
-
-    def batch(self, epoch: int, index: int) -> Any:
-        """This rank's rows of batch `index` of `epoch`, as the objective's make_batch
-        takes them."""
-        raise NotImplementedError
-
-    def lr_scale(self, epoch: int, index: int) -> float:
-        """A factor on the learning rate for this batch (1: none)."""
-        return 1.0
-
-
-class EvalSource:
-    """Held-out batches, each rank a share; see the module docstring."""
-
-    stateful: bool = False
-
-    def batches(self, rank: int = 0, world_size: int = 1) -> Iterator[tuple[Sequence[int], Any]]:
-        raise NotImplementedError
 
 
 def lm_sources(

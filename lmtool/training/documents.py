@@ -28,9 +28,9 @@ import torch
 from lmtool.errors import BadInput
 from lmtool.models.classifier import document_ids, pad_batch
 from lmtool.text.labelled import Example, LabelVocab
-from lmtool.training.batches import seed_for
-from lmtool.training.data import BatchSource, EvalSource
 from lmtool.training.objectives import Batch
+from lmtool.training.protocol import BatchSource, EvalSource
+from lmtool.training.seeds import seed_for
 from lmtool.wording import count
 
 CHUNK_DOCS = 4096  # documents tokenized per call of the batch encoder
@@ -47,7 +47,6 @@ class Documents:
     offsets: np.ndarray  # (N + 1,) int64
     codes: np.ndarray  # (N,) int64, indices into `names`
     names: list[str]  # the labels in the order first met
-    empty: int = 0  # documents with no tokens (read as [EOS] alone)
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -58,10 +57,6 @@ class Documents:
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
-
-    def labels(self) -> np.ndarray:
-        """The label of each document, as strings (N,)."""
-        return np.array(self.names, dtype=object)[self.codes]
 
     def targets(self, vocab: LabelVocab) -> np.ndarray:
         """Class indices (N,) in `vocab`; UNSEEN for a label it does not hold."""
@@ -76,13 +71,7 @@ class Documents:
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         ids = (np.concatenate([self.ids[self.offsets[i] : self.offsets[i + 1]] for i in rows])
                if len(rows) else np.zeros(0, dtype=np.int32))
-        return Documents(ids.astype(np.int32), offsets, self.codes[rows].copy(), self.names,
-                         int((lengths == 0).sum()))
-
-    def counts(self) -> dict[str, int]:
-        """Documents per label."""
-        n = np.bincount(self.codes, minlength=len(self.names))
-        return {name: int(c) for name, c in zip(self.names, n, strict=True) if c}
+        return Documents(ids.astype(np.int32), offsets, self.codes[rows].copy(), self.names)
 
 
 def encode_documents(examples: Iterable[Example], tokenizer, *,
@@ -115,8 +104,7 @@ def encode_documents(examples: Iterable[Example], tokenizer, *,
     lengths_arr = np.asarray(lengths, dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths_arr)]).astype(np.int64)
     ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
-    return Documents(ids, offsets, np.asarray(codes, dtype=np.int64), list(names),
-                     int((lengths_arr == 0).sum()))
+    return Documents(ids, offsets, np.asarray(codes, dtype=np.int64), list(names))
 
 
 def make_batch(docs: Documents, targets: np.ndarray, rows: np.ndarray, *, backward: bool,

@@ -1,4 +1,5 @@
-"""Training objectives: how a batch of token windows becomes (inputs, targets) and a loss.
+"""Training objectives: how a batch becomes (inputs, targets) and a loss: causal and
+masked language modelling, and classification.
 
 The trainer knows nothing of GPT, BERT or LSTM; it asks an objective for a batch and for
 `(loss, metrics)`. Models return logits; the losses live here, so one backbone serves
@@ -8,8 +9,10 @@ causal and masked training alike.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -17,6 +20,7 @@ from lmtool.models.config import ModelConfig
 from lmtool.text.specials import SPECIAL_IDS, SPECIAL_TOKENS
 from lmtool.training import fused_loss
 from lmtool.training.fused_loss import linear_cross_entropy
+from lmtool.training.seeds import seed_for
 
 IGNORE = -100  # cross_entropy's ignore_index: positions that carry no loss
 NUM_SPECIAL = len(SPECIAL_TOKENS)  # ids 0..6 are special in every lmtool tokenizer
@@ -132,8 +136,6 @@ def _with_penalty(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
 
 def _per_row(make, raw: torch.Tensor, keys, seed: int) -> Batch:
     """make(row, generator) for each row with its own generator seeded by (seed, key)."""
-    from lmtool.training.batches import seed_for
-
     return Batch.cat([make(row[None], torch.Generator().manual_seed(seed_for(seed, int(key))))
                       for key, row in zip(keys, raw, strict=True)])
 
@@ -251,6 +253,69 @@ class MaskedObjective(Objective):
         # loss and accuracy over the masked tokens only; "tokens" counts those
         return {"loss": sums.loss / sums.tokens, "accuracy": sums.correct / sums.tokens,
                 "tokens": sums.tokens}
+
+
+class ClassificationObjective(Objective):
+    """Cross-entropy over the classes; accuracy, macro-F1 and the confusion matrix as
+    metrics. A held-out document whose label the classifier does not know (target -1)
+    counts as wrong and takes no part in the loss."""
+
+    name = "classify"
+
+    def __init__(self, labels: Sequence[str], class_weights: Sequence[float] | None = None):
+        self.labels = list(labels)
+        self.weights = (torch.tensor(class_weights, dtype=torch.float32)
+                        if class_weights is not None else None)
+
+    def make_batch(self, raw: Batch, generator: torch.Generator) -> Batch:
+        return raw  # the source made it whole: nothing random here
+
+    def _logits(self, model, batch: Batch) -> torch.Tensor:
+        lengths = batch.mask.sum(dim=1)  # (B,) real tokens per row
+        logits = model(batch.inputs, lengths).float()  # (B, K)
+        # The AWD-LSTM leaves its AR/TAR penalty of the last chunk read, padding
+        # included: the classifier does not use it; dropping it frees its graph.
+        take = getattr(getattr(unwrap(model), "backbone", None), "take_penalty", None)
+        if take is not None:
+            take()
+        return logits
+
+    def loss(self, model, batch: Batch, state=None) -> tuple[torch.Tensor, dict]:
+        logits = self._logits(model, batch)
+        weight = self.weights.to(logits.device) if self.weights is not None else None
+        loss = F.cross_entropy(logits, batch.targets, weight=weight, ignore_index=-1)
+        return loss, {"documents": batch.targets.numel()}
+
+    @torch.no_grad()
+    def sums(self, model, batch: Batch, state=None) -> Sums:
+        logits = self._logits(model, batch)
+        targets = batch.targets
+        known = targets >= 0
+        loss = F.cross_entropy(logits[known], targets[known], reduction="sum")
+        predicted = logits.argmax(dim=-1)  # (B,)
+        K = len(self.labels)
+        # Confusion counts: rows are true labels (K known, then one for unseen ones).
+        cells = torch.where(known, targets, K) * K + predicted  # (B,)
+        counts = torch.bincount(cells, minlength=(K + 1) * K).cpu().tolist()
+        extra = {f"confusion.{i:06d}": float(c) for i, c in enumerate(counts)}
+        extra["known"] = float(known.sum())
+        return Sums(float(loss), targets.numel(), int((predicted == targets).sum()), extra)
+
+    def metrics(self, sums: Sums) -> dict[str, float]:
+        from lmtool.metrics import Confusion
+
+        K = len(self.labels)
+        cells = [sums.extra[f"confusion.{i:06d}"] for i in range((K + 1) * K)]
+        matrix = np.asarray(cells, dtype=np.int64).reshape(K + 1, K)
+        confusion = Confusion(self.labels)
+        confusion.add_counts(matrix[:K])
+        if matrix[K].any():  # held-out labels the classifier does not know, all wrong
+            confusion._row("(unseen labels)")
+            confusion.counts[K, :K] += matrix[K]
+        report = confusion.report()
+        return {"loss": sums.loss / max(sums.extra["known"], 1.0),
+                "accuracy": sums.correct / sums.tokens, "macro_f1": report["macro_f1"],
+                "documents": sums.tokens}
 
 
 def make_objective(config: ModelConfig) -> Objective:

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from lmtool.errors import BadInput
-from lmtool.training.batches import seed_for
-from lmtool.training.data import BatchSource, EvalSource
+from lmtool.training.protocol import BatchSource, EvalSource
+from lmtool.training.seeds import seed_for
 
 _STREAMS = 4  # a seed stream of its own, distinct from the trainer's (training/trainer.py)
 MIN_LENGTH = 5  # Merity et al.: "prevent excessively small or negative sequence lengths"

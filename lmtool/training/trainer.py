@@ -26,14 +26,14 @@ from lmtool import wording
 from lmtool.checkpoint import TrainerState
 from lmtool.errors import BadInput, Interrupted, RuntimeFailure
 from lmtool.training import distributed
-from lmtool.training.batches import seed_for
 from lmtool.training.config import DEFAULT_EPOCHS, TrainConfig
-from lmtool.training.data import BatchSource, EvalSource
 from lmtool.training.distributed import DistContext
 from lmtool.training.freezing import UnfreezePlan
 from lmtool.training.objectives import Objective
 from lmtool.training.optimizers import Optimizers
+from lmtool.training.protocol import BatchSource, EvalSource
 from lmtool.training.schedules import Plan, lr_at
+from lmtool.training.seeds import seed_for
 
 # Distinct streams derived from the seed, so e.g. masking never reuses dropout's numbers.
 _DROPOUT, _MASKING = 1, 2

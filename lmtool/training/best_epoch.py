@@ -1,0 +1,66 @@
+"""The classifier's best-epoch keeper: the checkpointer `finetune classifier` gives the
+run builder, so that RUN/model.safetensors always holds the best epoch so far."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from lmtool.checkpoint import TrainerState
+from lmtool.training.run import Checkpointer
+
+
+def better(row: dict, best: dict | None) -> bool:
+    """Higher held-out accuracy, then lower loss."""
+    if best is None:
+        return True
+    return (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"], -best["val_loss"])
+
+
+class BestCheckpointer(Checkpointer):
+    """Saves the best epoch's weights as the run's model and, when the last step's
+    weights differ, those as `last.*` tensors in RUN/trainer/ for `--resume`.
+
+    Also annotates each evaluation row with its epoch and the layer groups training,
+    before the metrics log records it (this callback comes first)."""
+
+    def __init__(self, run_dir, config, tokenizer_json, metrics, *, steps_per_epoch: int,
+                 model: torch.nn.Module, best: dict | None):
+        super().__init__(run_dir, config, tokenizer_json, metrics)
+        self.steps_per_epoch = steps_per_epoch
+        self.best = best
+        self.best_model = copy.deepcopy(model).cpu()  # the weights of the best epoch so far
+        self.current_is_best = True  # the model's weights are the best ones
+
+    def on_eval(self, trainer, row: dict) -> None:
+        row["epoch"] = round(row["step"] / self.steps_per_epoch, 4)
+        row["trainable_groups"] = trainer.trainable
+        if row["step"] == 0:
+            return
+        if better(row, self.best):
+            self.best = dict(row)
+            self.best_model.load_state_dict(trainer.model.state_dict())
+            self.current_is_best = True
+        else:
+            self.current_is_best = False
+
+    def on_step(self, trainer) -> None:
+        if self.best is not None:
+            self.current_is_best = False  # the weights moved on from the best epoch's
+
+    def on_save(self, trainer, state: TrainerState) -> None:
+        from lmtool.checkpoint import save_checkpoint
+
+        if self.best is None or self.current_is_best:
+            model = trainer.model
+        else:
+            model = self.best_model
+            last = {f"last.{k}": v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+            state = TrainerState(state.step, state.epoch, state.tokens_seen, state.elapsed_s,
+                                 state.optimizer, {**state.tensors, **last}, state.extra)
+        self.config["best"] = self.best
+        save_checkpoint(self.run_dir, model=model, config=self.config,
+                        tokenizer_json=self.tokenizer_json, metrics=self.metrics.rows,
+                        trainer=state)
+        self.metrics.live = True
