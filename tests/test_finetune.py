@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from lm_fixtures import generate_text, make_shards
@@ -229,7 +230,9 @@ def test_quiet_keeps_the_result_paths_are_absolute_and_info_shows_the_base(
     before, after = result.stdout.splitlines()  # the result, on stdout even so
     assert before.startswith("held-out before: loss") and after.startswith("held-out after:")
     data = json.loads((out / "config.json").read_text())["data"]
-    assert data["sources"] == [str(target)] and data["path"] == str(target)
+    stored = Path(data["path"])
+    assert data["sources"] == [str(stored)] and stored.is_absolute()
+    assert stored.resolve() == target.resolve()
     info = cli("info", out).stdout
     assert f"base LM     {base.resolve()}" in info
     assert "history     1 step," in info

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -386,3 +387,19 @@ def test_class_weights_change_the_loss_and_the_predictions():
 
     assert rare_recall(train(plain)) < 0.3
     assert rare_recall(train(weighted)) > 0.6
+
+
+def test_cli_quiet_text_prints_the_best_epoch_and_stores_absolute_paths(
+        cli, lms, tmp_path, monkeypatch):
+    train = write_tsv(tmp_path / "train.tsv", labelled_rows(32, seed=5))
+    err = cli("finetune", "classifier", lms["lstm"], train, "-o", lms["lstm"])
+    assert err.exit_code == 2 and "-o must name a new run" in err.stderr
+    monkeypatch.chdir(tmp_path)  # the data given relative to where training runs
+    r = cli("finetune", "classifier", lms["lstm"], "train.tsv", "-o", "clf", "--batch-size",
+            "8", "--device", "cpu", "--epochs", "1", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr == ""
+    assert r.stdout.startswith("clf: best epoch 1 of 1: val accuracy ")  # the result
+    data = json.loads((tmp_path / "clf" / "config.json").read_text())["data"]
+    assert Path(data["path"]).is_absolute() and data["valid"] is None
+    assert Path(data["path"]).resolve() == Path(train).resolve()

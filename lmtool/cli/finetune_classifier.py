@@ -104,10 +104,14 @@ def classifier(
     best = result.best or {}
     if best:
         of = f" of {result.epochs:g}" if result.epochs else ""
-        info(f"{result.run_dir}: best epoch {best['epoch']:g}{of}: "
-             f"val accuracy {best['val_accuracy']:.4f}, macro-F1 {best['val_macro_f1']:.4f} "
-             f"({result.train_documents:,} training / {result.valid_documents:,} held-out "
-             f"documents, {result.elapsed_s:.0f}s)", quiet)
+        line = (f"{result.run_dir}: best epoch {best['epoch']:g}{of}: "
+                f"val accuracy {best['val_accuracy']:.4f}, macro-F1 "
+                f"{best['val_macro_f1']:.4f} ({result.train_documents:,} training / "
+                f"{result.valid_documents:,} held-out documents, {result.elapsed_s:.0f}s)")
+        if format == "json":  # the object is the result; the line joins the log
+            info(line, quiet)
+        else:  # the result: on stdout, --quiet or not
+            typer.echo(line)
     if format == "json":
         typer.echo(json.dumps({"run": str(result.run_dir), "base": str(result.base_run),
                                "labels": result.labels, "best": best,

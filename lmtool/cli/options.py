@@ -88,8 +88,9 @@ BaseRun = Annotated[Path, typer.Argument(
     metavar="RUN", help="The language model run to start from.")]
 RunOutput = Annotated[Path, typer.Option("--output", "-o", help="The run directory to write.")]
 RunFormat = Annotated[Literal["text", "json"], typer.Option(
-    "--format", help="text: the run's figures on stderr with its log; json: on stdout too, "
-    "as one object.")]
+    "--format", help="text: the result as lines on stdout (finetune: the held-out figures "
+    "or the best epoch), the log and the run's figures on stderr; json: the result as one "
+    "object on stdout, its lines on stderr with the log.")]
 # --format json's old spelling, hidden: scripts and long runs under way still pass it.
 OldJson = Annotated[bool, typer.Option("--json", hidden=True)]
 
