@@ -13,21 +13,18 @@ from lmtool.cli.common import (
     DocumentMode,
     EncodingErrors,
     Errors,
-    Force,
-    Quiet,
     info,
     with_examples,
 )
 from lmtool.cli.options import (
     BaseRun,
-    OldJson,
-    Resume,
-    RunFormat,
+    RunOptions,
     RunOutput,
     lm_flags,
     option,
     run_flags,
-    with_flags,
+    run_options,
+    with_blocks,
 )
 from lmtool.cli.progress import Reporter, describe
 from lmtool.cli.run_report import report_run, run_summary
@@ -67,7 +64,7 @@ LM_SUMMARY = (
 )
 
 
-@with_flags(run_flags, lm_flags)
+@with_blocks(flags=(run_flags, lm_flags), options=run_options)
 def lm(
     run: BaseRun,
     sources: Annotated[list[str], typer.Argument(
@@ -75,24 +72,21 @@ def lm(
     output: RunOutput,
     dropout: Annotated[float | None, option(
         "--dropout", "Dropout (LSTM: multiplier) while fine-tuning (the base run's).")] = None,
-    flags: TrainFlags = None,  # type: ignore[assignment]  # run_flags, lm_flags: with_flags
+    flags: TrainFlags = None,  # type: ignore[assignment]  # run_flags, lm_flags: with_blocks
     document: Document = DocumentMode.paragraph,
     encoding_errors: Errors = EncodingErrors.strict,
-    resume: Resume = False,
-    force: Force = False,
-    quiet: Quiet = False,
-    format: RunFormat = "text",
-    json_flag: OldJson = False,
+    options: RunOptions = None,  # type: ignore[assignment]  # run_options: with_blocks
 ) -> None:
     from dataclasses import replace
 
     from lmtool.training.finetune import finetune_lm
 
-    format = "json" if json_flag else format
+    format, quiet = options.format, options.quiet
     with Reporter(quiet) as reporter:
         result = finetune_lm(run, sources, output, overrides=replace(flags, dropout=dropout),
-                             resume=resume, force=force, document=document.value,
-                             encoding_errors=encoding_errors.value, callbacks=[reporter])
+                             resume=options.resume, force=options.force,
+                             document=document.value, encoding_errors=encoding_errors.value,
+                             callbacks=[reporter])
     if not report_run(result, quiet) and format != "json":
         return
     if result.before and result.after:

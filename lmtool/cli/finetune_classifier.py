@@ -8,16 +8,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lmtool.cli.common import EncodingErrors, Errors, Force, Quiet, info, warn
+from lmtool.cli.common import EncodingErrors, Errors, info, warn
 from lmtool.cli.options import (
     BaseRun,
-    OldJson,
-    Resume,
-    RunFormat,
+    RunOptions,
     RunOutput,
     option,
     run_flags,
-    with_flags,
+    run_options,
+    with_blocks,
 )
 from lmtool.cli.progress import Reporter
 
@@ -52,7 +51,7 @@ class ClassWeights(str, Enum):
     auto = "auto"
 
 
-@with_flags(run_flags)
+@with_blocks(flags=run_flags, options=run_options)
 def classifier(
     run: BaseRun,
     labelled: Annotated[str, typer.Argument(
@@ -76,26 +75,22 @@ def classifier(
     dropout: Annotated[float | None, option(
         "--dropout", "Dropout (LSTM: multiplier of the classifier's dropouts) (the base "
         "run's).")] = None,
-    flags: TrainFlags = None,  # type: ignore[assignment]  # run_flags: with_flags
+    flags: TrainFlags = None,  # type: ignore[assignment]  # run_flags: with_blocks
     encoding_errors: Errors = EncodingErrors.strict,
-    resume: Resume = False,
-    force: Force = False,
-    quiet: Quiet = False,
-    format: RunFormat = "text",
-    json_flag: OldJson = False,
+    options: RunOptions = None,  # type: ignore[assignment]  # run_options: with_blocks
 ) -> None:
     from dataclasses import replace
 
     from lmtool.training.classifier import finetune_classifier
 
-    format = "json" if json_flag else format
+    format, quiet = options.format, options.quiet
     flags = replace(flags, dropout=dropout, unfreeze_every=unfreeze_every,
                     unfreeze_start=0 if unfreeze_every == 0 else None)  # 0: none gradual
     with EpochReporter(quiet) as reporter:
         result = finetune_classifier(
             run, labelled, output, valid=valid, overrides=flags,
             class_weights_mode=class_weights.value, max_tokens=max_tokens,
-            from_scratch=from_scratch, resume=resume, force=force,
+            from_scratch=from_scratch, resume=options.resume, force=options.force,
             encoding_errors=encoding_errors.value, callbacks=[reporter])
     if not result.is_main:
         return

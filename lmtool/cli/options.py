@@ -5,8 +5,9 @@ Each flag is an alias (`BatchSize`, ...); None means "not given", so the preset,
 --config file, the base run or the library's default wins. The flags every training
 command takes are written once, in the blocks `run_flags` and `lm_flags` below: each
 builds the library's typed `TrainFlags` by name (--precision → `precision=precision`),
-and `@with_flags(...)` puts a block's options in the place of a command's
-`flags: TrainFlags` parameter and hands the command the flags built.
+and `@with_blocks(flags=...)` puts a block's options in the place of a command's
+`flags: TrainFlags` parameter and hands the command the flags built; `run_options`
+does the same for --resume, --force, --quiet and --format.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from lmtool.cli.common import Device, Precision
+from lmtool.cli.common import Device, Force, Precision, Quiet
 
 if TYPE_CHECKING:
     from lmtool.training.flags import TrainFlags
@@ -145,34 +147,56 @@ def _signature(function: Callable) -> inspect.Signature:
     return inspect.signature(function, eval_str=True, locals={"TrainFlags": object})
 
 
-def with_flags(*blocks: Callable[..., TrainFlags]):
-    """Put the options of `blocks` in the place of the command's `flags` parameter, and
-    call the command with `flags=` the blocks' TrainFlags, merged. Typer reads the
-    command's signature, so the options show in --help where `flags` stands."""
+@dataclass(frozen=True)
+class RunOptions:
+    """How a training command runs and reports, the same for each (`run_options`)."""
+
+    resume: bool
+    force: bool
+    quiet: bool
+    format: str  # "text" or "json"
+
+
+def run_options(
+    resume: Resume = False,
+    force: Force = False,
+    quiet: Quiet = False,
+    format: RunFormat = "text",
+    json_flag: OldJson = False,
+) -> RunOptions:
+    """The options of every training command besides its flags."""
+    return RunOptions(resume, force, quiet, "json" if json_flag else format)
+
+
+def with_blocks(**blocks: Callable | tuple[Callable, ...]):
+    """`@with_blocks(flags=(run_flags, lm_flags), options=run_options)`: each named
+    parameter of the command gives its place to the options of its blocks, and the command
+    is called with what the blocks build (several blocks' TrainFlags merged, the later
+    over the earlier). Typer reads the signature made here, so --help lists the blocks'
+    options where the parameter stands."""
+    groups = {name: b if isinstance(b, tuple) else (b,) for name, b in blocks.items()}
 
     def decorate(command: Callable) -> Callable:
         own = _signature(command)
-        names = [name for block in blocks for name in inspect.signature(block).parameters]
         params: list[inspect.Parameter] = []
         for param in own.parameters.values():
-            if param.name != "flags":
+            for block in groups.get(param.name, ()):
+                params += _signature(block).parameters.values()
+            if param.name not in groups:
                 params.append(param)
-                continue
-            for block in blocks:
-                params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in
-                           _signature(block).parameters.values()]
-        # Keyword-only parameters may not precede positional ones: all keyword-only.
+        # Typer passes every value by keyword; keyword-only, a block's options may stand
+        # before the command's own parameters without defaults.
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
 
         @functools.wraps(command)
         def run(**kwargs):
-            given = {name: kwargs.pop(name) for name in names if name in kwargs}
-            flags = None
-            for block in blocks:
-                mine = block(**{k: v for k, v in given.items()
-                                if k in inspect.signature(block).parameters})
-                flags = mine if flags is None else mine.over(flags)
-            return command(flags=flags, **kwargs)
+            for name, group in groups.items():
+                built = None
+                for block in group:
+                    mine = block(**{k: kwargs.pop(k) for k in _signature(block).parameters})
+                    built = mine if built is None else mine.over(built)
+                kwargs[name] = built
+            return command(**kwargs)
 
         del run.__wrapped__  # Typer must read the signature below, not the command's
         run.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]

@@ -8,19 +8,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lmtool.cli.common import Force, Preset, Quiet, choices
+from lmtool.cli.common import Preset, choices
 from lmtool.cli.options import (
-    OldJson,
     Optimizer,
     OptimizerFlag,
-    Resume,
-    RunFormat,
+    RunOptions,
     RunOutput,
     Schedule,
     lm_flags,
     option,
     run_flags,
-    with_flags,
+    run_options,
+    with_blocks,
 )
 from lmtool.cli.progress import Reporter
 from lmtool.cli.run_report import report_run, run_summary
@@ -66,7 +65,7 @@ def _model(flag: str, help: str):
 Int, Float = int | None, float | None  # None: not given (the config file or default wins)
 
 
-@with_flags(run_flags, lm_flags)
+@with_blocks(flags=(run_flags, lm_flags), options=run_options)
 def pretrain(
     data: Annotated[Path, typer.Argument(help="A shard directory from lmtool tokenize encode.")],
     output: RunOutput,
@@ -89,34 +88,29 @@ def pretrain(
         "--backward/--forward", "Causal: read text right to left (ULMFiT's backward LM)."
     )] = None,
     optimizer: OptimizerFlag = None,
-    flags: TrainFlags = None,  # type: ignore[assignment]  # run_flags, lm_flags: with_flags
+    flags: TrainFlags = None,  # type: ignore[assignment]  # run_flags, lm_flags: with_blocks
     config: Annotated[Path | None, option("--config", "JSON file of these fields.")] = None,
     tokenizer: Annotated[
         Path | None, option("--tokenizer", "The shards' tokenizer (default DATA/tokenizer.json).")
     ] = None,
-    resume: Resume = False,
-    force: Force = False,
-    quiet: Quiet = False,
-    format: RunFormat = "text",
-    json_flag: OldJson = False,
+    options: RunOptions = None,  # type: ignore[assignment]  # run_options: with_blocks
 ) -> None:
     from dataclasses import replace
 
     from lmtool.training.pretrain import pretrain as run_pretrain
 
-    format = "json" if json_flag else format
     flags = replace(flags, layers=layers, heads=heads, dim=dim, context=context,
                     dropout=dropout, positions=positions, hidden=hidden, ar=ar, tar=tar,
                     backward=backward, optimizer=optimizer)
-    with Reporter(quiet) as reporter:
+    with Reporter(options.quiet) as reporter:
         result = run_pretrain(
             data, output,
             objective=objective.value if objective else None,
             arch=arch.value if arch else None,
             preset=preset, overrides=flags, config_file=config, tokenizer=tokenizer,
-            resume=resume, force=force, callbacks=[reporter],
-            sample_chars=0 if quiet else 200,
+            resume=options.resume, force=options.force, callbacks=[reporter],
+            sample_chars=0 if options.quiet else 200,
         )
-    report_run(result, quiet)
-    if format == "json" and result.is_main:
+    report_run(result, options.quiet)
+    if options.format == "json" and result.is_main:
         typer.echo(json.dumps(run_summary(result)))
