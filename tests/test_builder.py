@@ -47,7 +47,6 @@ def toy_task(shards, output, *, resume: bool, max_steps: int, fail_at: int | Non
             config={"task": "lm", "arch": model_config.arch, "objective": "causal",
                     "model": model_config.to_dict(), "data": {"toy": True}},
             tokenizer_json=(shards / "tokenizer.json").read_text(), state=state, rows=rows,
-            resumed_from=state.step if env.resume else None,
             finish=lambda result, trainer, metrics: replace(result, sample="the toy's"))
 
     class Boom(Callback):  # a runtime failure (e.g. a non-finite loss) at step `fail_at`

@@ -79,7 +79,6 @@ class Parts:
     tokenizer_json: str  # the text of the tokenizer.json the run keeps
     state: TrainerState = field(default_factory=TrainerState)  # a resumed run's
     rows: list[dict] = field(default_factory=list)  # a resumed run's metrics so far
-    resumed_from: int | None = None  # the step a resumed run starts from
     # (run dir, config, tokenizer json, metrics log) → the callback that saves the run
     checkpointer: Callable[[Path, dict, str, MetricsLog], Checkpointer] = Checkpointer
     eval_at_start: bool = False  # score the held-out data before the first step
@@ -114,6 +113,7 @@ def build_run(output: Path, prepare: Callable[[], RunPlan], *, resume: bool, for
             with contextlib.ExitStack() as stack:
                 parts = plan.parts(Env(output, device, ctx, resume, stack))
                 parts.model.train()
+                resumed_from = parts.state.step if resume else None
                 config = {**parts.config, "training": train.to_dict(),
                           "num_parameters": sum(p.numel() for p in parts.model.parameters())}
                 metrics = MetricsLog(output, parts.rows, live=resume)
@@ -127,7 +127,7 @@ def build_run(output: Path, prepare: Callable[[], RunPlan], *, resume: bool, for
                     eval_at_start=parts.eval_at_start,
                 )
                 reason = run.fit(trainer, output, fresh=not resume)
-                result = run.result(trainer, output, reason, metrics, parts.resumed_from)
+                result = run.result(trainer, output, reason, metrics, resumed_from)
                 return parts.finish(result, trainer, metrics)
         finally:
             distributed.teardown(ctx)

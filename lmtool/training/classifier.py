@@ -234,7 +234,6 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, flags: TrainF
             best_model = copy.deepcopy(model)
             if last:  # the best epoch is in model.safetensors; go on from the last step
                 model.load_state_dict(last)
-            resumed_from: int | None = state.step
             best = saved.get("best")
         else:
             torch.manual_seed(train_config.seed)  # the head's (and a new backbone's) weights
@@ -243,7 +242,7 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, flags: TrainF
                 backbone.load_state_dict(load_checkpoint(run, "cpu").model.state_dict())
             model = Classifier(backbone, clf_config).to(env.device)
             best_model = model
-            state, rows, resumed_from, best = TrainerState(), [], None, None
+            state, rows, best = TrainerState(), [], None
 
         # 3. Batches, objective, optimiser (layer groups: embedding at the bottom).
         source = DocumentBatches(train_docs, train_targets, train_config.batch_size,
@@ -321,7 +320,7 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, flags: TrainF
                 "best": best,
             },
             tokenizer_json=(run / TOKENIZER).read_text("utf-8"),
-            state=state, rows=rows, resumed_from=resumed_from, checkpointer=keeper,
+            state=state, rows=rows, checkpointer=keeper,
             finish=finish,
         )
 

@@ -220,13 +220,11 @@ def _plan(run: Path, base: dict, sources: list, output: Path, *, flags: TrainFla
             sources, run, output, base, seed=train_config.seed, document=document,
             encoding_errors=encoding_errors))
         data_sha = tokens_sha256(train, val)
-        resumed_from = None
         if env.resume:
             if saved.get("data", {}).get("sha256") != data_sha:
                 raise BadInput(f"the target text is not what {output} was fine-tuned on",
                                "resume with the same text, or start a new fine-tune")
             model, state, rows = env.resumed()
-            resumed_from = state.step
         else:
             model = load_checkpoint(run, env.device).model
             if model.config.dropout != model_config.dropout:
@@ -267,7 +265,7 @@ def _plan(run: Path, base: dict, sources: list, output: Path, *, flags: TrainFla
                          "val_tokens": int(len(val)), "sha256": data_sha},
             },
             tokenizer_json=(run / TOKENIZER).read_text("utf-8"),
-            state=state, rows=rows, resumed_from=resumed_from, eval_at_start=True,
+            state=state, rows=rows, eval_at_start=True,
             finish=finish,
         )
 

@@ -108,10 +108,8 @@ def _plan(data: Path, output: Path, *, objective: str | None, arch: str | None,
         from lmtool.training.objectives import make_objective
         from lmtool.training.optimizers import ulmfit_optimizer
 
-        resumed_from = None
         if env.resume:
             model, state, rows = env.resumed()
-            resumed_from = state.step
         else:
             torch.manual_seed(train_config.seed)  # the initial weights
             model = build_model(model_config).to(env.device)
@@ -146,7 +144,7 @@ def _plan(data: Path, output: Path, *, objective: str | None, arch: str | None,
                 },
             },
             tokenizer_json=tok_file.read_text("utf-8"),
-            state=state, rows=rows, resumed_from=resumed_from, finish=finish,
+            state=state, rows=rows, finish=finish,
         )
 
     return RunPlan(train_config, parts)
