@@ -8,8 +8,8 @@
 2. The target text (files, directories, globs, "-"; TSV/CSV/JSONL labelled files give
    their text column) is encoded with that tokenizer into shards in a hidden temporary
    sibling of the output (memory stays flat; removed at the end), a tenth of its
-   documents held out, as `tokenize encode` does. A shard directory made with the same
-   tokenizer is read as it is.
+   documents held out, as `tokenize encode` does (training/target_text.py). A shard
+   directory made with the same tokenizer is read as it is.
 3. Training starts from the base weights with a fresh optimiser: discriminative rates
    (each layer group at the rate of the one above / 2.6, the tied embedding/decoder in
    the top group, as fastai splits a language model) and slanted triangular learning
@@ -24,25 +24,19 @@ to continue if either changed.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from lmtool.checkpoint import TOKENIZER, WEIGHTS
 from lmtool.errors import BadInput
 from lmtool.training.base_run import file_sha256, read_base
 from lmtool.training.builder import Env, Parts, RunPlan, build_run
 from lmtool.training.flags import TrainFlags
-from lmtool.training.run import RunResult, stored_path
+from lmtool.training.run import RunResult
+from lmtool.training.target_text import target_data, tokens_sha256
 from lmtool.training.trainer import Callback
-from lmtool.wording import count
 
 # What `finetune lm` changes in the base run's training settings unless told otherwise:
 # ULMFiT's rates, and a run of its own (limits and warmup are the fine-tune's).
@@ -51,7 +45,6 @@ FINETUNE_DEFAULTS = {
     "max_steps": None, "max_time": None, "epochs": None, "warmup": None,
     "eval_batches": 0,  # the held-out part is scored in full
 }
-VAL_FRACTION = 0.1  # of the target's documents, held out
 
 
 @dataclass
@@ -59,102 +52,6 @@ class FinetuneResult(RunResult):
     before: dict | None = None  # held-out metrics of the base model (loss, perplexity, ...)
     after: dict | None = None  # the same for the fine-tuned model
     base_run: Path | None = None
-
-
-def tokens_sha256(*arrays: np.ndarray | None) -> str:
-    """A hash of token arrays, as int64 (whatever their dtype on disk)."""
-    digest = hashlib.sha256()
-    for array in arrays:
-        for start in range(0, 0 if array is None else len(array), 1 << 20):
-            digest.update(np.asarray(array[start : start + (1 << 20)], dtype=np.int64).tobytes())
-        digest.update(b"|")
-    return digest.hexdigest()
-
-
-# --- the target text ---------------------------------------------------------------------
-
-
-def _documents(sources: Sequence[str | Path], document: str, encoding_errors: str,
-               report) -> Iterator[tuple[str, bool]]:
-    """(text, is_last) pieces of the target's documents: plain text as `tokenize encode`
-    cuts it, each row's text of a TSV/CSV/JSONL labelled file as one document."""
-    from lmtool.text.labelled import iter_texts, labelled_format
-    from lmtool.text.sources import iter_pieces, resolve_sources
-
-    for file in resolve_sources(sources, report=report):
-        if labelled_format(file) in ("tsv", "csv", "jsonl"):
-            for text in iter_texts(file, encoding_errors=encoding_errors):
-                if text.strip():
-                    report.documents += 1
-                    yield text, True
-        else:
-            yield from iter_pieces([file], document=document, encoding_errors=encoding_errors,
-                                   report=report)
-
-
-def encode_target(sources: Sequence[str | Path], tokenizer_path: Path, out_dir: Path, *,
-                  seed: int, document: str, encoding_errors: str) -> tuple[np.ndarray, np.ndarray]:
-    """Encode the target text into out_dir/{train,val}.bin; (train, val) memmaps."""
-    from lmtool.text.encode import ShardWriter, in_val, iter_encoded
-    from lmtool.text.shards import dtype_for_vocab
-    from lmtool.text.sources import ReadReport
-    from lmtool.text.tokenizer import load_tokenizer
-
-    tok = load_tokenizer(tokenizer_path)
-    dtype = dtype_for_vocab(tok.get_vocab_size())
-    report = ReadReport()
-    writer = ShardWriter(out_dir, dtype)
-    try:
-        index = 0
-        pieces = _documents(sources, document, encoding_errors, report)
-        for lasts, ids_list in iter_encoded(tok, pieces):
-            for last, ids in zip(lasts, ids_list, strict=True):
-                writer.add("val" if in_val(index, seed, VAL_FRACTION) else "train", ids, last)
-                index += last
-            writer.flush()
-        if writer.documents["val"] == 0 and writer.documents["train"] > 1:
-            writer.move_last_document("train", "val")  # a tiny target still holds one out
-    finally:
-        writer.close()
-    if report.documents == 0:
-        binary = f" ({count(len(report.skipped_binary), 'binary file')} skipped)" if (
-            report.skipped_binary) else ""
-        raise BadInput(f"the target text holds no text{binary}", "pass text files")
-    if writer.documents["val"] == 0:
-        raise BadInput("the target text is a single document: nothing to hold out for "
-                       "evaluation", "pass more text, or --document line")
-    arrays = tuple(np.fromfile(out_dir / f"{split}.bin", dtype=dtype) if writer.tokens[split]
-                   else np.zeros(0, dtype=dtype) for split in ("train", "val"))
-    return arrays  # type: ignore[return-value]
-
-
-@contextlib.contextmanager
-def _target_data(sources, base_dir: Path, output: Path, base_config: dict, *, seed: int,
-                 document: str, encoding_errors: str):
-    """(train, val, description) of the target, from shards or encoded text (cleaned up)."""
-    from lmtool.text.shards import META, open_shards
-
-    if len(sources) == 1 and str(sources[0]) != "-" and (Path(sources[0]) / META).is_file():
-        shards = open_shards(Path(sources[0]))
-        if shards.tokenizer_sha256 != base_config.get("tokenizer", {}).get("sha256"):
-            raise BadInput(f"the shards in {sources[0]} were made with another tokenizer than "
-                           f"the run {base_dir}'s",
-                           f"pass text, or shards encoded with {base_dir / TOKENIZER}")
-        if shards.val is None:
-            raise BadInput(f"{sources[0]} has no validation split to evaluate on",
-                           "encode it with --val-fraction above 0, or pass text")
-        yield shards.train, shards.val, {"path": str(Path(sources[0]).resolve())}
-        return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{output.name}.finetune-"
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=output.parent))
-    try:
-        train, val = encode_target(sources, base_dir / TOKENIZER, tmp, seed=seed,
-                                   document=document, encoding_errors=encoding_errors)
-        paths = [stored_path(s) for s in sources]
-        yield train, val, {"path": ", ".join(paths), "sources": paths, "document": document}
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -216,7 +113,7 @@ def _plan(run: Path, base: dict, sources: list, output: Path, *, flags: TrainFla
         from lmtool.training.optimizers import ulmfit_optimizer
 
         objective = make_objective(model_config)
-        train, val, described = env.stack.enter_context(_target_data(
+        train, val, described = env.stack.enter_context(target_data(
             sources, run, output, base, seed=train_config.seed, document=document,
             encoding_errors=encoding_errors))
         data_sha = tokens_sha256(train, val)
