@@ -128,8 +128,9 @@ def test_a_language_model_is_refused(tmp_path):
     data = make_shards(tmp_path, paragraphs=40)
     pretrain(data, tmp_path / "lm", overrides=dict(
         layers=2, heads=2, dim=16, context=16, max_steps=1, batch_size=2), sample_chars=0)
-    with pytest.raises(BadInput, match="is a language model, not a classifier"):
+    with pytest.raises(BadInput, match="is a language model, not a classifier") as refused:
         list(classify(tmp_path / "lm", ["x"]))
+    assert "lmtool finetune classifier" in refused.value.hint
 
 
 def test_read_documents(tmp_path):
