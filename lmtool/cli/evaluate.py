@@ -34,11 +34,13 @@ HELP_EXAMPLES = (
 )
 SUMMARY = (
     "Score a run on text (files, directories, globs or - for stdin, tokenized with the "
-    "run's own tokenizer) or on a shard directory (its validation split by default). "
+    "run's own tokenizer; of a TSV, CSV or JSONL labelled file the text column, as "
+    "finetune lm reads it) or on a shard directory (its validation split by default). "
     "Prints perplexity for a causal model, masked-token loss and accuracy for a masked one. "
     "A classifier is scored on one labelled source (TSV/CSV with label and text columns, "
     "JSONL, or a folder per class): accuracy, macro-F1, per-class precision/recall/F1 and "
-    "the confusion matrix (--format json: keys accuracy, macro_f1, per_class, confusion)."
+    "the confusion matrix (--format json: keys accuracy, macro_f1, per_class, confusion); "
+    "a source with none of the classifier's labels is refused."
 )
 
 
