@@ -38,7 +38,7 @@ SUMMARY = (
     "does. A binary or unreadable file is reported and skipped, and the exit code is "
     "then 3."
 )
-ABSTAIN = "-"  # the label printed when --threshold abstains
+ABSTAIN = "-"  # the label printed for none: below --threshold, or an empty document
 
 
 ClassifyFormat = formats("text", "jsonl", "tsv", "label")  # a stream: one row per document
