@@ -318,3 +318,23 @@ def test_row_keys_depend_on_seed_prompt_and_sample_only():
     assert int(a[2]) == int(b[0])
     assert len(set(a.tolist())) == 3
     assert int(row_keys(2, [(5, 0)], "cpu")[0]) != int(b[0])
+
+
+@pytest.mark.parametrize("name", ["rotary", "lstm"])
+def test_decoding_asks_the_model_what_its_state_can_do_not_its_architecture_name(name):
+    """A model kind the decoder has never heard of (here a renamed Transformer or LSTM)
+    generates as before: batched prompts of different lengths, past the context, beams."""
+    import dataclasses
+
+    lm = LMS[name](seed=1)
+    prompts = ["t9 t10 t11 t12 t13", "t20", "t30 t31"]
+
+    def run():
+        sampled = generate(lm, prompts, max_new_tokens=30, temperature=1.0, seed=3,
+                           stop_at_eos=False)
+        beams = generate(lm, prompts, max_new_tokens=6, beams=3, num_return=2)
+        return [g.tokens for g in sampled + beams]
+
+    before = run()
+    lm.model.config = dataclasses.replace(lm.model.config, arch="some-new-kind")
+    assert run() == before

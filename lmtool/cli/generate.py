@@ -92,7 +92,7 @@ def generate(
     quiet: Quiet = False,
     format: TextFormat = "text",
 ) -> None:
-    from lmtool.inference.generate import GenerateOptions
+    from lmtool.inference.generation import GenerateOptions
 
     if prompt is not None and file is not None:
         raise BadInput("give a prompt or --file, not both")

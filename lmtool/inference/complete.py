@@ -9,9 +9,9 @@ keystroke. No UI here (cli/complete_ui.py draws it); this is the engine.
 What a keystroke costs. The engine keeps the model's state (KV cache or LSTM (h, c))
 for the last text it read. A new text is tokenized, compared with the ids already
 read, and only what differs is read: typing a letter usually changes the last token
-or two, so a keystroke costs a couple of tokens, not the whole line. The KV cache is
-cut back with `crop` (free); the LSTM, which cannot forget, keeps a copy of its state
-at the last few positions and goes back to the nearest one. A suggestion is then
+or two, so a keystroke costs a couple of tokens, not the whole line. A state that can
+`crop` (a KV cache) is cut back (free); one that cannot forget (an LSTM's (h, c)) keeps
+a copy of itself at the last few positions and goes back to the nearest one. A suggestion is then
 decoded greedily into the same cache and cropped off again (nothing is copied).
 If the person types the very characters the last suggestion began with, the rest of
 it is shown again at once without running the model (`follow`, as a shell's
@@ -42,7 +42,9 @@ from pathlib import Path
 import torch
 
 from lmtool.errors import BadInput
+from lmtool.inference.beam import beam_search
 from lmtool.inference.decoding import Decoder
+from lmtool.inference.generation import GenerateOptions
 from lmtool.inference.healing import Heal, back_up, token_texts
 from lmtool.inference.runs import LoadedLM, load_lm
 from lmtool.inference.text import Prompt, continuation_text
@@ -112,7 +114,9 @@ class CompletionEngine:
         self.follow = follow  # typing the suggestion's own characters keeps the rest of it
         self.lock = threading.Lock()  # one computation at a time
         self._ids: list[int] = []  # ids in the state (the model's window of the prefix)
-        self._state = None
+        limit = lm.model.max_positions
+        self._state = lm.model.initial_state(1, capacity=limit)  # (options a state ignores)
+        self._crops = callable(getattr(self._state, "crop", None))  # else: snapshots
         self._logits: torch.Tensor | None = None  # (1, V) after the last id
         self._snapshots: dict[int, object] = {}  # LSTM: length → state copy
         self._last: tuple[str, str] | None = None  # (text, its suggestion)
@@ -151,9 +155,6 @@ class CompletionEngine:
     def alternatives(self, text: str, k: int = 5) -> list[Completion]:
         """The k best distinct continuations of `text`, best first (beam search from
         the prefix's state, which it leaves as it was)."""
-        from lmtool.inference.beam import beam_search
-        from lmtool.inference.generate import GenerateOptions
-
         if k < 1:
             raise BadInput("-k must be >= 1")
         body = text.rstrip()
@@ -188,15 +189,14 @@ class CompletionEngine:
         backed up for healing when `heal`), and the healing. Past the context, the
         window starts at a multiple of context // 4 tokens, so it moves rarely and the
         cache stays."""
-        config = self.lm.config
         if heal:
             tokens, healing = back_up(self.lm.tokenizer, self.texts, text)
         else:
             tokens, healing = self.lm.tokenizer.encode(text, add_special_tokens=False).ids, None
         prompt = Prompt(text, [SPECIAL_IDS.eos, *tokens], tokens)
-        if self.decoder.limited:
-            limit = config.context - self.max_tokens
-            step = max(1, config.context // 4)
+        if self.decoder.limit is not None:
+            limit = self.decoder.limit - self.max_tokens
+            step = max(1, self.decoder.limit // 4)
             over = len(prompt.ids) - limit
             if over > 0:
                 start = -(-over // step) * step  # round up to a multiple of step
@@ -215,9 +215,7 @@ class CompletionEngine:
         if common == len(ids) == len(self._ids) and self._logits is not None:
             return self._logits
         common = min(common, len(ids) - 1)  # read at least one token for its logits
-        if self.decoder.limited:
-            if self._state is None:
-                self._state = self.lm.model.initial_state(1, capacity=self.lm.config.context)
+        if self._crops:
             self._state.crop(common)
         else:
             common = self._restore(common)
@@ -226,7 +224,7 @@ class CompletionEngine:
         todo = ids[common:]
         # The LSTM reads most in one go and the last two tokens singly, keeping a copy
         # of its state at each of those positions for the next keystroke.
-        chunks = [todo] if self.decoder.limited else [todo[:-2], *([t] for t in todo[-2:])]
+        chunks = [todo] if self._crops else [todo[:-2], *([t] for t in todo[-2:])]
         for chunk in chunks:
             if not chunk:
                 continue
@@ -235,7 +233,7 @@ class CompletionEngine:
             x = torch.tensor([chunk], device=self.lm.device)  # (1, T)
             hidden = self.lm.model.encode(x, self._state)  # (1, T, C)
             self._ids += chunk
-            if not self.decoder.limited:
+            if not self._crops:
                 self._snapshot()
         self._logits = self.decoder.logits(hidden[:, -1])  # (1, V)
         return self._logits
@@ -264,7 +262,7 @@ class CompletionEngine:
         While the backed-up text is not yet written again, only the tokens that spell
         it may be chosen."""
         start = len(self._ids)
-        state = self._state if self.decoder.limited else self._state.clone()
+        state = self._state if self._crops else self._state.clone()
         spell = heal.spell if heal is not None else b""
         new: list[int] = []
         text = ""
@@ -289,7 +287,7 @@ class CompletionEngine:
                     break
                 logits = self.decoder.step(state, torch.tensor([token], device=self.lm.device))
         finally:
-            if self.decoder.limited:
+            if self._crops:
                 state.crop(start)  # forget the suggestion, keep the prefix
         return trim(text, self.max_words)
 

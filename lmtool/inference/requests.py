@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from lmtool.errors import BadInput
-from lmtool.inference.generate import GenerateOptions, Generation, generate_prompts, prepare
+from lmtool.inference.generate import generate_prompts, prepare
+from lmtool.inference.generation import GenerateOptions, Generation
 from lmtool.inference.runs import LoadedLM
 from lmtool.wording import plural
 
