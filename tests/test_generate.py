@@ -338,3 +338,19 @@ def test_decoding_asks_the_model_what_its_state_can_do_not_its_architecture_name
     before = run()
     lm.model.config = dataclasses.replace(lm.model.config, arch="some-new-kind")
     assert run() == before
+
+
+def test_unseeded_sampling_draws_a_seed_and_reports_it_greedy_reports_none(monkeypatch):
+    import lmtool.inference.generation as generation
+
+    lm = tiny_lm(seed=2)
+    drawn = iter([11, 12])
+    monkeypatch.setattr(generation.secrets, "randbits", lambda bits: next(drawn))
+    first = generate(lm, ["t9", "t10"], max_new_tokens=10, temperature=1.0)
+    second = generate(lm, ["t9", "t10"], max_new_tokens=10, temperature=1.0)
+    assert [g.seed for g in first] == [11, 11] and [g.seed for g in second] == [12, 12]
+    again = generate(lm, ["t9", "t10"], max_new_tokens=10, temperature=1.0, seed=11,
+                     batch_size=1)
+    assert [g.tokens for g in again] == [g.tokens for g in first]
+    assert [g.tokens for g in second] != [g.tokens for g in first]
+    assert [g.seed for g in generate(lm, "t9", max_new_tokens=3, temperature=0)] == [None]

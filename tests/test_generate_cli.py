@@ -85,6 +85,33 @@ def test_generate_text_lines_from_a_file_and_batch_size_does_not_change_them(run
                                                                        "", "t13"]
 
 
+def test_sampling_without_seed_differs_each_run_and_its_reported_seed_repeats_it(
+        runs, cli, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("t9\nt10 t11 t12\n\nt13\n")
+    args = ("generate", runs["lm"], "--file", prompts, "-n", "20", "--temperature", "1.5",
+            "--format", "jsonl")
+    first, second = cli(*args), cli(*args)
+    assert first.exit_code == second.exit_code == 0, first.stderr + second.stderr
+    rows = [json.loads(line) for line in first.stdout.splitlines()]
+    [seed] = {r["seed"] for r in rows}  # one seed for the run, on every row
+    assert {json.loads(line)["seed"] for line in second.stdout.splitlines()} != {seed}
+    assert [r["text"] for r in rows] != [json.loads(line)["text"]
+                                         for line in second.stdout.splitlines()]
+    for batch_size in ("32", "1"):  # the reported seed repeats the run, at any batch size
+        again = cli(*args, "--seed", seed, "--batch-size", batch_size)
+        assert again.exit_code == 0, again.stderr
+        assert again.stdout == first.stdout
+
+
+def test_greedy_and_beam_search_report_no_seed_and_never_vary(runs, cli):
+    for extra in (["--temperature", "0"], ["--beams", "3"]):
+        a = cli("generate", runs["lm"], "t9", "-n", "6", "--format", "jsonl", *extra)
+        b = cli("generate", runs["lm"], "t9", "-n", "6", "--format", "jsonl", *extra)
+        assert a.exit_code == 0, a.stderr
+        assert a.stdout == b.stdout and "seed" not in json.loads(a.stdout)
+
+
 def test_backward_run_prints_the_text_before_the_prompt(runs, cli):
     result = cli("generate", runs["bwd"], "t9 t10", "-n", "4", "--temperature", "0",
                  "--format", "jsonl")

@@ -36,6 +36,7 @@ def parse_requests(
 ) -> Iterator[Request | BadInput]:
     """Requests from text lines. `jsonl` None: JSONL when the first non-blank line starts
     with "{", else every line (even an empty one: a new document) is a prompt."""
+    base = base.seeded()  # one seed for every line that gives none (its row keys differ)
     for number, raw in enumerate(lines, start=1):
         line = raw.rstrip("\r\n")
         if jsonl is None and line.strip():
