@@ -344,7 +344,7 @@ def test_unseeded_sampling_draws_a_seed_and_reports_it_greedy_reports_none(monke
     import lmtool.inference.generation as generation
 
     lm = tiny_lm(seed=2)
-    drawn = iter([11, 12])
+    drawn = itertools.count(11)
     monkeypatch.setattr(generation.secrets, "randbits", lambda bits: next(drawn))
     first = generate(lm, ["t9", "t10"], max_new_tokens=10, temperature=1.0)
     second = generate(lm, ["t9", "t10"], max_new_tokens=10, temperature=1.0)
