@@ -72,6 +72,29 @@ def test_generate_many_prompts_keeps_input_order_and_reports_bad_jsonl_lines(run
     assert errors[3] == "lmtool: error: skipped 3 prompts (see the errors above)"
 
 
+def test_the_first_line_decides_plain_or_jsonl_and_a_line_of_the_other_kind_is_an_error(
+        runs, cli):
+    plain_first = "t9 t10\n" + json.dumps({"prompt": "t11"}) + "\n{ t12 }\n"
+    result = cli("generate", runs["lm"], "-", "-n", "3", "--format", "jsonl", input=plain_first)
+    assert result.exit_code == 3
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["index"], r["prompt"]) for r in rows] == [(0, "t9 t10"), (2, "{ t12 }")]
+    errors = result.stderr.strip().splitlines()
+    assert errors[0].startswith("lmtool: error: line 2: a JSON object among plain-text "
+                                "prompts (line 1 made this input plain text)")
+    assert errors[1] == "lmtool: error: skipped 1 prompt (see the errors above)"
+    # JSONL decided by the first line with text: blank lines before it are not prompts
+    jsonl_first = "\n" + json.dumps({"prompt": "t11"}) + "\nt9 t10\n"
+    result = cli("generate", runs["lm"], "-", "-n", "3", "--format", "jsonl", input=jsonl_first)
+    assert result.exit_code == 3
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["index"], r["prompt"]) for r in rows] == [(1, "t11")]
+    errors = result.stderr.strip().splitlines()
+    assert errors[0].startswith("lmtool: error: line 3: plain text among JSONL prompts "
+                                "(line 2 made this input JSONL)")
+    assert len(errors) == 2
+
+
 def test_generate_text_lines_from_a_file_and_batch_size_does_not_change_them(runs, cli, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("t9\nt10 t11 t12\n\nt13\n")
