@@ -3,7 +3,8 @@ keystroke. No UI here (cli/complete_ui.py draws it); this is the engine.
 
     engine = CompletionEngine(load_lm("runs/lm"), max_words=5)
     engine.suggest("The cat sat on")             # the best continuation (ghost text)
-    engine.alternatives("The cat sat on", k=5)   # the k best, for a menu
+    engine.alternatives("The cat sat on", k=5)   # the k best (beam search)
+    engine.menu("The cat sat on", k=5)           # the suggestion first, then the others
     complete("runs/lm", "The cat sat on", k=5)   # the same in one call
 
 What a keystroke costs. The engine keeps the model's state (KV cache or LSTM (h, c))
@@ -53,6 +54,7 @@ from lmtool.text.specials import SPECIAL_IDS
 SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
 WORD = re.compile(r"\S+")
 LSTM_SNAPSHOTS = 8  # LSTM states kept for going back a few tokens (each is one row)
+MAX_WIDENING = 8  # alternatives: search at most 8 x k beams for k distinct texts
 
 
 @dataclass
@@ -119,19 +121,22 @@ class CompletionEngine:
         self._crops = callable(getattr(self._state, "crop", None))  # else: snapshots
         self._logits: torch.Tensor | None = None  # (1, V) after the last id
         self._snapshots: dict[int, object] = {}  # LSTM: length → state copy
-        self._last: tuple[str, str] | None = None  # (text, its suggestion)
+        # The last text, its suggestion and the suggestion's score.
+        self._last: tuple[str, str, float] | None = None
 
     # --- the public calls ---------------------------------------------------------
 
     def suggest(self, text: str, cancelled: Callable[[], bool] = lambda: False) -> str | None:
         """The best continuation of `text` ("" if none), or None when cancelled."""
-        if self.follow and self._last is not None:
-            before, suggestion = self._last
+        if self._last is not None:
+            before, suggestion, score = self._last
+            if text == before:  # asked again (the menu): the ghost text already shown
+                return suggestion
             typed = text[len(before):]
-            if text.startswith(before) and typed and suggestion.startswith(typed):
+            if self.follow and text.startswith(before) and typed and suggestion.startswith(typed):
                 rest = suggestion[len(typed):]
                 if rest:
-                    self._last = (text, rest)
+                    self._last = (text, rest, score)
                     return rest
         # Trailing spaces are left out of what the model reads (a tokenizer may drop them,
         # or read a lone space as a token of its own) and taken off the suggestion.
@@ -142,21 +147,46 @@ class CompletionEngine:
             logits = self._read(prompt, cancelled)
             if logits is None:
                 return None
-            result = self._greedy(prompt, heal, logits, cancelled)
-        if result is None:
+            greedy = self._greedy(prompt, heal, logits, cancelled)
+        if greedy is None:
             return None
+        result, score = greedy
         if tail and result.startswith(tail):
             result = result[len(tail):]
         elif tail:
             result = result.lstrip()
-        self._last = (text, result)
+        self._last = (text, result, score)
         return result
+
+    def menu(self, text: str, k: int = 5) -> list[Completion]:
+        """The k choices of a menu: the suggestion (the ghost text shown) first, then the
+        best other alternatives. The suggestion's score is that of its beam when the
+        search found it, else its own mean log-probability per token."""
+        ghost = self.suggest(text)
+        others = self.alternatives(text, k)
+        if not ghost:
+            return others
+        same = [c for c in others if c.text == ghost]
+        first = same[0] if same else Completion(ghost, self._last[2], [])
+        return [first, *[c for c in others if c.text != ghost]][:k]
 
     def alternatives(self, text: str, k: int = 5) -> list[Completion]:
         """The k best distinct continuations of `text`, best first (beam search from
-        the prefix's state, which it leaves as it was)."""
+        the prefix's state, which it leaves as it was). Texts that differ only after
+        the cut (`trim`) are one continuation, so the search widens (2x the beams, up to
+        MAX_WIDENING x k) until it has k distinct ones or runs out of texts."""
         if k < 1:
             raise BadInput("-k must be >= 1")
+        beams = max(k, 2)  # (one beam would be greedy search, which GenerateOptions refuses)
+        while True:
+            found, out = self._search(text, beams)
+            if len(out) >= k or len(found) < beams or beams >= MAX_WIDENING * k:
+                return out[:k]
+            beams *= 2
+
+    def _search(self, text: str, beams: int) -> tuple[list, list[Completion]]:
+        """Beam search with `beams` beams: what it found, and the distinct trimmed
+        continuations of that, best first."""
         body = text.rstrip()
         with self.lock, torch.inference_mode():
             prompt, heal = self._window(body, heal=body == text)
@@ -164,8 +194,8 @@ class CompletionEngine:
             constrain = None
             if heal is not None:
                 constrain = heal.constraint(self.texts, logits.size(-1), self.lm.device)
-            options = GenerateOptions(max_new_tokens=self.max_tokens, beams=k, num_return=k,
-                                      temperature=0).resolved()
+            options = GenerateOptions(max_new_tokens=self.max_tokens, beams=beams,
+                                      num_return=beams, temperature=0).resolved()
             # beam_search expands the state into new rows: the prefix's stays as it is.
             found = beam_search(self.lm, [prompt], options, start=(self._state, logits),
                                 constrain=constrain)
@@ -180,7 +210,7 @@ class CompletionEngine:
             if piece.strip() and piece not in seen:
                 seen.add(piece)
                 out.append(Completion(piece, g.score, g.tokens))
-        return out
+        return found, out
 
     # --- reading the prefix -----------------------------------------------------------
 
@@ -257,15 +287,17 @@ class CompletionEngine:
     # --- the suggestion -----------------------------------------------------------
 
     def _greedy(self, prompt: Prompt, heal: Heal | None, logits: torch.Tensor,
-                cancelled) -> str | None:
-        """Greedy decoding into the prefix's own state, which is restored afterwards.
-        While the backed-up text is not yet written again, only the tokens that spell
-        it may be chosen."""
+                cancelled) -> tuple[str, float] | None:
+        """Greedy decoding into the prefix's own state, which is restored afterwards:
+        (the text, its mean log-probability per token), or None when cancelled. While
+        the backed-up text is not yet written again, only the tokens that spell it may
+        be chosen."""
         start = len(self._ids)
         state = self._state if self._crops else self._state.clone()
         spell = heal.spell if heal is not None else b""
         new: list[int] = []
         text = ""
+        logprob = 0.0  # of the tokens in `new`
         try:
             for _ in range(self.max_tokens):  # the healing tokens included
                 if spell:
@@ -274,6 +306,7 @@ class CompletionEngine:
                 if token == SPECIAL_IDS.eos or logits[0, token] == float("-inf"):
                     break  # the end, or nothing can spell what is left (healing)
                 new.append(token)
+                logprob += float(torch.log_softmax(logits[0], dim=-1)[token])
                 spell = self.texts.left(spell, [token])
                 if not spell:
                     text = self._suggestion(prompt, heal, new)
@@ -289,7 +322,7 @@ class CompletionEngine:
         finally:
             if self._crops:
                 state.crop(start)  # forget the suggestion, keep the prefix
-        return trim(text, self.max_words)
+        return trim(text, self.max_words), logprob / max(len(new), 1)
 
     def _suggestion(self, prompt: Prompt, heal: Heal | None, new: list[int]) -> str:
         """The text of `new` after the typed text (the backed-up part taken off)."""
