@@ -12,8 +12,9 @@ for the last text it read. A new text is tokenized, compared with the ids alread
 read, and only what differs is read: typing a letter usually changes the last token
 or two, so a keystroke costs a couple of tokens, not the whole line. A state that can
 `crop` (a KV cache) is cut back (free); one that cannot forget (an LSTM's (h, c)) keeps
-a copy of itself at the last few positions and goes back to the nearest one. A suggestion is then
-decoded greedily into the same cache and cropped off again (nothing is copied).
+a copy of itself at the last few positions and goes back to the nearest one. A
+suggestion is then decoded greedily into the same cache and cropped off again (nothing
+is copied).
 If the person types the very characters the last suggestion began with, the rest of
 it is shown again at once without running the model (`follow`, as a shell's
 autosuggestions do): the ghost text does not flicker while it is being typed through.
@@ -128,16 +129,21 @@ class CompletionEngine:
 
     def suggest(self, text: str, cancelled: Callable[[], bool] = lambda: False) -> str | None:
         """The best continuation of `text` ("" if none), or None when cancelled."""
+        scored = self._suggest(text, cancelled)
+        return None if scored is None else scored[0]
+
+    def _suggest(self, text: str, cancelled) -> tuple[str, float] | None:
+        """The suggestion and its score (see `menu`), or None when cancelled."""
         if self._last is not None:
             before, suggestion, score = self._last
             if text == before:  # asked again (the menu): the ghost text already shown
-                return suggestion
+                return suggestion, score
             typed = text[len(before):]
             if self.follow and text.startswith(before) and typed and suggestion.startswith(typed):
                 rest = suggestion[len(typed):]
                 if rest:
                     self._last = (text, rest, score)
-                    return rest
+                    return rest, score
         # Trailing spaces are left out of what the model reads (a tokenizer may drop them,
         # or read a lone space as a token of its own) and taken off the suggestion.
         body = text.rstrip()
@@ -156,18 +162,20 @@ class CompletionEngine:
         elif tail:
             result = result.lstrip()
         self._last = (text, result, score)
-        return result
+        return result, score
 
     def menu(self, text: str, k: int = 5) -> list[Completion]:
         """The k choices of a menu: the suggestion (the ghost text shown) first, then the
-        best other alternatives. The suggestion's score is that of its beam when the
-        search found it, else its own mean log-probability per token."""
-        ghost = self.suggest(text)
+        best other alternatives. The suggestion is the alternative of the same text when
+        the search found it, else its own: its mean log-probability per token as the
+        score (the one it had when it was made, if it is the rest of one being typed
+        through), and no tokens."""
+        ghost, score = self._suggest(text, lambda: False)
         others = self.alternatives(text, k)
         if not ghost:
             return others
         same = [c for c in others if c.text == ghost]
-        first = same[0] if same else Completion(ghost, self._last[2], [])
+        first = same[0] if same else Completion(ghost, score, [])
         return [first, *[c for c in others if c.text != ghost]][:k]
 
     def alternatives(self, text: str, k: int = 5) -> list[Completion]:

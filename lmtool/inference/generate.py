@@ -3,6 +3,7 @@
     from lmtool.inference import generate, stream
     [g] = generate("runs/lm", "Once upon a time", max_new_tokens=40, top_p=0.9, seed=1)
     g.text, g.stop_reason                         # the continuation, "eos"/"stop"/"length"
+    g.seed          # sampling: the seed (drawn from the OS when none is given) that repeats it
     for piece in stream("runs/lm", "Once upon a time"):
         print(piece, end="", flush=True)
 
