@@ -24,6 +24,7 @@ from lmtool.wording import count
 TextFormat = formats("text", "jsonl")
 HELP_EXAMPLES = (
     'lmtool generate runs/lm "Once upon a time" --max-new-tokens 80 --top-p 0.9',
+    'lmtool generate runs/lm "Once upon a time" --top-p 0.9 --seed 7   # the same text each run',
     'lmtool generate runs/lm "The river" --temperature 0 --stop "."',
     'lmtool generate runs/lm "The river" --beams 4 --num-return 2 --format jsonl',
     "lmtool generate runs/lm --file prompts.txt --format jsonl > out.jsonl",
