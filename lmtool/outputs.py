@@ -146,7 +146,7 @@ def existing(path: Path, kind: Kind) -> bool:
     if other:
         raise BadInput(f"{path} holds {other.noun}, not {kind.noun}", another)
     if kind.directory:
-        raise BadInput(f"{path} holds files lmtool did not write", another)
+        raise BadInput(f"{path} already holds other files", another)
     raise BadInput(f"{path} is not {kind.noun} lmtool wrote", another)
 
 

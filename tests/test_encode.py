@@ -205,7 +205,7 @@ def test_existing_output_needs_force(setup, tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("precious")
     for force in (False, True):
-        with pytest.raises(BadInput, match="holds files lmtool did not write"):
+        with pytest.raises(BadInput, match="already holds other files"):
             encode_corpus([corpus], tok_path, out, force=force)
     assert (out / "keep.txt").read_text() == "precious"
     shards = tmp_path / "shards"

@@ -119,7 +119,7 @@ def test_force_keeps_a_directory_lmtool_did_not_make(cli, made, tmp_path, comman
     (scratch / "keep" / "file.txt").write_text("precious")
     for force in ([], ["--force"]):
         refused(cli(*commands(made, scratch)[command], *force),
-                f"{scratch} holds files lmtool did not write", "choose another -o")
+                f"{scratch} already holds other files", "choose another -o")
     assert (scratch / "keep" / "file.txt").read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scratch"]
 
@@ -208,7 +208,7 @@ def test_finetune_force_keeps_a_directory_lmtool_did_not_make(cli, made, tmp_pat
     (out / "keep" / "file.txt").write_text("precious")
     refused(cli("finetune", "lm", made["run"], made["corpus"], "-o", out, "--max-steps", "2",
                 "--quiet", "--force"),
-            f"{out} holds files lmtool did not write")
+            f"{out} already holds other files")
     assert (out / "keep" / "file.txt").read_text() == "precious"
 
 
