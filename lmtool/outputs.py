@@ -36,6 +36,8 @@ from lmtool.text.shards import FORMAT as SHARDS_FORMAT
 from lmtool.text.shards import META
 from lmtool.text.specials import SPECIAL_TOKENS
 
+_TOKENIZER_BYTES = 256 << 20  # more than any tokenizer file (a 250k vocabulary: ~20 MB)
+
 
 def _json(path: Path) -> object:
     try:
@@ -66,7 +68,12 @@ def is_shards(path: Path) -> bool:
 
 def is_tokenizer(path: Path) -> bool:
     """True when `path` is a tokenizers JSON with lmtool's special tokens at ids 0..6."""
-    data = _json(Path(path)) if Path(path).is_file() else None
+    path = Path(path)
+    try:  # a big file is the user's data, not ours: decide without reading it all
+        small = path.is_file() and path.stat().st_size <= _TOKENIZER_BYTES
+    except OSError:
+        small = False
+    data = _json(path) if small else None
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         return False
     added = data.get("added_tokens")
@@ -122,8 +129,8 @@ def existing(path: Path, kind: Kind) -> bool:
     real = Path(os.path.realpath(path))
     why = _guarded(real)
     if why:
-        raise BadInput(f"{path} {why}", "lmtool replaces an output as a whole; "
-                       "choose another -o, such as a new directory's name")
+        raise BadInput(f"{path} {why}",
+                       "lmtool replaces its output as a whole; give -o a new name")
     inside = _container(real)
     if inside:
         where = inside[0] if path.is_absolute() else os.path.relpath(inside[0])

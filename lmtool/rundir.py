@@ -1,5 +1,6 @@
-"""Who may write a run directory: one training process at a time, and never over
-something else unless the user said so (--resume, --force).
+"""Who may write a run directory: one training process at a time, over an earlier run
+only when the user said so (--resume, --force), and never over anything else
+(lmtool.outputs has the rule).
 
     with claim_run(RUN, resume=False, force=False):   # for the whole life of the training
         ...

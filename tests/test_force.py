@@ -86,7 +86,7 @@ def test_never_the_current_directory_or_above(cli, made, standing_in, command, t
                                               force):
     out = str(standing_in) if target == "CWD" else target
     before = tree(standing_in.parent)
-    refused(cli(*commands(made, out)[command], *force), f"{out} {why}", "choose another -o")
+    refused(cli(*commands(made, out)[command], *force), f"{out} {why}", "give -o a new name")
     assert (standing_in / "mine.txt").read_text() == "precious"
     assert tree(standing_in.parent) == before
     assert sorted(os.listdir(standing_in.parent)) == ["work"]  # no lock or temporary left
@@ -210,6 +210,18 @@ def test_finetune_force_keeps_a_directory_lmtool_did_not_make(cli, made, tmp_pat
                 "--quiet", "--force"),
             f"{out} already holds other files")
     assert (out / "keep" / "file.txt").read_text() == "precious"
+
+
+def test_finetune_classifier_force_never_replaces_shards(cli, made, tmp_path):
+    shards = tmp_path / "data"
+    shutil.copytree(made["shards"], shards)
+    before = tree(shards)
+    rows = "".join(f"the cat sees the ball {i}\tpos\na dog calls his hat {i}\tneg\n"
+                   for i in range(8))
+    (tmp_path / "train.tsv").write_text("text\tlabel\n" + rows)
+    refused(cli("finetune", "classifier", made["run"], tmp_path / "train.tsv", "-o", shards,
+                "--quiet", "--force"), f"{shards} holds token shards, not a run")
+    assert tree(shards) == before
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
