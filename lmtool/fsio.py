@@ -158,7 +158,7 @@ def _naming(error: OSError, path: Path) -> OSError:
 
 def recover(path: Path) -> None:
     """Finish a fallback swap cut short: `path` missing, its aside copy present."""
-    path = Path(path)
+    path = absolute(path)
     aside = _aside(path)
     if not os.path.lexists(path) and aside.is_dir():
         os.rename(aside, path)
@@ -174,7 +174,8 @@ def remove(path: Path) -> None:
 
 
 def _swap_in(tmp: Path, path: Path) -> None:
-    """Put the finished `tmp` at `path` in one step, then delete what was there."""
+    """Put the finished `tmp` at `path` (absolute) in one step, then delete what was
+    there."""
     if not os.path.lexists(path):
         os.rename(tmp, path)
     elif exchange(tmp, path):
@@ -189,7 +190,7 @@ def _swap_in(tmp: Path, path: Path) -> None:
             os.rename(aside, path)
             raise
         remove(aside)
-    fsync_dir(absolute(path).parent)
+    fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -258,9 +259,9 @@ def atomic_dir(path: Path, *, force: bool = False, clean_stale: bool = False) ->
     try:
         yield tmp
         settle_tree(tmp)
-        _swap_in(tmp, path)
+        _swap_in(tmp, absolute(path))  # "a/b/.." cannot be renamed; the directory it names can
     except BaseException as e:
         remove(tmp)
         if isinstance(e, OSError):
-            raise named(e, path, tmp) from None
+            raise named(named(e, path, tmp), path, absolute(path)) from None
         raise
