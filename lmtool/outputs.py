@@ -5,10 +5,11 @@ so the rule is about what may stand at the path before:
 
 1. nothing, or an empty directory: always fine;
 2. an earlier lmtool output of the same kind: replaced with --force, refused without;
-3. anything else is refused, --force or not: files lmtool did not write, an output of
-   another kind (shards where a run goes), the current directory or one above it, the
-   home directory or one above it, and any path inside a run or shard directory (the
-   next save of that output would delete it).
+3. anything else is refused, --force or not: files lmtool did not write (beside an
+   earlier output in its directory too), an output of another kind (shards where a run
+   goes), the current directory or one above it, the home directory or one above it,
+   and any path inside a run or shard directory (the next save of that output would
+   delete it). --resume is refused the same way: its next save replaces the run.
 
 An output is recognised by what lmtool writes in it: a run by config.json with the run
 format, shards by meta.json with the shard format, a tokenizer file by being a tokenizers
@@ -28,12 +29,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmtool.checkpoint import CONFIG
+from lmtool.checkpoint import CONFIG, METRICS, TRAINER, WEIGHTS
 from lmtool.checkpoint import FORMAT as RUN_FORMAT
+from lmtool.checkpoint import TOKENIZER as RUN_TOKENIZER
 from lmtool.errors import BadInput, OutputExists
 from lmtool.fsio import recover
 from lmtool.text.shards import FORMAT as SHARDS_FORMAT
 from lmtool.text.shards import META
+from lmtool.text.shards import TOKENIZER as SHARDS_TOKENIZER
 from lmtool.text.specials import SPECIAL_TOKENS
 
 _TOKENIZER_BYTES = 256 << 20  # more than any tokenizer file (a 250k vocabulary: ~20 MB)
@@ -88,10 +91,16 @@ class Kind:
     place: str  # "notes.txt is a file, not a run directory"
     directory: bool  # a directory (run, shards) or one file (tokenizer)
     holds: Callable[[Path], bool]  # does this path hold an earlier output of the kind?
+    # What lmtool writes at the top of such a directory (checkpoint.save_checkpoint,
+    # text.encode.encode_corpus): anything else there is the user's, and replacing the
+    # directory would delete it. A writer that adds a file adds its name here.
+    names: frozenset[str] = frozenset()
 
 
-RUN = Kind("a run", "a run directory", True, _holds_run)
-SHARDS = Kind("token shards", "a shard directory", True, is_shards)
+RUN = Kind("a run", "a run directory", True, _holds_run,
+           frozenset({CONFIG, WEIGHTS, RUN_TOKENIZER, METRICS, TRAINER}))
+SHARDS = Kind("token shards", "a shard directory", True, is_shards,
+              frozenset({META, SHARDS_TOKENIZER, "train.bin", "val.bin"}))
 TOKENIZER = Kind("a tokenizer", "the tokenizer file", False, is_tokenizer)
 _DIRECTORIES = (RUN, SHARDS)  # outputs that are replaced as a whole, what is inside too
 
@@ -148,6 +157,12 @@ def existing(path: Path, kind: Kind) -> bool:
     if kind.directory and not any(path.iterdir()):
         return False
     if kind.holds(path):
+        theirs = sorted(set(os.listdir(path)) - kind.names) if kind.directory else []
+        if theirs:
+            shown = ", ".join(theirs[:3]) + (", ..." if len(theirs) > 3 else "")
+            raise BadInput(f"{path} holds {kind.noun} and files lmtool did not write "
+                           f"({shown})",
+                           f"move them out first: lmtool replaces {path} as a whole")
         return True
     other = next((k for k in _DIRECTORIES if k is not kind and k.holds(path)), None)
     if other:

@@ -154,6 +154,23 @@ def test_force_never_writes_inside_a_run(cli, made, tmp_path):
     assert tree(run) == before
 
 
+def test_a_users_file_beside_an_earlier_output_is_kept(cli, made, tmp_path):
+    """Replacing a run or shards replaces the whole directory: a file the user put in it
+    would go too, so it is refused (--resume too: its next save replaces the run)."""
+    run, shards = tmp_path / "lm", tmp_path / "data"
+    shutil.copytree(made["run"], run)
+    shutil.copytree(made["shards"], shards)
+    for out in (run, shards):
+        (out / "notes.txt").write_text("precious")
+    before = tree(tmp_path)
+    for args in (["--force"], ["--resume", "--max-steps", "4"]):
+        refused(cli(*commands(made, run)["pretrain"], *args),
+                f"{run} holds a run and files lmtool did not write (notes.txt)", "move them out")
+    refused(cli(*commands(made, shards)["tokenize encode"], "--force"),
+            f"{shards} holds token shards and files lmtool did not write (notes.txt)")
+    assert tree(tmp_path) == before
+
+
 @pytest.mark.parametrize("content", [
     "my notes\n",
     '{"model": {"type": "BPE"}, "added_tokens": []}',  # a tokenizer, but not lmtool's
