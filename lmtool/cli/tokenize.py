@@ -96,11 +96,11 @@ def train(
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
-    from lmtool.fsio import check_output
+    from lmtool.outputs import TOKENIZER, check_output
     from lmtool.text.sources import ReadReport
     from lmtool.text.tokenizer import save_tokenizer, train_tokenizer, vocabulary_shortfall
 
-    check_output(output, force)  # refuse before spending time on training
+    check_output(output, TOKENIZER, force=force)  # refuse before spending time on training
     normalization = [
         name
         for name, on in (("nfkc", nfkc), ("lowercase", lowercase), ("strip-accents", strip_accents))
