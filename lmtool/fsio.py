@@ -134,17 +134,31 @@ def exchange(a: Path, b: Path) -> bool:
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
+def absolute(path: Path) -> Path:
+    """`path` made absolute without following links: "." and "runs/.." get a name and a
+    parent, as the temporary siblings need."""
+    return Path(os.path.abspath(path))
+
+
 def _aside(path: Path) -> Path:
+    path = absolute(path)
     return path.with_name(f".{path.name}.aside")
 
 
 def _tmp_prefix(path: Path) -> str:
-    return f".{path.name}.tmp-"
+    return f".{absolute(path).name}.tmp-"
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """`error` about `path` alone: a temporary's name the user never typed must not
+    show (`mkstemp` fails naming its candidate file)."""
+    renamed = OSError(error.errno, error.strerror, str(path))
+    return renamed.with_traceback(error.__traceback__)
 
 
 def recover(path: Path) -> None:
     """Finish a fallback swap cut short: `path` missing, its aside copy present."""
-    path = Path(path)
+    path = absolute(path)
     aside = _aside(path)
     if not os.path.lexists(path) and aside.is_dir():
         os.rename(aside, path)
@@ -160,7 +174,8 @@ def remove(path: Path) -> None:
 
 
 def _swap_in(tmp: Path, path: Path) -> None:
-    """Put the finished `tmp` at `path` in one step, then delete what was there."""
+    """Put the finished `tmp` at `path` (absolute) in one step, then delete what was
+    there."""
     if not os.path.lexists(path):
         os.rename(tmp, path)
     elif exchange(tmp, path):
@@ -185,9 +200,12 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator:
     path = Path(path)
     try:
         make_parents(path)
-        fd, name = tempfile.mkstemp(prefix=_tmp_prefix(path), dir=path.parent)
     except OSError as e:
         raise named(e, path) from None
+    try:
+        fd, name = tempfile.mkstemp(prefix=_tmp_prefix(path), dir=absolute(path).parent)
+    except OSError as e:
+        raise _naming(e, path) from None
     tmp = Path(name)
     try:
         with contextlib.suppress(OSError):  # mkstemp makes 0600; not all filesystems care
@@ -197,7 +215,7 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        fsync_dir(tmp.parent)
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -226,20 +244,24 @@ def atomic_dir(path: Path, *, force: bool = False, clean_stale: bool = False) ->
         raise BadInput(f"{path} is a file, not a directory",
                        "remove it or choose another output path")
     check_output(path, force)
+    parent = absolute(path).parent
     try:
         make_parents(path)
         if clean_stale:
-            for stale in path.parent.glob(_tmp_prefix(path) + "*"):
+            for stale in parent.glob(_tmp_prefix(path) + "*"):
                 remove(stale)
-        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), dir=path.parent))
     except OSError as e:
         raise named(e, path) from None
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), dir=parent))
+    except OSError as e:
+        raise _naming(e, path) from None
+    try:
         yield tmp
         settle_tree(tmp)
-        _swap_in(tmp, path)
+        _swap_in(tmp, absolute(path))  # "a/b/.." cannot be renamed; the directory it names can
     except BaseException as e:
         remove(tmp)
         if isinstance(e, OSError):
-            raise named(e, path, tmp) from None
+            raise named(named(e, path, tmp), path, absolute(path)) from None
         raise

@@ -1,5 +1,6 @@
-"""Who may write a run directory: one training process at a time, and never over
-something else unless the user said so (--resume, --force).
+"""Who may write a run directory: one training process at a time, over an earlier run
+only when the user said so (--resume, --force), and never over anything else
+(lmtool.outputs has the rule).
 
     with claim_run(RUN, resume=False, force=False):   # for the whole life of the training
         ...
@@ -21,19 +22,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from lmtool.checkpoint import CONFIG, FORMAT, STATE, TRAINER
+from lmtool.checkpoint import STATE, TRAINER
 from lmtool.errors import BadInput, RuntimeFailure
-from lmtool.fsio import make_parents, recover, umask
+from lmtool.fsio import make_parents, named, umask
+from lmtool.outputs import RUN, existing
+from lmtool.outputs import is_run as is_run  # where callers have always found it
 from lmtool.wording import count
-
-
-def is_run(path: Path) -> bool:
-    """True when `path` holds an lmtool run (a config.json of our format)."""
-    recover(Path(path))
-    try:
-        return json.loads((Path(path) / CONFIG).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def lock_path(run_dir: Path) -> Path:
@@ -57,7 +51,10 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     path = lock_path(run_dir)
     created = make_parents(path)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~umask())
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~umask())
+        except OSError as e:  # the user never typed the lock's name: name their path
+            raise named(OSError(e.errno, e.strerror), run_dir) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -89,22 +86,17 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 def check_run_output(run_dir: Path, *, resume: bool, force: bool) -> None:
-    """Refuse to train into a path that holds something, unless told what to do."""
+    """Refuse to train into a path that holds something, unless told what to do; never
+    over something that is not a run (lmtool.outputs has the rule)."""
     run_dir = Path(run_dir)
-    recover(run_dir)
-    if os.path.lexists(run_dir) and not run_dir.is_dir():
-        raise BadInput(f"{run_dir} is a file, not a run directory",
-                       "choose another -o, or remove the file")
+    earlier = existing(run_dir, RUN)
     if resume:
-        if not is_run(run_dir):
+        if not earlier:
             raise BadInput(f"--resume: {run_dir} holds no run to resume",
                            "start a new run without --resume")
         return
-    if force or not run_dir.exists() or not any(run_dir.iterdir()):
+    if force or not earlier:
         return
-    if not is_run(run_dir):
-        raise BadInput(f"{run_dir} already holds other files",
-                       "choose another -o, or pass --force to replace them")
     try:
         step = json.loads((run_dir / TRAINER / STATE).read_text())["step"]
         done = f" ({count(step, 'step')} trained)"
@@ -120,6 +112,7 @@ def claim_run(run_dir: Path, *, resume: bool, force: bool) -> Iterator[None]:
     """The run's lock and the check that training may write there, for the block's life.
     Under torchrun rank 0 alone writes the run, so it alone holds the lock (torchrun sets
     RANK; the other ranks only check)."""
+    check_run_output(run_dir, resume=resume, force=force)  # before the lock: "/" has none
     writer = os.environ.get("RANK", "0") == "0"
     with run_lock(run_dir) if writer else contextlib.nullcontext():
         check_run_output(run_dir, resume=resume, force=force)

@@ -13,7 +13,8 @@ from clf_fixtures import make_classifier_run
 from lm_fixtures import generate_text
 
 from lmtool.errors import BadInput
-from lmtool.inference.classify import SkipReport, classify, read_documents
+from lmtool.inference.classify import classify
+from lmtool.text.documents import SkipReport, read_documents
 
 
 def texts(n: int, seed: int = 0) -> list[str]:
@@ -73,14 +74,20 @@ def test_empty_and_truncated_documents_are_flagged(runs, tmp_path):
     assert [p.empty for p in preds] == [True, True, False, False]
     assert [p.truncated for p in preds] == [False, False, False, True]
     assert [p.tokens for p in preds] == [1, 1, 3, 10]  # [EOS] + up to 9 tokens
-    assert all(p.label in ("neg", "pos") for p in preds)
+    # Nothing to tell a class by: an empty document gets no label, whatever the threshold.
+    for threshold in (None, 0.0):
+        preds = list(classify(run, ["", "   ", "ab", "a much longer document"],
+                              threshold=threshold, device="cpu"))
+        assert [p.label for p in preds[:2]] == [None, None]
+        assert all(p.label in ("neg", "pos") for p in preds[2:])
+        assert all(p.best in ("neg", "pos") for p in preds)  # what evaluation counts
 
 
 def test_threshold_abstains(runs):
     preds = list(classify(runs["lstm"], texts(20), threshold=0.999, device="cpu"))
     assert all(p.label is None for p in preds)
     preds = list(classify(runs["lstm"], texts(20), threshold=0.0, device="cpu"))
-    assert all(p.label in ("neg", "pos") for p in preds)
+    assert all(p.label in ("neg", "pos") for p in preds if not p.empty)
     with pytest.raises(BadInput, match="--threshold 1.5 must be between 0 and 1"):
         list(classify(runs["lstm"], ["x"], threshold=1.5))
 
@@ -99,9 +106,18 @@ def test_ensemble_labels_must_match(runs):
     with pytest.raises(BadInput, match="--ensemble: .*spam has the labels ham, spam"):
         list(classify(runs["lstm"], ["x"], ensemble=[other]))
     # The same labels in another order are aligned by name.
-    swapped = make_classifier_run(runs["root"], "lstm", labels=("pos", "neg"), name="swapped")
-    p = next(classify(runs["lstm"], ["x"], ensemble=[swapped], device="cpu"))
-    assert p.labels == ["neg", "pos"]
+    swapped = make_classifier_run(runs["root"], "lstm", labels=("pos", "neg"), seed=1,
+                                  name="swapped")
+    docs = texts(8, seed=2)
+    mine = np.array([p.probabilities for p in classify(runs["lstm"], docs, device="cpu")])
+    theirs = list(classify(swapped, docs, device="cpu"))
+    assert theirs[0].labels == ["pos", "neg"]
+    theirs = np.array([p.probabilities for p in theirs])[:, ::-1]  # as (neg, pos)
+    both = list(classify(runs["lstm"], docs, ensemble=[swapped], device="cpu"))
+    assert both[0].labels == ["neg", "pos"]
+    averaged = np.array([p.probabilities for p in both])
+    np.testing.assert_allclose(averaged, (mine + theirs) / 2, atol=1e-6)
+    assert np.abs(mine - theirs).max() > 1e-3  # the two runs disagree: the test can fail
 
 
 def test_a_language_model_is_refused(tmp_path):
@@ -112,8 +128,9 @@ def test_a_language_model_is_refused(tmp_path):
     data = make_shards(tmp_path, paragraphs=40)
     pretrain(data, tmp_path / "lm", overrides=dict(
         layers=2, heads=2, dim=16, context=16, max_steps=1, batch_size=2), sample_chars=0)
-    with pytest.raises(BadInput, match="is a language model, not a classifier"):
+    with pytest.raises(BadInput, match="is a language model, not a classifier") as refused:
         list(classify(tmp_path / "lm", ["x"]))
+    assert "lmtool finetune classifier" in refused.value.hint
 
 
 def test_read_documents(tmp_path):
@@ -127,7 +144,7 @@ def test_read_documents(tmp_path):
     assert docs == [(str(tmp_path / "d" / "a.txt"), "first doc\nsecond line\n"),
                     (str(tmp_path / "e.txt"), "one\n\nthree")]
     assert [why for _, why in report.skipped] == [
-        "binary", "not valid UTF-8 (see --encoding-errors)"]
+        "binary", "not valid UTF-8 (byte offset 3)"]
     lines = list(read_documents([tmp_path / "e.txt"], per_line=True))
     assert lines == [(f"{tmp_path / 'e.txt'}:1", "one"), (f"{tmp_path / 'e.txt'}:2", ""),
                      (f"{tmp_path / 'e.txt'}:3", "three")]
@@ -152,8 +169,11 @@ def test_cli_text_output_in_input_order(cli, runs, tmp_path):
     assert r.exit_code == 0, r.stderr
     rows = [line.split("\t") for line in r.stdout.splitlines()]
     assert [row[0] for row in rows] == [str(f) for f in files]
-    assert all(row[1] in ("neg", "pos") and 0.5 <= float(row[2]) <= 1 for row in rows)
-    assert "empty document" in r.stderr  # texts(12) holds empty ones: classified, flagged
+    assert all(0.5 <= float(row[2]) <= 1 for row in rows)
+    # texts(12) holds empty ones: they get no label, and stderr says so.
+    assert [row[1] == "-" for row in rows] == [not doc.strip() for doc in texts(12)]
+    assert all(row[1] in ("neg", "pos") for row in rows if row[1] != "-")
+    assert "empty document" in r.stderr
 
 
 def test_cli_stdin_per_line_jsonl_and_tsv(cli, runs):
@@ -167,11 +187,54 @@ def test_cli_stdin_per_line_jsonl_and_tsv(cli, runs):
     for row in rows:
         assert set(row["probabilities"]) == {"neg", "pos"}
         assert abs(sum(row["probabilities"].values()) - 1) < 1e-6
-        assert [t["label"] for t in row["top"]][0] == row["label"]
+        assert row["label"] == (None if row["empty"] else row["top"][0]["label"])
     r = cli("classify", runs["masked"], "-", "--per-line", "--format", "tsv", input=lines)
     out = r.stdout.splitlines()
     assert out[0] == "source\tlabel\tprobability\tneg\tpos\tempty\ttruncated"
     assert [line.split("\t")[5] for line in out[1:]] == ["0", "1", "0"]
+
+
+def test_cli_format_label_counts_with_sort_uniq(cli, runs):
+    """`... --per-line --format label | sort | uniq -c` counts the labels: one label a
+    line, in input order, the same ones the other formats give."""
+    lines = [t for t in texts(30, seed=4) if t] * 2
+    stdin = "".join(f"{line}\n" for line in lines)
+    r = cli("classify", runs["lstm"], "-", "--per-line", "--format", "label", input=stdin)
+    assert r.exit_code == 0, r.stderr
+    jsonl = cli("classify", runs["lstm"], "-", "--per-line", "--format", "jsonl", input=stdin)
+    expected = [json.loads(row)["label"] for row in jsonl.stdout.splitlines()]
+    assert r.stdout.splitlines() == expected and len(expected) == len(lines)
+    assert len(set(r.stdout.splitlines())) <= 2  # uniq -c folds them into one row a label
+    r = cli("classify", runs["lstm"], "-", "--format", "label", "--top-k", "2", input="x")
+    assert r.exit_code == 2 and "--format label prints one label" in r.stderr
+    assert r.stdout == ""
+
+
+@pytest.mark.parametrize("format, column", [("text", 1), ("tsv", 1), ("label", 0)])
+def test_cli_empty_document_has_no_label_in_every_format(cli, runs, format, column):
+    r = cli("classify", runs["lstm"], "-", "--per-line", "--format", format,
+            "--threshold", "0", input="good\n   \nbad\n")
+    assert r.exit_code == 0, r.stderr
+    rows = [line.split("\t") for line in r.stdout.splitlines()[1 if format == "tsv" else 0:]]
+    assert [row[column] for row in rows][1] == "-"
+    assert {rows[0][column], rows[2][column]} <= {"neg", "pos"}
+    assert "no label (-) for 1 empty document: <stdin>:2" in r.stderr
+    r = cli("classify", runs["lstm"], "-", "--per-line", "--format", "jsonl",
+            "--threshold", "0", input="good\n   \n")
+    assert [json.loads(row)["label"] is None for row in r.stdout.splitlines()] == [False, True]
+
+
+def test_cli_tsv_header_even_without_documents(cli, runs):
+    r = cli("classify", runs["lstm"], "-", "--per-line", "--format", "tsv", input="")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == "source\tlabel\tprobability\tneg\tpos\tempty\ttruncated\n"
+
+
+def test_cli_not_a_classifier_run_hints_finetune_classifier(cli, runs, tmp_path):
+    r = cli("classify", tmp_path, "-", input="x")
+    assert r.exit_code == 2 and r.stdout == ""
+    assert "pass a run made by lmtool finetune classifier" in r.stderr
+    assert "pretrain" not in r.stderr
 
 
 def test_cli_skipped_files_exit_3_after_the_others(cli, runs, tmp_path):
@@ -217,7 +280,8 @@ def test_evaluate_counts_what_classify_predicts(cli, runs, tmp_path):
     f = tmp_path / "gold.tsv"
     f.write_text("label\ttext\n" + "".join(f"{g}\t{d}\n" for g, d in zip(gold, docs,
                                                                            strict=True)))
-    predicted = [p.label for p in classify(runs["causal"], docs, device="cpu")]
+    # Every example counts the best label, an empty one too (classify leaves it unlabelled).
+    predicted = [p.best for p in classify(runs["causal"], docs, device="cpu")]
     r = cli("evaluate", runs["causal"], f, "--format", "json", "--device", "cpu")
     assert r.exit_code == 0, r.stderr
     result = json.loads(r.stdout)
@@ -251,6 +315,19 @@ def test_evaluate_bad_labelled_file(cli, runs, tmp_path, content, message):
     f.write_text(content)
     r = cli("evaluate", runs["lstm"], f)
     assert r.exit_code == 2 and message in r.stderr and r.stdout == ""
+
+
+def test_evaluate_refuses_a_set_with_none_of_the_classifiers_labels(cli, runs, tmp_path):
+    """A folder of plain text (sub-folders are taken as classes) is not this classifier's
+    labelled data: refused in one line, not scored as accuracy 0."""
+    for name in ("news", "notes"):
+        (tmp_path / "plain" / name).mkdir(parents=True)
+        (tmp_path / "plain" / name / "a.txt").write_text("some text")
+    r = cli("evaluate", runs["lstm"], tmp_path / "plain", "--device", "cpu")
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1
+    assert "holds none of the classifier's labels: it has news, notes; the classifier " \
+           "knows neg, pos" in r.stderr
 
 
 def test_evaluate_needs_one_labelled_source(cli, runs, tmp_path):

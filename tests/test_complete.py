@@ -200,3 +200,66 @@ def test_complete_function_gives_the_k_best():
     out = complete(lm, "t7", k=2, max_words=2)
     assert [c.text for c in out] == [" t8 t9", " t9 t10"]
     assert isinstance(out[0].score, float) and torch.isfinite(torch.tensor(out[0].score))
+
+
+def test_alternatives_give_k_distinct_texts_when_the_vocabulary_has_them():
+    """Beams that differ only after the word limit trim to one text: the search widens
+    until it has k (here t8 t9 t10 and t8 t10 t11 are both " t8")."""
+    V = 20
+    table = successor_table(V)
+    table[8, 10] = 9.0  # after t8: t9, else t10
+    table[7, 12] = 7.0  # after t7: t8, else (far less likely) t12
+    lm = table_lm(table, word_tokenizer(V))
+    engine = CompletionEngine(lm, max_words=1, max_tokens=3)
+    alts = engine.alternatives("t7", k=3)
+    assert [a.text for a in alts][:2] == [" t8", " t12"]
+    assert len(alts) == 3 and len({a.text for a in alts}) == 3
+    assert [a.score for a in alts] == sorted((a.score for a in alts), reverse=True)
+
+
+def ghost_not_in_the_beams_lm():
+    """After t7 the single most likely token is t8 (greedy: the ghost text), but t8 leads
+    nowhere likely, so the two best texts of two tokens are t12 t13 and t14 t15."""
+    V = 20
+    table = successor_table(V)
+    table[7, 8], table[7, 12], table[7, 14] = 5.0, 4.9, 4.8
+    table[8, :] = 0.0  # after t8: anything ([EOS] first among equals)
+    return table_lm(table, word_tokenizer(V))
+
+
+def test_the_menu_starts_with_the_ghost_text_even_when_the_search_does_not_find_it():
+    engine = CompletionEngine(ghost_not_in_the_beams_lm(), max_words=2, max_tokens=2)
+    ghost = engine.suggest("t7")
+    assert ghost == " t8"
+    assert ghost not in [a.text for a in engine.alternatives("t7", k=2)]
+    menu = engine.menu("t7", k=2)
+    assert [c.text for c in menu] == [" t8", " t12 t13"]
+    assert all(isinstance(c.score, float) and c.score < 0 for c in menu)
+    assert [c.text for c in engine.menu("t7", k=1)] == [" t8"]
+
+
+def test_the_menu_key_offers_the_ghost_text_first():
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from lmtool.cli.complete_ui import build_session, run_prompt
+
+    engine = CompletionEngine(ghost_not_in_the_beams_lm(), max_words=2, max_tokens=2)
+    with create_pipe_input() as pipe:
+        session = build_session(engine, 2, input=pipe, output=DummyOutput())
+        thread = threading.Thread(target=run_prompt, args=(session, lambda line: None))
+        thread.start()
+        try:
+            pipe.send_text("t7")
+            buffer = session.default_buffer
+            _wait(lambda: buffer.suggestion is not None)
+            assert buffer.suggestion.text == " t8"
+            pipe.send_text("\x00")  # Ctrl-Space: the menu
+            _wait(lambda: buffer.complete_state is not None and buffer.complete_state.completions)
+            assert [c.text for c in buffer.complete_state.completions] == [" t8", " t12 t13"]
+            pipe.send_text("\x03\x04")
+            thread.join(timeout=20)
+        finally:
+            if thread.is_alive():
+                pipe.send_text("\x03\x04")
+                thread.join(timeout=5)

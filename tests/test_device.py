@@ -150,9 +150,54 @@ def test_ranks_under_torchrun_never_measure(zen4, monkeypatch):
     assert dev.resolve_precision("auto", torch.device("cpu")) is torch.bfloat16
 
 
-def test_the_measurement_runs_and_returns_a_ratio():
-    ratio = dev.measure_bf16_speedup(repeats=1)
-    assert 0.05 < ratio < 20
+def scripted_clock(durations):
+    """A clock under which the i-th timed step lasts durations[i] seconds (each step
+    reads the clock when it starts and when it ends)."""
+    def ticks():
+        now = 0.0
+        for d in durations:
+            yield now
+            now += d
+            yield now
+    return ticks().__next__
+
+
+@pytest.mark.parametrize("fp32, bf16, ratio", [
+    ([3.0, 2.0, 4.0], [1.0, 5.0, 1.6], 2.0),  # each takes its best: 2.0 / 1.0
+    ([1.0, 1.2, 0.9], [2.0, 1.8, 3.6], 0.5),  # bf16 half as fast
+])
+def test_the_measurement_compares_best_times_after_two_warm_up_rounds(fp32, bf16, ratio):
+    """The real step runs in both precisions, alternating; warm-up rounds (here slow, and
+    bf16's very fast, which would otherwise win) do not count, nor a slow outlier."""
+    warm_up = [50.0, 0.01, 50.0, 0.01]  # (fp32, bf16) x 2
+    rounds = [t for pair in zip(fp32, bf16, strict=True) for t in pair]
+    clock = scripted_clock(warm_up + rounds)
+    assert dev.measure_bf16_speedup(repeats=len(fp32), clock=clock) == pytest.approx(ratio)
+
+
+@pytest.mark.parametrize("speedup, expected", [(0.5, None), (1.3, torch.bfloat16)])
+def test_a_measured_speedup_decides_and_is_cached_for_the_next_run(zen4, speedup, expected):
+    cpu = torch.device("cpu")
+    zen4["speedup"] = speedup
+    assert dev.resolve_precision("auto", cpu) is expected
+    assert dev.cached_bf16_speedup() == speedup  # from the cache: not measured again
+    assert zen4["count"] == 1
+    why = dev.describe_precision("auto", cpu)
+    assert why.startswith("bf16" if expected else "fp32") and f"{speedup:.2f}x" in why
+
+
+@pytest.mark.parametrize("supported, expected", [(True, torch.bfloat16), (False, None)])
+def test_auto_on_cuda_follows_the_gpus_bf16_support_and_never_measures(
+        zen4, monkeypatch, supported, expected):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: supported)
+    assert dev.resolve_precision("auto", torch.device("cuda")) is expected
+    assert dev.resolve_precision("fp32", torch.device("cuda")) is None
+    assert zen4["count"] == 0
+
+
+def test_auto_on_mps_is_fp32_and_never_measures(zen4):
+    assert dev.resolve_precision("auto", torch.device("mps")) is None
+    assert zen4["count"] == 0
 
 
 def test_autocast_context_changes_matmul_dtype_only_when_asked():

@@ -199,15 +199,21 @@ def test_large_vocabulary_encodes_to_uint32_end_to_end(tmp_path):
 
 
 def test_existing_output_needs_force(setup, tmp_path):
+    """--force replaces earlier shards; files lmtool did not write, never."""
     corpus, tok_path, _ = setup
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    with pytest.raises(BadInput, match="already exists"):
-        encode_corpus([corpus], tok_path, out)
+    for force in (False, True):
+        with pytest.raises(BadInput, match="already holds other files"):
+            encode_corpus([corpus], tok_path, out, force=force)
     assert (out / "keep.txt").read_text() == "precious"
-    encode_corpus([corpus], tok_path, out, force=True)
-    assert open_shards(out).train is not None and not (out / "keep.txt").exists()
+    shards = tmp_path / "shards"
+    encode_corpus([corpus], tok_path, shards, seed=1)
+    with pytest.raises(BadInput, match="already exists"):
+        encode_corpus([corpus], tok_path, shards, seed=2)
+    encode_corpus([corpus], tok_path, shards, seed=2, force=True)
+    assert open_shards(shards).meta["seed"] == 2
 
 
 def leftovers(directory):

@@ -121,3 +121,23 @@ def test_info_text_and_json(causal_run, cli):
     assert text.exit_code == 0
     assert f"{data['parameters']:,} parameters" in text.stdout
     assert "40 steps" in text.stdout and "char" in text.stdout
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".csv", ".jsonl"])
+def test_evaluate_reads_a_labelled_files_text_column(causal_run, tmp_path, cli, suffix):
+    """A language model scores a labelled file's texts, as `finetune lm` reads them: not
+    its header and labels. The same texts as plain paragraphs score the same."""
+    docs = ["the cat sat on the mat", "a dog ran far away", "and then it rained"]
+    (tmp_path / "plain.txt").write_text("\n\n".join(docs) + "\n")
+    labelled = tmp_path / f"gold{suffix}"
+    if suffix == ".jsonl":
+        labelled.write_text("".join(json.dumps({"label": "x", "text": d}) + "\n" for d in docs))
+    else:
+        sep = "\t" if suffix == ".tsv" else ","
+        labelled.write_text(f"label{sep}text\n" + "".join(f"x{sep}{d}\n" for d in docs))
+    plain = cli("evaluate", causal_run, tmp_path / "plain.txt", "--format", "json")
+    rows = cli("evaluate", causal_run, labelled, "--format", "json")
+    assert plain.exit_code == 0 and rows.exit_code == 0, rows.stderr
+    plain, rows = json.loads(plain.stdout), json.loads(rows.stdout)
+    assert rows["input_tokens"] == plain["input_tokens"]
+    assert rows["loss"] == pytest.approx(plain["loss"])

@@ -44,3 +44,34 @@ def test_bad_inputs_are_reported_or_raised(mlm):
     assert errors == [(1, "input 2 has no [MASK]")]
     with pytest.raises(BadInput, match="causal model: fill-mask needs a masked one"):
         fill_mask(tiny_lm(), "t9 [MASK]")
+
+
+def test_a_mask_at_the_start_is_filled_without_a_leading_space(tmp_path):
+    """A byte-level BPE model guesses " the" (a word with its space) for [MASK]: at the
+    start of the text the space goes, elsewhere it stays."""
+    import torch
+    from torch import nn
+
+    from lmtool.inference.runs import LoadedLM
+    from lmtool.models import ModelConfig
+    from lmtool.text.tokenizer import train_tokenizer
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat is here\nthe dog is there\n" * 20)
+    tok = train_tokenizer([corpus], kind="bpe", vocab_size=300, min_frequency=1)
+    the = tok.encode("x the").ids[-1]  # " the"
+    V = tok.get_vocab_size()
+
+    class AlwaysThe(nn.Module):
+        config = ModelConfig(objective="masked", vocab_size=V, context=32)
+
+        def forward(self, x, where=None):
+            logits = torch.zeros(int(where.sum()), V)  # (masks, V)
+            logits[:, the] = 10.0
+            return logits
+
+    lm = LoadedLM(AlwaysThe(), tok, torch.device("cpu"), torch.float32)
+    start, middle = fill_mask(lm, ["[MASK] is here", "is [MASK] cat here"])
+    assert start.filled == "the is here"
+    assert middle.filled == "is the cat here"
+    assert start.masks[0][0].token == "the"

@@ -145,7 +145,7 @@ def test_resume_matches_an_uninterrupted_run(lms, tmp_path):
 
 
 def test_best_epoch_is_the_model_kept(lms, tmp_path):
-    from lmtool.inference.classify import evaluate_classifier
+    from lmtool.inference.evaluate import evaluate_classifier
 
     rows = labelled_rows(60, seed=2)
     train = write_tsv(tmp_path / "train.tsv", rows[:40])
@@ -314,7 +314,7 @@ def test_tiny_ulmfit_beats_the_majority_and_keyword_baselines(tmp_path):
     no keyword rule does better than 0.56."""
     from pathlib import Path
 
-    from lmtool.inference.classify import evaluate_classifier
+    from lmtool.inference.evaluate import evaluate_classifier
     from lmtool.text.encode import encode_corpus
     from lmtool.text.labelled import iter_labelled
     from lmtool.text.tokenizer import save_tokenizer, train_tokenizer

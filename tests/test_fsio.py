@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -99,9 +100,20 @@ def test_unwritable_location(tmp_path, read_only):
     read_only(locked)
     with pytest.raises(PermissionError) as caught, fsio.atomic_file(locked / "tok.json"):
         pass
-    assert str(caught.value.filename).startswith(str(locked))
-    with pytest.raises(PermissionError), fsio.atomic_dir(locked / "data"):
+    assert caught.value.filename == str(locked / "tok.json")  # not the temporary's name
+    with pytest.raises(PermissionError) as caught, fsio.atomic_dir(locked / "data"):
         pass
+    assert caught.value.filename == str(locked / "data")
+
+
+def test_a_path_ending_in_dotdot_gets_its_temporary_beside_it(tmp_path, monkeypatch):
+    """"a/b/.." names the directory a: the temporary goes beside a, not into a/b."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with fsio.atomic_dir(Path("a/b/.."), force=True) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".a.tmp-")
+        (tmp / "x").write_text("x")
+    assert sorted(os.listdir(tmp_path)) == ["a"] and os.listdir(tmp_path / "a") == ["x"]
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])

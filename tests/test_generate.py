@@ -318,3 +318,39 @@ def test_row_keys_depend_on_seed_prompt_and_sample_only():
     assert int(a[2]) == int(b[0])
     assert len(set(a.tolist())) == 3
     assert int(row_keys(2, [(5, 0)], "cpu")[0]) != int(b[0])
+
+
+@pytest.mark.parametrize("name", ["rotary", "lstm"])
+def test_decoding_asks_the_model_what_its_state_can_do_not_its_architecture_name(name):
+    """A model kind the decoder has never heard of (here a renamed Transformer or LSTM)
+    generates as before: batched prompts of different lengths, past the context, beams."""
+    import dataclasses
+
+    lm = LMS[name](seed=1)
+    prompts = ["t9 t10 t11 t12 t13", "t20", "t30 t31"]
+
+    def run():
+        sampled = generate(lm, prompts, max_new_tokens=30, temperature=1.0, seed=3,
+                           stop_at_eos=False)
+        beams = generate(lm, prompts, max_new_tokens=6, beams=3, num_return=2)
+        return [g.tokens for g in sampled + beams]
+
+    before = run()
+    lm.model.config = dataclasses.replace(lm.model.config, arch="some-new-kind")
+    assert run() == before
+
+
+def test_unseeded_sampling_draws_a_seed_and_reports_it_greedy_reports_none(monkeypatch):
+    import lmtool.inference.generation as generation
+
+    lm = tiny_lm(seed=2)
+    drawn = itertools.count(11)
+    monkeypatch.setattr(generation.secrets, "randbits", lambda bits: next(drawn))
+    first = generate(lm, ["t9", "t10"], max_new_tokens=10, temperature=1.0)
+    second = generate(lm, ["t9", "t10"], max_new_tokens=10, temperature=1.0)
+    assert [g.seed for g in first] == [11, 11] and [g.seed for g in second] == [12, 12]
+    again = generate(lm, ["t9", "t10"], max_new_tokens=10, temperature=1.0, seed=11,
+                     batch_size=1)
+    assert [g.tokens for g in again] == [g.tokens for g in first]
+    assert [g.tokens for g in second] != [g.tokens for g in first]
+    assert [g.seed for g in generate(lm, "t9", max_new_tokens=3, temperature=0)] == [None]

@@ -72,6 +72,29 @@ def test_generate_many_prompts_keeps_input_order_and_reports_bad_jsonl_lines(run
     assert errors[3] == "lmtool: error: skipped 3 prompts (see the errors above)"
 
 
+def test_the_first_line_decides_plain_or_jsonl_and_a_line_of_the_other_kind_is_an_error(
+        runs, cli):
+    plain_first = "t9 t10\n" + json.dumps({"prompt": "t11"}) + "\n{ t12 }\n"
+    result = cli("generate", runs["lm"], "-", "-n", "3", "--format", "jsonl", input=plain_first)
+    assert result.exit_code == 3
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["index"], r["prompt"]) for r in rows] == [(0, "t9 t10"), (2, "{ t12 }")]
+    errors = result.stderr.strip().splitlines()
+    assert errors[0].startswith("lmtool: error: line 2: a JSON object among plain-text "
+                                "prompts (line 1 made this input plain text)")
+    assert errors[1] == "lmtool: error: skipped 1 prompt (see the errors above)"
+    # JSONL decided by the first line with text: blank lines before it are not prompts
+    jsonl_first = "\n" + json.dumps({"prompt": "t11"}) + "\nt9 t10\n"
+    result = cli("generate", runs["lm"], "-", "-n", "3", "--format", "jsonl", input=jsonl_first)
+    assert result.exit_code == 3
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["index"], r["prompt"]) for r in rows] == [(1, "t11")]
+    errors = result.stderr.strip().splitlines()
+    assert errors[0].startswith("lmtool: error: line 3: plain text among JSONL prompts "
+                                "(line 2 made this input JSONL)")
+    assert len(errors) == 2
+
+
 def test_generate_text_lines_from_a_file_and_batch_size_does_not_change_them(runs, cli, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("t9\nt10 t11 t12\n\nt13\n")
@@ -83,6 +106,33 @@ def test_generate_text_lines_from_a_file_and_batch_size_does_not_change_them(run
     assert a.stdout == b.stdout
     assert [json.loads(r)["prompt"] for r in a.stdout.splitlines()] == ["t9", "t10 t11 t12",
                                                                        "", "t13"]
+
+
+def test_sampling_without_seed_differs_each_run_and_its_reported_seed_repeats_it(
+        runs, cli, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("t9\nt10 t11 t12\n\nt13\n")
+    args = ("generate", runs["lm"], "--file", prompts, "-n", "20", "--temperature", "1.5",
+            "--format", "jsonl")
+    first, second = cli(*args), cli(*args)
+    assert first.exit_code == second.exit_code == 0, first.stderr + second.stderr
+    rows = [json.loads(line) for line in first.stdout.splitlines()]
+    [seed] = {r["seed"] for r in rows}  # one seed for the run, on every row
+    assert {json.loads(line)["seed"] for line in second.stdout.splitlines()} != {seed}
+    assert [r["text"] for r in rows] != [json.loads(line)["text"]
+                                         for line in second.stdout.splitlines()]
+    for batch_size in ("32", "1"):  # the reported seed repeats the run, at any batch size
+        again = cli(*args, "--seed", seed, "--batch-size", batch_size)
+        assert again.exit_code == 0, again.stderr
+        assert again.stdout == first.stdout
+
+
+def test_greedy_and_beam_search_report_no_seed_and_never_vary(runs, cli):
+    for extra in (["--temperature", "0"], ["--beams", "3"]):
+        a = cli("generate", runs["lm"], "t9", "-n", "6", "--format", "jsonl", *extra)
+        b = cli("generate", runs["lm"], "t9", "-n", "6", "--format", "jsonl", *extra)
+        assert a.exit_code == 0, a.stderr
+        assert a.stdout == b.stdout and "seed" not in json.loads(a.stdout)
 
 
 def test_backward_run_prints_the_text_before_the_prompt(runs, cli):
@@ -166,13 +216,17 @@ def test_complete_prefix_prints_ranked_completions(runs, cli):
     result = cli("complete", runs["lm"], "--prefix", "t9 t10", "-k", "3", "--format", "jsonl")
     assert result.exit_code == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert 1 <= len(rows) <= 3
+    assert len(rows) == 3  # the vocabulary has many more
+    assert len({r["completion"] for r in rows}) == 3
     assert [r["rank"] for r in rows] == list(range(len(rows)))
     assert all(r["prefix"] == "t9 t10" for r in rows)
     scores = [r["score"] for r in rows]
     assert scores == sorted(scores, reverse=True)
     text = cli("complete", runs["lm"], "--prefix", "t9 t10", "-k", "3")
     assert all(len(line.split("\t")) == 2 for line in text.stdout.splitlines())
+    one = cli("complete", runs["lm"], "--prefix", "t9 t10", "-k", "1")
+    assert one.exit_code == 0, one.stderr
+    assert len(one.stdout.splitlines()) == 1
 
 
 def test_complete_without_a_terminal_points_to_prefix(runs, cli):

@@ -90,7 +90,7 @@ def test_folder_per_class(tmp_path):
     report = LabelledReport()
     assert pairs(root, report=report) == [("neg", "bad"), ("pos", "good"), ("pos", "very good")]
     assert [(p.rsplit("/", 1)[1], why) for p, why in report.skipped] == [
-        ("image.png", "binary"), ("latin1.txt", "not UTF-8 at byte 3")]
+        ("image.png", "binary"), ("latin1.txt", "not valid UTF-8 (byte offset 3)")]
     assert report.ignored == [str(root / "README")]
     assert any("skipped 2 unreadable" in w for w in report.warnings())
     # --encoding-errors replace reads the Latin-1 file instead of skipping it.

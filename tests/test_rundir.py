@@ -86,3 +86,13 @@ def test_two_pretrain_processes_on_one_run(shards, tmp_path):
     assert third.returncode == 0, third.stderr
     assert checkpoint_step(run) == stopped + 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no lock, no temporaries
+
+
+def test_an_unwritable_place_names_the_run_not_its_lock(tmp_path, read_only):
+    """The user never typed the lock's name (.run.lock): the error names the run."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    read_only(locked)
+    with pytest.raises(PermissionError) as caught, run_lock(locked / "run"):
+        pass
+    assert caught.value.filename == str(locked / "run")

@@ -153,3 +153,33 @@ def test_bad_modes_are_bad_input(tmp_path):
         list(iter_documents([f], document="sentence"))
     with pytest.raises(BadInput, match="--encoding-errors"):
         list(iter_documents([f], encoding_errors="surrogateescape"))
+
+
+def test_every_reader_tells_binary_and_bad_utf8_files_alike(tmp_path):
+    """Corpora, folders of labelled documents and documents to classify read a file
+    through one function: the same files are refused for the same reasons."""
+    from lmtool.text.documents import SkipReport, read_documents
+    from lmtool.text.labelled import LabelledReport, iter_labelled
+
+    write(tmp_path / "set" / "pos" / "ok.txt", "fine")
+    latin = write(tmp_path / "set" / "pos" / "latin1.txt", b"caf\xe9 ole")
+    blob = write(tmp_path / "set" / "pos" / "blob.txt", b"x" * 8000 + b"\0")
+    folder = LabelledReport()
+    assert [e.text for e in iter_labelled(tmp_path / "set", report=folder)] == ["fine"]
+    classify = SkipReport()
+    assert [text for _, text in read_documents([blob, latin, latin.parent / "ok.txt"],
+                                               report=classify)] == ["fine"]
+    reasons = [("binary", str(blob)), ("not valid UTF-8 (byte offset 3)", str(latin))]
+    assert sorted((why, path) for path, why in folder.skipped) == reasons
+    assert sorted((why, path) for path, why in classify.skipped) == reasons
+    corpus = ReadReport()
+    with pytest.raises(BadInput, match=r"latin1.txt is not valid UTF-8 \(byte offset 3\)"):
+        list(iter_documents([tmp_path / "set"], report=corpus))
+    assert corpus.skipped_binary == [str(blob)]
+    # --encoding-errors replace: all three read the same text.
+    text = "caf\ufffd ole"
+    assert list(iter_documents([latin], encoding_errors="replace")) == [text]
+    assert next(read_documents([latin], encoding_errors="replace"))[1] == text
+    replaced = {e.where: e.text for e in iter_labelled(tmp_path / "set",
+                                                       encoding_errors="replace")}
+    assert replaced[str(latin)] == text

@@ -61,6 +61,18 @@ def test_train_each_kind(cli, corpus, tmp_path, kind):
     )
 
 
+def test_a_smaller_vocabulary_is_a_warning_only_when_a_size_was_asked_for(cli, corpus, tmp_path):
+    unasked = cli("tokenize", "train", corpus, "--kind", "char", "-o", tmp_path / "a.json")
+    assert unasked.exit_code == 0, unasked.stderr
+    assert "warning" not in unasked.stderr and "trained a char tokenizer" in unasked.stderr
+    asked = cli("tokenize", "train", corpus, "--kind", "char", "--vocab-size", "8000",
+                "-o", tmp_path / "b.json")
+    assert asked.exit_code == 0, asked.stderr
+    [warning] = [line for line in asked.stderr.splitlines() if "warning" in line]
+    assert "not the 8,000 asked for" in warning
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+
+
 def test_train_from_stdin_with_normalization(cli, tmp_path):
     out = tmp_path / "tok.json"
     result = cli(

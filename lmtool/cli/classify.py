@@ -24,6 +24,7 @@ from lmtool.wording import count
 
 HELP_EXAMPLES = (
     "lmtool classify runs/clf inbox/*.txt > labels.txt",
+    "cat questions.txt | lmtool classify runs/clf - --per-line --format label | sort | uniq -c",
     "cat questions.txt | lmtool classify runs/clf - --per-line --format tsv",
     "lmtool classify runs/clf docs/ --format jsonl --top-k 2 --threshold 0.7",
     "lmtool classify runs/clf-fwd --ensemble runs/clf-bwd reviews/ > labels.txt",
@@ -32,13 +33,15 @@ SUMMARY = (
     "Classify documents with a classifier from `lmtool finetune classifier`: one per "
     "file (files, directories, globs, or - for stdin), or one per line with --per-line. "
     "Prints one result per document, in input order: source, label, probability "
-    "(text), every class's probability (--format jsonl or tsv). A binary or unreadable "
-    "file is reported and skipped, and the exit code is then 3."
+    "(text), every class's probability (--format jsonl or tsv), or the label alone "
+    "(--format label). An empty document gets no label (-), as one below --threshold "
+    "does. A binary or unreadable file is reported and skipped, and the exit code is "
+    "then 3."
 )
-ABSTAIN = "-"  # the label printed when --threshold abstains
+ABSTAIN = "-"  # the label printed for none: below --threshold, or an empty document
 
 
-ClassifyFormat = formats("text", "jsonl", "tsv")  # a stream: one result per document
+ClassifyFormat = formats("text", "jsonl", "tsv", "label")  # a stream: one row per document
 
 
 def _opt(flag: str, help: str):
@@ -50,7 +53,7 @@ def classify(
     sources: Annotated[list[str], typer.Argument(
         metavar="SOURCES", help="Files, directories (recursive), globs, or - for stdin.")],
     per_line: Annotated[bool, _opt("--per-line", "Each line is a document (an empty one "
-                                   "too: it is classified and flagged).")] = False,
+                                   f"too: its row has no label, {ABSTAIN}).")] = False,
     format: ClassifyFormat = "text",
     top_k: Annotated[int, _opt("--top-k", "Show the k most probable labels (1).")] = 1,
     threshold: Annotated[float | None, _opt(
@@ -68,24 +71,29 @@ def classify(
     quiet: Quiet = False,
 ) -> None:
     from lmtool.errors import BadInput, SomeSkipped
-    from lmtool.inference.classify import SkipReport, classify_sources
+    from lmtool.inference.classify import classify_sources, load_scorer
+    from lmtool.text.documents import SkipReport
 
     if top_k < 1:
         raise BadInput("--top-k must be at least 1")
+    if top_k > 1 and format == "label":
+        raise BadInput("--format label prints one label a document, not --top-k "
+                       f"{top_k}", "use --format text, jsonl or tsv")
+    scorer = load_scorer(run, ensemble=ensemble or [], batch_size=batch_size, device=device,
+                         precision=precision)
     report = SkipReport()
     progress = _Progress(show_progress(quiet))
     predictions = classify_sources(
-        run, sources, per_line=per_line, encoding_errors=encoding_errors.value,
-        report=report, ensemble=ensemble or [], threshold=threshold, batch_size=batch_size,
-        device=device, precision=precision, progress=progress.update,
+        scorer, sources, per_line=per_line, encoding_errors=encoding_errors.value,
+        report=report, threshold=threshold, progress=progress.update,
     )
+    if format == "tsv":  # even for no document: the columns say what the classes are
+        typer.echo("\t".join(["source", "label", "probability", *scorer.labels, "empty",
+                              "truncated"]))
     empty: list[str] = []
     truncated = 0
     try:
-        for i, p in enumerate(predictions):
-            if i == 0 and format == OutputFormat.tsv:
-                typer.echo("\t".join(["source", "label", "probability", *p.labels,
-                                      "empty", "truncated"]))
+        for p in predictions:
             typer.echo(_render(p, format, top_k))
             if p.empty:
                 empty.append(p.source)
@@ -94,8 +102,8 @@ def classify(
         progress.close()
     if not quiet:
         if empty:
-            warn(f"classified {count(len(empty), 'empty document')}: " + ", ".join(empty[:3])
-                 + (" ..." if len(empty) > 3 else ""))
+            warn(f"no label ({ABSTAIN}) for {count(len(empty), 'empty document')}: "
+                 + ", ".join(empty[:3]) + (" ..." if len(empty) > 3 else ""))
         if truncated:
             warn(f"classified the beginning of {count(truncated, 'document')} longer than the "
                  "classifier reads")
@@ -106,8 +114,10 @@ def classify(
                           "see the warnings above")
 
 
-def _render(p, format: OutputFormat, top_k: int) -> str:
+def _render(p, format: str, top_k: int) -> str:
     label = p.label if p.label is not None else ABSTAIN
+    if format == "label":
+        return label
     if format == OutputFormat.jsonl:
         row = {"source": p.source, "label": p.label, "probability": p.probability,
                "probabilities": dict(zip(p.labels, p.probabilities.tolist(), strict=True))}
@@ -148,64 +158,3 @@ class _Progress:
     def close(self) -> None:
         if self._status is not None:
             self._status.stop()
-
-
-# --- `lmtool evaluate CLF LABELLED` (the command lives in cli/evaluate.py) -------------------
-
-
-def evaluate_classifier(run: Path, sources: list[str], *, ensemble: list[Path], batch_size: int,
-                        encoding_errors: str, device: str, precision: str,
-                        format: OutputFormat) -> None:
-    """Score a classifier on a labelled source and print accuracy, macro-F1, per-class
-    precision/recall/F1 and the confusion matrix."""
-    from lmtool.errors import BadInput
-    from lmtool.inference.classify import evaluate_classifier as run_evaluation
-    from lmtool.text.labelled import LabelledReport
-
-    if len(sources) != 1:
-        raise BadInput(f"a classifier is evaluated on one labelled source, not {len(sources)}",
-                       "pass one TSV, CSV or JSONL file, a folder per class, or -")
-    report = LabelledReport()
-    result = run_evaluation(run, sources[0], ensemble=ensemble, batch_size=batch_size,
-                            encoding_errors=encoding_errors, device=device,
-                            precision=precision, report=report)
-    for line in report.warnings():
-        warn(line)
-    for name, n in result["unseen_labels"].items():
-        warn(f"label {name!r} ({count(n, 'example')}) is not one the classifier knows: "
-             "counted as wrong")
-    if format in (OutputFormat.json, OutputFormat.jsonl):
-        typer.echo(json.dumps(result, indent=2 if format == OutputFormat.json else None))
-    elif format == OutputFormat.tsv:
-        typer.echo("label\tprecision\trecall\tf1\tsupport")
-        for name, c in result["per_class"].items():
-            typer.echo(f"{name}\t{c['precision']:.6f}\t{c['recall']:.6f}\t{c['f1']:.6f}\t"
-                       f"{c['support']}")
-    else:
-        _print_evaluation(result)
-
-
-def _print_evaluation(result: dict) -> None:
-    """Rich tables on a terminal; the same as aligned plain text in a pipe."""
-    import sys
-
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    tty = sys.stdout.isatty()
-    console = Console(highlight=False, no_color=not tty, width=None if tty else 200)
-    style = box.SIMPLE_HEAD if tty else None
-    console.print(f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   "
-                  f"({count(result['examples'], 'example')})")
-    per_class = Table("label", "precision", "recall", "F1", "support", box=style,
-                      pad_edge=False)
-    for name, c in result["per_class"].items():
-        per_class.add_row(name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}",
-                          f"{c['support']:,}")
-    console.print(per_class)
-    names = result["confusion"]["labels"]
-    confusion = Table("true \\ predicted", *names, box=style, pad_edge=False)
-    for name, row in zip(names, result["confusion"]["matrix"], strict=True):
-        confusion.add_row(name, *(f"{n:,}" for n in row))
-    console.print(confusion)

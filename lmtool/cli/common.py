@@ -72,7 +72,8 @@ Preset = Annotated[Literal[_presets()], typer.Option(
 Seed = Annotated[int, typer.Option("--seed", help="Random seed, for reproducible runs.")]
 Quiet = Annotated[bool, typer.Option(
     "--quiet", "-q", help="Nothing on stderr but warnings and errors.")]
-Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]
+Force = Annotated[bool, typer.Option(
+    "--force", help="Replace an earlier output of the same kind (never other files).")]
 Output = Annotated[Path, typer.Option("--output", "-o", help="Where to write the result.")]
 Format = formats("text", "json", "jsonl", "tsv")
 

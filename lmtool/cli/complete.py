@@ -23,8 +23,9 @@ HELP_EXAMPLES = (
 SUMMARY = (
     "Complete text as you type. The model's most likely continuation (up to --max-words "
     "words or the end of the sentence) appears after the cursor in grey: Tab or → "
-    "accepts it, typing over it refines it, Ctrl-Space opens a menu of the top -k "
-    "alternatives. A word typed in part is finished first (\"The ri\" → \"ver bank\"). "
+    "accepts it, typing over it refines it, Ctrl-Space opens a menu of -k choices: "
+    "the grey text first, then the best alternatives. A word typed in part is "
+    "finished first (\"The ri\" → \"ver bank\"). "
     "Enter prints the line on stdout (so the prompt can feed a pipe) and starts a new "
     "one; ↑ recalls history; Ctrl-C clears the line; Ctrl-D quits. "
     "With --prefix, prints the top -k completions and their scores instead "

@@ -49,7 +49,8 @@ class ModelSuggest(AutoSuggest):
 
 
 class ModelAlternatives(Completer):
-    """The menu: the engine's k best continuations (asked for with Ctrl-Space only)."""
+    """The menu (asked for with Ctrl-Space only): the ghost text first, then the
+    engine's best other continuations, k in all."""
 
     def __init__(self, engine: CompletionEngine, k: int):
         self.engine, self.k = engine, k
@@ -57,7 +58,7 @@ class ModelAlternatives(Completer):
     def get_completions(self, document, complete_event):
         if not document.text.strip() or not complete_event.completion_requested:
             return
-        for alternative in self.engine.alternatives(document.text, self.k):
+        for alternative in self.engine.menu(document.text, self.k):
             yield Completion(alternative.text, start_position=0,
                              display=alternative.text.strip(),
                              display_meta=f"{alternative.score:.2f}")

@@ -1,5 +1,5 @@
 """`lmtool evaluate`: perplexity (causal) or masked-token loss/accuracy of a run; accuracy,
-macro-F1, per-class scores and the confusion matrix of a classifier (cli/classify.py)."""
+macro-F1, per-class scores and the confusion matrix of a classifier."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from lmtool.cli.common import (
     EncodingErrors,
     Errors,
     Format,
+    OutputFormat,
     Precision,
     Quiet,
     Seed,
@@ -33,11 +34,13 @@ HELP_EXAMPLES = (
 )
 SUMMARY = (
     "Score a run on text (files, directories, globs or - for stdin, tokenized with the "
-    "run's own tokenizer) or on a shard directory (its validation split by default). "
+    "run's own tokenizer; of a TSV, CSV or JSONL labelled file the text column, as "
+    "finetune lm reads it) or on a shard directory (its validation split by default). "
     "Prints perplexity for a causal model, masked-token loss and accuracy for a masked one. "
     "A classifier is scored on one labelled source (TSV/CSV with label and text columns, "
     "JSONL, or a folder per class): accuracy, macro-F1, per-class precision/recall/F1 and "
-    "the confusion matrix (--format json: keys accuracy, macro_f1, per_class, confusion)."
+    "the confusion matrix (--format json: keys accuracy, macro_f1, per_class, confusion); "
+    "a source with none of the classifier's labels is refused."
 )
 
 
@@ -69,9 +72,7 @@ def evaluate(
     from lmtool.training.evaluate import evaluate as run_evaluate
 
     if run_task(read_run_config(run)) == "classifier":
-        from lmtool.cli.classify import evaluate_classifier
-
-        return evaluate_classifier(
+        return _evaluate_classifier(
             run, sources, ensemble=ensemble or [], batch_size=batch_size,
             encoding_errors=encoding_errors.value, device=device, precision=precision,
             format=format)
@@ -96,3 +97,60 @@ def evaluate(
     else:
         typer.echo(f"masked loss {result['loss']:.4f}  accuracy {result['accuracy']:.4f}  "
                    f"({count(result['tokens'], 'masked token')})")
+
+
+def _evaluate_classifier(run: Path, sources: list[str], *, ensemble: list[Path], batch_size: int,
+                         encoding_errors: str, device: str, precision: str,
+                         format: OutputFormat) -> None:
+    """Score a classifier on a labelled source and print accuracy, macro-F1, per-class
+    precision/recall/F1 and the confusion matrix."""
+    from lmtool.inference.evaluate import evaluate_classifier
+    from lmtool.text.labelled import LabelledReport
+
+    if len(sources) != 1:
+        raise BadInput(f"a classifier is evaluated on one labelled source, not {len(sources)}",
+                       "pass one TSV, CSV or JSONL file, a folder per class, or -")
+    report = LabelledReport()
+    result = evaluate_classifier(run, sources[0], ensemble=ensemble, batch_size=batch_size,
+                                 encoding_errors=encoding_errors, device=device,
+                                 precision=precision, report=report)
+    for line in report.warnings():
+        warn(line)
+    for name, n in result["unseen_labels"].items():
+        warn(f"label {name!r} ({count(n, 'example')}) is not one the classifier knows: "
+             "counted as wrong")
+    if format in (OutputFormat.json, OutputFormat.jsonl):
+        typer.echo(json.dumps(result, indent=2 if format == OutputFormat.json else None))
+    elif format == OutputFormat.tsv:
+        typer.echo("label\tprecision\trecall\tf1\tsupport")
+        for name, c in result["per_class"].items():
+            typer.echo(f"{name}\t{c['precision']:.6f}\t{c['recall']:.6f}\t{c['f1']:.6f}\t"
+                       f"{c['support']}")
+    else:
+        _print_evaluation(result)
+
+
+def _print_evaluation(result: dict) -> None:
+    """Rich tables on a terminal; the same as aligned plain text in a pipe."""
+    import sys
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    tty = sys.stdout.isatty()
+    console = Console(highlight=False, no_color=not tty, width=None if tty else 200)
+    style = box.SIMPLE_HEAD if tty else None
+    console.print(f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   "
+                  f"({count(result['examples'], 'example')})")
+    per_class = Table("label", "precision", "recall", "F1", "support", box=style,
+                      pad_edge=False)
+    for name, c in result["per_class"].items():
+        per_class.add_row(name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}",
+                          f"{c['support']:,}")
+    console.print(per_class)
+    names = result["confusion"]["labels"]
+    confusion = Table("true \\ predicted", *names, box=style, pad_edge=False)
+    for name, row in zip(names, result["confusion"]["matrix"], strict=True):
+        confusion.add_row(name, *(f"{n:,}" for n in row))
+    console.print(confusion)

@@ -14,7 +14,6 @@ from lmtool.cli.common import (
     OutputFormat,
     Precision,
     Quiet,
-    Seed,
     formats,
     stderr,
     warn,
@@ -25,6 +24,7 @@ from lmtool.wording import count
 TextFormat = formats("text", "jsonl")
 HELP_EXAMPLES = (
     'lmtool generate runs/lm "Once upon a time" --max-new-tokens 80 --top-p 0.9',
+    'lmtool generate runs/lm "Once upon a time" --top-p 0.9 --seed 7   # the same text each run',
     'lmtool generate runs/lm "The river" --temperature 0 --stop "."',
     'lmtool generate runs/lm "The river" --beams 4 --num-return 2 --format jsonl',
     "lmtool generate runs/lm --file prompts.txt --format jsonl > out.jsonl",
@@ -34,11 +34,16 @@ SUMMARY = (
     "Write text with a causal run. The prompt comes from the argument, --file, or stdin "
     "(-): one prompt per line, or JSONL objects with \"prompt\" and per-prompt options "
     "(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, beams, "
-    "length_penalty, num_return, num_samples, stop, seed). No prompt starts a new "
+    "length_penalty, num_return, num_samples, stop, seed). The first non-empty line "
+    "decides which for the whole input (JSONL if it starts with {); a later line of the "
+    "other kind is an error for that line. No prompt starts a new "
     "document. Prints the prompt followed by the text (a backward run: the text that "
     "comes before the prompt, then the prompt); jsonl gives prompt, text, tokens, "
-    "stop_reason and, for beam search, score (log-probability / length ** "
-    "length_penalty) and logprob. One prompt to a terminal streams as it is written. "
+    "stop_reason, for sampling the seed (give it as --seed to write the same text "
+    "again) and, for beam search, score (log-probability / length ** "
+    "length_penalty) and logprob. Sampling without --seed differs from run to run; "
+    "greedy (--temperature 0) and beam search do not. "
+    "One prompt to a terminal streams as it is written. "
     "A bad line of several is reported and skipped, and the exit code is then 3. "
     "--max-new-tokens 0 writes nothing and exits 0."
 )
@@ -86,13 +91,15 @@ def generate(
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Texts generated together.")
     ] = 32,
-    seed: Seed = 0,
+    seed: Annotated[int | None, _opt(
+        "--seed", "Seed for sampling (default: a fresh one each run; jsonl shows it).")
+    ] = None,
     device: Device = "auto",
     precision: Precision = "auto",
     quiet: Quiet = False,
     format: TextFormat = "text",
 ) -> None:
-    from lmtool.inference.generate import GenerateOptions
+    from lmtool.inference.generation import GenerateOptions
 
     if prompt is not None and file is not None:
         raise BadInput("give a prompt or --file, not both")
@@ -103,6 +110,7 @@ def generate(
         stop=tuple(stop or ()), seed=seed,
     )
     options.validate()
+    options = options.seeded()  # one seed for the whole run, reported in jsonl
     if max_new_tokens == 0:
         return
     from lmtool.inference.runs import load_lm

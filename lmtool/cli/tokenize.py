@@ -79,9 +79,9 @@ def train(
         Path, typer.Option("--output", "-o", help="Where to write the tokenizer JSON.")
     ],
     kind: Annotated[Kind, typer.Option("--kind", help="Tokenizer model.")] = Kind.bpe,
-    vocab_size: Annotated[
-        int, typer.Option("--vocab-size", help="Vocabulary size, special tokens included.")
-    ] = 8000,
+    vocab_size: Annotated[int | None, typer.Option(
+        "--vocab-size", help="Vocabulary size, special tokens included  [default: 8000]",
+        show_default=False)] = None,
     min_frequency: Annotated[
         int,
         typer.Option("--min-frequency", help="Fewest occurrences for a merge or a character."),
@@ -96,11 +96,11 @@ def train(
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
-    from lmtool.fsio import check_output
+    from lmtool.outputs import TOKENIZER, check_output
     from lmtool.text.sources import ReadReport
     from lmtool.text.tokenizer import save_tokenizer, train_tokenizer, vocabulary_shortfall
 
-    check_output(output, force)  # refuse before spending time on training
+    check_output(output, TOKENIZER, force=force)  # refuse before spending time on training
     normalization = [
         name
         for name, on in (("nfkc", nfkc), ("lowercase", lowercase), ("strip-accents", strip_accents))
@@ -111,7 +111,7 @@ def train(
     tok = train_tokenizer(
         sources,
         kind=kind.value,
-        vocab_size=vocab_size,
+        vocab_size=8000 if vocab_size is None else vocab_size,
         min_frequency=min_frequency,
         normalization=normalization,
         document=document.value,
@@ -120,7 +120,9 @@ def train(
         show_progress=show_progress(quiet),
     )
     save_tokenizer(tok, output, force=force)
-    shortfall = vocabulary_shortfall(tok, kind.value, vocab_size, min_frequency)
+    # A smaller vocabulary than asked for is worth a warning only if someone asked.
+    shortfall = None if vocab_size is None else vocabulary_shortfall(
+        tok, kind.value, vocab_size, min_frequency)
     _report_warnings(report.warnings(encoding_errors.value) + ([shortfall] if shortfall else []))
     info(
         f"trained a {kind.value} tokenizer ({count(tok.get_vocab_size(), 'token')}) on "

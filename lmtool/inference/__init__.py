@@ -15,7 +15,8 @@ from __future__ import annotations
 from lmtool.inference.classify import classify
 from lmtool.inference.complete import Completion, CompletionEngine, complete
 from lmtool.inference.fill_mask import MaskFill, fill_mask
-from lmtool.inference.generate import GenerateOptions, Generation, generate, stream
+from lmtool.inference.generate import generate, stream
+from lmtool.inference.generation import GenerateOptions, Generation
 from lmtool.inference.runs import LoadedLM, load_lm
 
 __all__ = [

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from lmtool.inference.decoding import Decoder, select
-from lmtool.inference.generate import GenerateOptions, Generation
+from lmtool.inference.generation import GenerateOptions, Generation
 from lmtool.inference.runs import LoadedLM
 from lmtool.inference.sampling import repetition_penalty
 from lmtool.inference.text import Prompt, StopMatcher, continuation_text, cut_backward

@@ -12,30 +12,23 @@ How it streams (memory stays flat over an unbounded input):
 4. The block's predictions are handed out in input order, then the next block is read.
 A block holds at most `block` documents of at most `max_tokens` tokens each.
 
-Reading the sources (`read_documents`): a file is one document, or each of its lines
-with `per_line`; a binary or unreadable file is reported in a `SkipReport` and skipped.
+An empty (or whitespace-only) document gets no label, as one below `threshold` does:
+there is nothing in it to tell a class by. Its row is still there, flagged `empty`.
+Files become documents in text/documents.py; evaluation on labelled data is in
+inference/evaluate.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from lmtool.errors import BadInput
-from lmtool.text.labelled import LabelledReport
-from lmtool.text.sources import (
-    ENCODING_ERRORS,
-    SNIFF_BYTES,
-    STDIN,
-    ReadReport,
-    iter_lines,
-    resolve_sources,
-)
-from lmtool.wording import count
+from lmtool.text.documents import SkipReport, read_documents
 
 BLOCK = 1024  # documents scored together (sorted by length within a block)
 # Bytes read from a document at most, per token the classifier reads: no tokenizer
@@ -51,36 +44,24 @@ class Prediction:
     source: str  # its file, "file:line" with per_line, or a name given by the caller
     labels: Sequence[str]  # every class, in the classifier's order
     probabilities: np.ndarray  # (K,) float, sums to 1
-    label: str | None  # the most probable class; None when it is below the threshold
+    label: str | None  # the most probable class; None below the threshold or when empty
     tokens: int  # tokens read ([EOS] included)
-    empty: bool  # the text was empty or whitespace: classified, and flagged
+    empty: bool  # the text was empty or whitespace: no label, and flagged
     truncated: bool  # longer than max_tokens: only its beginning was read
 
     @property
     def probability(self) -> float:
         return float(self.probabilities.max())
 
+    @property
+    def best(self) -> str:
+        """The most probable class, whatever the threshold (what evaluation counts)."""
+        return self.labels[int(self.probabilities.argmax())]
+
     def top(self, k: int) -> list[tuple[str, float]]:
         """The k most probable classes, best first."""
         order = np.argsort(-self.probabilities, kind="stable")[:k]
         return [(self.labels[i], float(self.probabilities[i])) for i in order]
-
-
-@dataclass
-class SkipReport:
-    """Inputs left out while reading; the CLI exits non-zero when there are any."""
-
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, why)
-    undecodable_files: int = 0  # files whose invalid UTF-8 --encoding-errors changed
-
-    def warnings(self) -> list[str]:
-        out = [f"skipped {path}: {why}" for path, why in self.skipped[:10]]
-        if len(self.skipped) > 10:
-            out.append(f"... and {count(len(self.skipped) - 10, 'more skipped file')}")
-        if self.undecodable_files:
-            files = count(self.undecodable_files, "file")
-            out.append(f"invalid UTF-8 replaced or dropped in {files}")
-        return out
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -97,9 +78,13 @@ class Member:
 
 
 def load_member(run: Path | str, device: torch.device) -> Member:
-    """A classifier run; a language model is refused with a hint."""
-    from lmtool.checkpoint import load_checkpoint
+    """A classifier run; a language model or any other directory is refused with a hint."""
+    from lmtool.checkpoint import load_checkpoint, read_run_config
 
+    try:
+        read_run_config(Path(run))
+    except BadInput as e:  # its hint names the runs a language-model command takes
+        raise BadInput(e.message, "pass a run made by lmtool finetune classifier") from None
     ckpt = load_checkpoint(Path(run), device, task="classifier")
     return Member(Path(run), ckpt.model, ckpt.tokenizer, list(ckpt.model.labels))
 
@@ -177,7 +162,16 @@ class Scorer:
         block: int = BLOCK,
         progress: Callable[[int], None] | None = None,
     ) -> Iterator[Prediction]:
-        """One Prediction per document, in input order, a block at a time."""
+        """One Prediction per document, in input order, a block at a time. The flags are
+        checked here, before the first document is read."""
+        if threshold is not None and not 0 <= threshold <= 1:
+            raise BadInput(f"--threshold {threshold} must be between 0 and 1")
+        if block < 1:
+            raise BadInput("the block size must be at least 1")
+        return self._predict(documents, threshold, block, progress)
+
+    def _predict(self, documents: Iterable[str | tuple[str, str]], threshold: float | None,
+                 block: int, progress: Callable[[int], None] | None) -> Iterator[Prediction]:
         limit = self.max_chars()
         done = 0
         for items in _blocks(documents, block):
@@ -194,7 +188,8 @@ class Scorer:
                 below = threshold is not None and p[best] < threshold
                 yield Prediction(
                     index=done + i, source=sources[i], labels=self.labels, probabilities=p,
-                    label=None if below else self.labels[best], tokens=int(tokens[i]),
+                    label=None if below or not text else self.labels[best],
+                    tokens=int(tokens[i]),
                     empty=not text, truncated=bool(truncated[i] or cut[i]),
                 )
             done += len(items)
@@ -231,13 +226,6 @@ def load_scorer(
     return Scorer([load_member(r, dev) for r in [run, *ensemble]], dev, dtype, batch_size)
 
 
-def _check(threshold: float | None, block: int) -> None:
-    if threshold is not None and not 0 <= threshold <= 1:
-        raise BadInput(f"--threshold {threshold} must be between 0 and 1")
-    if block < 1:
-        raise BadInput("the block size must be at least 1")
-
-
 def classify(
     run: Path | str,
     documents: Iterable[str | tuple[str, str]],
@@ -257,179 +245,24 @@ def classify(
     doc). `threshold` in [0, 1]: below it a prediction abstains (label None).
     `progress` is called with the number of documents done after each block.
     """
-    _check(threshold, block)
     scorer = load_scorer(run, ensemble=ensemble, batch_size=batch_size, device=device,
                          precision=precision)
     yield from scorer.predict(documents, threshold=threshold, block=block, progress=progress)
 
 
 def classify_sources(
-    run: Path | str,
+    scorer: Scorer,
     sources: Sequence[str | Path],
     *,
     per_line: bool = False,
     encoding_errors: str = "strict",
     report: SkipReport | None = None,
-    ensemble: Sequence[Path | str] = (),
     threshold: float | None = None,
-    batch_size: int = 64,
     block: int = BLOCK,
-    device: str = "auto",
-    precision: str = "auto",
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[Prediction]:
-    """`classify` over files, directories, globs or "-" (see `read_documents`); what
-    was skipped goes into `report`."""
-    _check(threshold, block)
-    scorer = load_scorer(run, ensemble=ensemble, batch_size=batch_size, device=device,
-                         precision=precision)
+    """`scorer.predict` over files, directories, globs or "-" (see text/documents.py);
+    what was skipped goes into `report`. The flags are checked before anything is read."""
     documents = read_documents(sources, per_line=per_line, encoding_errors=encoding_errors,
                                max_chars=scorer.max_chars() + 1, report=report)
-    yield from scorer.predict(documents, threshold=threshold, block=block, progress=progress)
-
-
-# --- reading the sources ------------------------------------------------------------------
-
-
-def _read_head(source: Path | str, limit: int) -> bytes:
-    """The first `limit` bytes of a file or stdin (the rest is never read)."""
-    if source == STDIN:
-        import sys
-
-        return sys.stdin.buffer.read(limit)
-    with open(source, "rb") as f:
-        return f.read(limit)
-
-
-def _decode(data: bytes, errors: str, complete: bool) -> tuple[str | None, bool]:
-    """(text, whether bytes were replaced or dropped); text None for invalid UTF-8 under
-    "strict". An incomplete read may end inside a character: that one is no error."""
-    if not complete:
-        # The read limit may have cut the last character: drop its bytes.
-        end = len(data)
-        while end > 0 and data[end - 1] & 0xC0 == 0x80 and len(data) - end < 3:
-            end -= 1  # continuation bytes (10xxxxxx)
-        if end > 0 and data[end - 1] >= 0xC0:
-            data = data[: end - 1]  # the lead byte of the cut character
-    try:
-        return data.decode("utf-8"), False
-    except UnicodeDecodeError:
-        if errors == "strict":
-            return None, False
-        return data.decode("utf-8", errors=errors), True
-
-
-def read_documents(
-    sources: Sequence[str | Path],
-    *,
-    per_line: bool = False,
-    encoding_errors: str = "strict",
-    max_chars: int = 1 << 20,
-    report: SkipReport | None = None,
-) -> Iterator[tuple[str, str]]:
-    """(source, text) for every document of `sources` (files, directories, globs, "-").
-
-    A file (or stdin) is one document, of which the first `max_chars` characters are
-    kept; with `per_line` each line is one (an empty line too: it is classified and
-    flagged, never dropped). A binary, unreadable or (with strict decoding) invalid
-    UTF-8 file is recorded in `report` and skipped.
-    """
-    if encoding_errors not in ENCODING_ERRORS:
-        raise BadInput(f"--encoding-errors must be one of {', '.join(ENCODING_ERRORS)}")
-    report = report if report is not None else SkipReport()
-    found = ReadReport()
-    files = resolve_sources(list(sources), report=found)
-    report.skipped.extend((path, "binary") for path in found.skipped_binary)
-    for source in files:
-        name = "<stdin>" if source == STDIN else str(source)
-        if per_line:
-            yield from _lines_of(source, name, encoding_errors, max_chars, report)
-            continue
-        limit = max_chars * 4  # bytes: a character is at most 4
-        try:
-            data = _read_head(source, limit + 1)
-        except OSError as e:
-            report.skipped.append((name, e.strerror or str(e)))
-            continue
-        if b"\0" in data[:SNIFF_BYTES]:
-            report.skipped.append((name, "binary"))
-            continue
-        text, changed = _decode(data[:limit], encoding_errors, complete=len(data) <= limit)
-        if text is None:
-            report.skipped.append((name, "not valid UTF-8 (see --encoding-errors)"))
-            continue
-        report.undecodable_files += changed
-        yield name, text[:max_chars]
-
-
-def _lines_of(source, name: str, errors: str, max_chars: int,
-              report: SkipReport) -> Iterator[tuple[str, str]]:
-    """Each line of one file as a document; a line longer than `max_chars` is cut."""
-    found = ReadReport()
-    number, parts, size = 0, [], 0
-    try:
-        for _, piece in iter_lines([source], encoding_errors=errors, report=found,
-                                   limit=max(max_chars, 1)):
-            if size < max_chars:  # the parts of a huge line past max_chars are dropped
-                parts.append(piece)
-                size += len(piece)
-            if piece.endswith("\n"):
-                number += 1
-                yield f"{name}:{number}", "".join(parts).rstrip("\r\n")[:max_chars]
-                parts, size = [], 0
-        if parts:
-            number += 1
-            yield f"{name}:{number}", "".join(parts).rstrip("\r\n")[:max_chars]
-    except BadInput as e:  # invalid UTF-8 in strict mode, an unreadable file
-        report.skipped.append((name, e.message))
-    if found.skipped_binary:
-        report.skipped.append((name, "binary"))
-    report.undecodable_files += bool(found.undecodable_bytes)
-
-
-# --- evaluation on labelled data -------------------------------------------------------------
-
-
-def evaluate_classifier(
-    run: Path | str,
-    labelled: str | Path,
-    *,
-    ensemble: Sequence[Path | str] = (),
-    batch_size: int = 64,
-    block: int = BLOCK,
-    device: str = "auto",
-    precision: str = "auto",
-    encoding_errors: str = "strict",
-    report: LabelledReport | None = None,
-) -> dict:
-    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix of the
-    classifier in `run` (with `ensemble`) on a labelled file, folder or "-".
-
-    Streams: examples are read, scored and counted a block at a time. A true label the
-    classifier never saw is counted as wrong and listed under "unseen_labels" with its
-    number of examples.
-    """
-    from collections import deque
-
-    from lmtool.metrics import Confusion
-    from lmtool.text.labelled import iter_labelled
-
-    scorer = load_scorer(run, ensemble=ensemble, batch_size=batch_size, device=device,
-                         precision=precision)
-    report = report if report is not None else LabelledReport()
-    labels: deque[str] = deque()  # true labels of the examples read and not yet scored
-
-    def documents() -> Iterator[tuple[str, str]]:
-        for example in iter_labelled(labelled, encoding_errors=encoding_errors, report=report):
-            labels.append(example.label)
-            yield example.where, example.text
-
-    confusion = Confusion(scorer.labels)
-    for p in scorer.predict(documents(), block=block):
-        confusion.add(labels.popleft(), p.label)
-    result = confusion.report()
-    support = {name: result["per_class"][name]["support"] for name in result["unseen_labels"]}
-    result["unseen_labels"] = support  # label → examples, all counted wrong
-    result["labels"] = list(scorer.labels)
-    result["empty_texts"] = len(report.empty_texts)
-    return result
+    return scorer.predict(documents, threshold=threshold, block=block, progress=progress)

@@ -3,16 +3,18 @@ keystroke. No UI here (cli/complete_ui.py draws it); this is the engine.
 
     engine = CompletionEngine(load_lm("runs/lm"), max_words=5)
     engine.suggest("The cat sat on")             # the best continuation (ghost text)
-    engine.alternatives("The cat sat on", k=5)   # the k best, for a menu
+    engine.alternatives("The cat sat on", k=5)   # the k best (beam search)
+    engine.menu("The cat sat on", k=5)           # the suggestion first, then the others
     complete("runs/lm", "The cat sat on", k=5)   # the same in one call
 
 What a keystroke costs. The engine keeps the model's state (KV cache or LSTM (h, c))
 for the last text it read. A new text is tokenized, compared with the ids already
 read, and only what differs is read: typing a letter usually changes the last token
-or two, so a keystroke costs a couple of tokens, not the whole line. The KV cache is
-cut back with `crop` (free); the LSTM, which cannot forget, keeps a copy of its state
-at the last few positions and goes back to the nearest one. A suggestion is then
-decoded greedily into the same cache and cropped off again (nothing is copied).
+or two, so a keystroke costs a couple of tokens, not the whole line. A state that can
+`crop` (a KV cache) is cut back (free); one that cannot forget (an LSTM's (h, c)) keeps
+a copy of itself at the last few positions and goes back to the nearest one. A
+suggestion is then decoded greedily into the same cache and cropped off again (nothing
+is copied).
 If the person types the very characters the last suggestion began with, the rest of
 it is shown again at once without running the model (`follow`, as a shell's
 autosuggestions do): the ghost text does not flicker while it is being typed through.
@@ -42,7 +44,9 @@ from pathlib import Path
 import torch
 
 from lmtool.errors import BadInput
+from lmtool.inference.beam import beam_search
 from lmtool.inference.decoding import Decoder
+from lmtool.inference.generation import GenerateOptions
 from lmtool.inference.healing import Heal, back_up, token_texts
 from lmtool.inference.runs import LoadedLM, load_lm
 from lmtool.inference.text import Prompt, continuation_text
@@ -51,6 +55,7 @@ from lmtool.text.specials import SPECIAL_IDS
 SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
 WORD = re.compile(r"\S+")
 LSTM_SNAPSHOTS = 8  # LSTM states kept for going back a few tokens (each is one row)
+MAX_WIDENING = 8  # alternatives: search at most 8 x k beams for k distinct texts
 
 
 @dataclass
@@ -112,23 +117,33 @@ class CompletionEngine:
         self.follow = follow  # typing the suggestion's own characters keeps the rest of it
         self.lock = threading.Lock()  # one computation at a time
         self._ids: list[int] = []  # ids in the state (the model's window of the prefix)
-        self._state = None
+        limit = lm.model.max_positions
+        self._state = lm.model.initial_state(1, capacity=limit)  # (options a state ignores)
+        self._crops = callable(getattr(self._state, "crop", None))  # else: snapshots
         self._logits: torch.Tensor | None = None  # (1, V) after the last id
         self._snapshots: dict[int, object] = {}  # LSTM: length → state copy
-        self._last: tuple[str, str] | None = None  # (text, its suggestion)
+        # The last text, its suggestion and the suggestion's score.
+        self._last: tuple[str, str, float] | None = None
 
     # --- the public calls ---------------------------------------------------------
 
     def suggest(self, text: str, cancelled: Callable[[], bool] = lambda: False) -> str | None:
         """The best continuation of `text` ("" if none), or None when cancelled."""
-        if self.follow and self._last is not None:
-            before, suggestion = self._last
+        scored = self._suggest(text, cancelled)
+        return None if scored is None else scored[0]
+
+    def _suggest(self, text: str, cancelled) -> tuple[str, float] | None:
+        """The suggestion and its score (see `menu`), or None when cancelled."""
+        if self._last is not None:
+            before, suggestion, score = self._last
+            if text == before:  # asked again (the menu): the ghost text already shown
+                return suggestion, score
             typed = text[len(before):]
-            if text.startswith(before) and typed and suggestion.startswith(typed):
+            if self.follow and text.startswith(before) and typed and suggestion.startswith(typed):
                 rest = suggestion[len(typed):]
                 if rest:
-                    self._last = (text, rest)
-                    return rest
+                    self._last = (text, rest, score)
+                    return rest, score
         # Trailing spaces are left out of what the model reads (a tokenizer may drop them,
         # or read a lone space as a token of its own) and taken off the suggestion.
         body = text.rstrip()
@@ -138,24 +153,48 @@ class CompletionEngine:
             logits = self._read(prompt, cancelled)
             if logits is None:
                 return None
-            result = self._greedy(prompt, heal, logits, cancelled)
-        if result is None:
+            greedy = self._greedy(prompt, heal, logits, cancelled)
+        if greedy is None:
             return None
+        result, score = greedy
         if tail and result.startswith(tail):
             result = result[len(tail):]
         elif tail:
             result = result.lstrip()
-        self._last = (text, result)
-        return result
+        self._last = (text, result, score)
+        return result, score
+
+    def menu(self, text: str, k: int = 5) -> list[Completion]:
+        """The k choices of a menu: the suggestion (the ghost text shown) first, then the
+        best other alternatives. The suggestion is the alternative of the same text when
+        the search found it, else its own: its mean log-probability per token as the
+        score (the one it had when it was made, if it is the rest of one being typed
+        through), and no tokens."""
+        ghost, score = self._suggest(text, lambda: False)
+        others = self.alternatives(text, k)
+        if not ghost:
+            return others
+        same = [c for c in others if c.text == ghost]
+        first = same[0] if same else Completion(ghost, score, [])
+        return [first, *[c for c in others if c.text != ghost]][:k]
 
     def alternatives(self, text: str, k: int = 5) -> list[Completion]:
         """The k best distinct continuations of `text`, best first (beam search from
-        the prefix's state, which it leaves as it was)."""
-        from lmtool.inference.beam import beam_search
-        from lmtool.inference.generate import GenerateOptions
-
+        the prefix's state, which it leaves as it was). Texts that differ only after
+        the cut (`trim`) are one continuation, so the search widens (2x the beams, up to
+        MAX_WIDENING x k) until it has k distinct ones or runs out of texts."""
         if k < 1:
             raise BadInput("-k must be >= 1")
+        beams = max(k, 2)  # (one beam would be greedy search, which GenerateOptions refuses)
+        while True:
+            found, out = self._search(text, beams)
+            if len(out) >= k or len(found) < beams or beams >= MAX_WIDENING * k:
+                return out[:k]
+            beams *= 2
+
+    def _search(self, text: str, beams: int) -> tuple[list, list[Completion]]:
+        """Beam search with `beams` beams: what it found, and the distinct trimmed
+        continuations of that, best first."""
         body = text.rstrip()
         with self.lock, torch.inference_mode():
             prompt, heal = self._window(body, heal=body == text)
@@ -163,8 +202,8 @@ class CompletionEngine:
             constrain = None
             if heal is not None:
                 constrain = heal.constraint(self.texts, logits.size(-1), self.lm.device)
-            options = GenerateOptions(max_new_tokens=self.max_tokens, beams=k, num_return=k,
-                                      temperature=0).resolved()
+            options = GenerateOptions(max_new_tokens=self.max_tokens, beams=beams,
+                                      num_return=beams, temperature=0).resolved()
             # beam_search expands the state into new rows: the prefix's stays as it is.
             found = beam_search(self.lm, [prompt], options, start=(self._state, logits),
                                 constrain=constrain)
@@ -179,7 +218,7 @@ class CompletionEngine:
             if piece.strip() and piece not in seen:
                 seen.add(piece)
                 out.append(Completion(piece, g.score, g.tokens))
-        return out
+        return found, out
 
     # --- reading the prefix -----------------------------------------------------------
 
@@ -188,15 +227,14 @@ class CompletionEngine:
         backed up for healing when `heal`), and the healing. Past the context, the
         window starts at a multiple of context // 4 tokens, so it moves rarely and the
         cache stays."""
-        config = self.lm.config
         if heal:
             tokens, healing = back_up(self.lm.tokenizer, self.texts, text)
         else:
             tokens, healing = self.lm.tokenizer.encode(text, add_special_tokens=False).ids, None
         prompt = Prompt(text, [SPECIAL_IDS.eos, *tokens], tokens)
-        if self.decoder.limited:
-            limit = config.context - self.max_tokens
-            step = max(1, config.context // 4)
+        if self.decoder.limit is not None:
+            limit = self.decoder.limit - self.max_tokens
+            step = max(1, self.decoder.limit // 4)
             over = len(prompt.ids) - limit
             if over > 0:
                 start = -(-over // step) * step  # round up to a multiple of step
@@ -215,9 +253,7 @@ class CompletionEngine:
         if common == len(ids) == len(self._ids) and self._logits is not None:
             return self._logits
         common = min(common, len(ids) - 1)  # read at least one token for its logits
-        if self.decoder.limited:
-            if self._state is None:
-                self._state = self.lm.model.initial_state(1, capacity=self.lm.config.context)
+        if self._crops:
             self._state.crop(common)
         else:
             common = self._restore(common)
@@ -226,7 +262,7 @@ class CompletionEngine:
         todo = ids[common:]
         # The LSTM reads most in one go and the last two tokens singly, keeping a copy
         # of its state at each of those positions for the next keystroke.
-        chunks = [todo] if self.decoder.limited else [todo[:-2], *([t] for t in todo[-2:])]
+        chunks = [todo] if self._crops else [todo[:-2], *([t] for t in todo[-2:])]
         for chunk in chunks:
             if not chunk:
                 continue
@@ -235,7 +271,7 @@ class CompletionEngine:
             x = torch.tensor([chunk], device=self.lm.device)  # (1, T)
             hidden = self.lm.model.encode(x, self._state)  # (1, T, C)
             self._ids += chunk
-            if not self.decoder.limited:
+            if not self._crops:
                 self._snapshot()
         self._logits = self.decoder.logits(hidden[:, -1])  # (1, V)
         return self._logits
@@ -259,15 +295,17 @@ class CompletionEngine:
     # --- the suggestion -----------------------------------------------------------
 
     def _greedy(self, prompt: Prompt, heal: Heal | None, logits: torch.Tensor,
-                cancelled) -> str | None:
-        """Greedy decoding into the prefix's own state, which is restored afterwards.
-        While the backed-up text is not yet written again, only the tokens that spell
-        it may be chosen."""
+                cancelled) -> tuple[str, float] | None:
+        """Greedy decoding into the prefix's own state, which is restored afterwards:
+        (the text, its mean log-probability per token), or None when cancelled. While
+        the backed-up text is not yet written again, only the tokens that spell it may
+        be chosen."""
         start = len(self._ids)
-        state = self._state if self.decoder.limited else self._state.clone()
+        state = self._state if self._crops else self._state.clone()
         spell = heal.spell if heal is not None else b""
         new: list[int] = []
         text = ""
+        logprob = 0.0  # of the tokens in `new`
         try:
             for _ in range(self.max_tokens):  # the healing tokens included
                 if spell:
@@ -276,6 +314,7 @@ class CompletionEngine:
                 if token == SPECIAL_IDS.eos or logits[0, token] == float("-inf"):
                     break  # the end, or nothing can spell what is left (healing)
                 new.append(token)
+                logprob += float(torch.log_softmax(logits[0], dim=-1)[token])
                 spell = self.texts.left(spell, [token])
                 if not spell:
                     text = self._suggestion(prompt, heal, new)
@@ -289,9 +328,9 @@ class CompletionEngine:
                     break
                 logits = self.decoder.step(state, torch.tensor([token], device=self.lm.device))
         finally:
-            if self.decoder.limited:
+            if self._crops:
                 state.crop(start)  # forget the suggestion, keep the prefix
-        return trim(text, self.max_words)
+        return trim(text, self.max_words), logprob / max(len(new), 1)
 
     def _suggestion(self, prompt: Prompt, heal: Heal | None, new: list[int]) -> str:
         """The text of `new` after the typed text (the backed-up part taken off)."""

@@ -4,19 +4,23 @@ and what to do when a Transformer's context is full.
 Rows are lists of token ids in the model's reading order (reversed for a backward run),
 each starting with [EOS] unless the prompt was cut to fit the context.
 
+What the model's state can do decides how (the model says, not its architecture's
+name: `left_padding` and `max_positions`, models/base.py).
+
 Prompts of different lengths in one batch:
-- Transformer: padded on the LEFT, the KV cache told each row's padding (positions
-  start after it, pad keys are masked), so every row's last token sits in the same
-  column and the batch moves one token at a time together.
-- AWD-LSTM: no padding (an LSTM cannot skip pad tokens): rows of equal length are read
+- left padding (a Transformer's KV cache): padded on the LEFT, the cache told each
+  row's padding (positions start after it, pad keys are masked), so every row's last
+  token sits in the same column and the batch moves one token at a time together.
+- otherwise (an AWD-LSTM: it cannot skip pad tokens): rows of equal length are read
   together, then their states are joined and put back in input order.
 
-At the context limit (Transformer only): when the cache is full, the rows are re-read
-from their last `keep` = context - context // 4 tokens into a fresh cache, and
-generation goes on. So the model always sees between 3/4 of its context and all of it,
-and the re-reading (one batched forward of `keep` tokens, cheap next to decoding) comes
-once every context // 4 new tokens. Re-reading the last context - 1 tokens at every step
-would keep the full context but cost a whole forward per token.
+At the state's limit (`max_positions`: a Transformer's context; an LSTM has none): when
+the cache is full, the rows are re-read from their last `keep` = limit - limit // 4
+tokens into a fresh cache, and generation goes on. So the model always sees between 3/4
+of its context and all of it, and the re-reading (one batched forward of `keep` tokens,
+cheap next to decoding) comes once every limit // 4 new tokens. Re-reading the last
+limit - 1 tokens at every step would keep the full context but cost a whole forward per
+token.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import torch
 
 from lmtool.inference.runs import LoadedLM
 from lmtool.inference.sampling import SUPPRESSED
-from lmtool.models.state import KVCache, LSTMState, State
+from lmtool.models.state import State
 from lmtool.text.specials import SPECIAL_IDS
 
 
@@ -35,9 +39,9 @@ class Decoder:
         self.model = lm.model
         self.device = lm.device
         config = lm.config
-        self.limited = config.arch == "transformer"  # a KV cache cannot outgrow the context
-        self.context = config.context
-        self.keep = config.context - config.context // 4
+        self.limit = self.model.max_positions  # the most tokens a state holds; None: any
+        self.padded = self.model.left_padding  # a batch is read left-padded, at once
+        self.keep = self.limit - self.limit // 4 if self.limit is not None else None
         # Added to every row of logits: -inf on the special tokens a generator never
         # writes (one add instead of an indexed write per step).
         self.bias = torch.zeros(config.vocab_size, device=lm.device)  # (V,)
@@ -48,15 +52,15 @@ class Decoder:
         return self.model.lm_head(hidden).float() + self.bias
 
     def fits(self, length: int) -> int:
-        """How many of a prompt's tokens the model can read: the last context - 1 for a
-        Transformer (room for one new token), all for an LSTM."""
-        return self.context - 1 if self.limited else length
+        """How many of a prompt's tokens the model can read: the last limit - 1 (room
+        for one new token), or all when the state has no limit."""
+        return self.limit - 1 if self.limit is not None else length
 
     def start(self, rows: list[list[int]], new_tokens: int) -> tuple[State, torch.Tensor]:
         """Read each row into a fresh state: the state and the logits of each row's next
         token, (B, V). `new_tokens`: how many more tokens the caller may add (sizes the
         KV cache)."""
-        if self.limited:
+        if self.padded:
             return self._start_padded(rows, new_tokens)
         return self._start_grouped(rows)
 
@@ -67,7 +71,7 @@ class Decoder:
         return self.logits(hidden[:, -1])
 
     def full(self, state: State) -> bool:
-        return self.limited and state.room() < 1
+        return self.limit is not None and state.room() < 1
 
     def restart(self, rows: list[list[int]], new_tokens: int) -> tuple[State, torch.Tensor]:
         """A full cache: re-read the last `keep` tokens of every row (module docstring)."""
@@ -80,7 +84,9 @@ class Decoder:
             [[SPECIAL_IDS.pad] * p + r for p, r in zip(pads, rows, strict=True)],
             device=self.device,
         )  # (B, T)
-        capacity = min(self.context, longest + new_tokens)
+        capacity = longest + new_tokens
+        if self.limit is not None:
+            capacity = min(self.limit, capacity)
         left_pad = torch.tensor(pads) if any(pads) else None
         state = self.model.initial_state(len(rows), capacity=capacity, left_pad=left_pad)
         hidden = self.model.encode(ids, state)  # (B, T, C)
@@ -97,7 +103,7 @@ class Decoder:
             hiddens.append(self.model.encode(ids, state)[:, -1])  # (b, C)
             states.append(state)
             order += members
-        state = LSTMState.cat(states) if len(states) > 1 else states[0]
+        state = type(states[0]).cat(states) if len(states) > 1 else states[0]
         hidden = torch.cat(hiddens) if len(hiddens) > 1 else hiddens[0]  # (B, C)
         if order != sorted(order):  # back to the rows' order
             back = torch.tensor(order).argsort().to(self.device)
@@ -114,4 +120,4 @@ def select(state: State, index: torch.Tensor) -> State:
     return state.select(index)
 
 
-__all__ = ["Decoder", "KVCache", "LSTMState", "select"]
+__all__ = ["Decoder", "select"]

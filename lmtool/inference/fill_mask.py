@@ -111,4 +111,7 @@ def _fill_one(lm: LoadedLM, text: str, top_k: int, index: int) -> MaskFill:
     ]
     best = iter(top.indices[:, 0].tolist())
     filled_ids = [next(best) if t == SPECIAL_IDS.mask else t for t in ids[1:-1]]
-    return MaskFill(text, masks, tokenizer.decode(filled_ids), index)
+    filled = tokenizer.decode(filled_ids)
+    if not text[:1].isspace():  # a guess at the start keeps no space the text did not have
+        filled = filled.lstrip()
+    return MaskFill(text, masks, filled, index)

@@ -3,8 +3,10 @@ generated in batches and returned in input order.
 
     {"prompt": "Once upon a time", "max_new_tokens": 20, "temperature": 0}
 
-A line that cannot be used (not JSON, not an object, no string "prompt", an unknown or
-invalid option) comes out as a BadInput naming its line number; the others go on.
+The first non-blank line decides, once for the whole input, whether it is JSONL or
+plain prompts. A line that cannot be used (not JSON, not an object, no string "prompt",
+an unknown or invalid option, a line of the other kind) comes out as a BadInput naming
+its line number; the others go on.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from lmtool.errors import BadInput
-from lmtool.inference.generate import GenerateOptions, Generation, generate_prompts, prepare
+from lmtool.inference.generate import generate_prompts, prepare
+from lmtool.inference.generation import GenerateOptions, Generation
 from lmtool.inference.runs import LoadedLM
 from lmtool.wording import plural
 
@@ -33,16 +36,56 @@ class Request:
 def parse_requests(
     lines: Iterable[str], base: GenerateOptions, *, jsonl: bool | None = None
 ) -> Iterator[Request | BadInput]:
-    """Requests from text lines. `jsonl` None: JSONL when the first non-blank line starts
-    with "{", else every line (even an empty one: a new document) is a prompt."""
+    """Requests from text lines. `jsonl` None: the first non-blank line decides for the
+    whole input: JSONL when it starts with "{", else every line (even an empty one: a
+    new document) is a prompt. A later line of the other kind is an error for that line
+    (a JSONL line is never taken for prompt text, nor prompt text for a bad JSON line)."""
+    base = base.seeded()  # one seed for every line that gives none (its row keys differ)
+    first = None  # the line that decided the format (None: the caller did)
+    blanks: list[tuple[int, str]] = []  # blank lines read before the format was known
     for number, raw in enumerate(lines, start=1):
         line = raw.rstrip("\r\n")
-        if jsonl is None and line.strip():
-            jsonl = line.lstrip().startswith("{")
+        if jsonl is None:
+            if not line.strip():
+                blanks.append((number, line))
+                continue
+            jsonl, first = _starts_json(line), number
+            if not jsonl:  # the blank lines before were prompts (new documents)
+                yield from (Request(n, text, base.resolved()) for n, text in blanks)
         if not jsonl:
-            yield Request(number, line, base.resolved())
+            if _starts_json(line) and isinstance(_loads(line), dict):
+                yield BadInput(
+                    f"line {number}: a JSON object among plain-text prompts "
+                    f"({_decided(first, 'plain text')})",
+                    "give every prompt as a JSONL object, or every one as plain text")
+            else:
+                yield Request(number, line, base.resolved())
         elif line.strip():
-            yield _parse_json(number, line, base)
+            if not _starts_json(line) and _loads(line) is _NOT_JSON:
+                yield BadInput(f"line {number}: plain text among JSONL prompts "
+                               f"({_decided(first, 'JSONL')})", 'write {"prompt": "..."}')
+            else:
+                yield _parse_json(number, line, base)
+    if jsonl is None:  # nothing but blank lines: plain prompts
+        yield from (Request(n, text, base.resolved()) for n, text in blanks)
+
+
+_NOT_JSON = object()
+
+
+def _starts_json(line: str) -> bool:
+    return line.lstrip().startswith("{")
+
+
+def _loads(line: str):
+    try:
+        return json.loads(line)
+    except ValueError:
+        return _NOT_JSON
+
+
+def _decided(first: int | None, kind: str) -> str:
+    return f"line {first} made this input {kind}" if first else f"this input is {kind}"
 
 
 def _parse_json(number: int, line: str, base: GenerateOptions) -> Request | BadInput:

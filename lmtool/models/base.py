@@ -28,6 +28,18 @@ class LanguageModel(nn.Module):
     # A regularisation term the last training forward computed (AWD-LSTM's AR/TAR), for
     # the objective to add to the loss; see `take_penalty`.
     penalty: torch.Tensor | None = None
+    # What generation may ask of the state `initial_state` makes (inference/decoding.py):
+    # True when it reads a batch of prompts of different lengths at once, padded on the
+    # LEFT (`initial_state(B, left_pad=...)`: a KV cache masks the pads); False: rows of
+    # one length are read together and their states joined (`type(state).cat`), as an
+    # LSTM's (h, c), which cannot skip pads.
+    left_padding: bool = False
+
+    @property
+    def max_positions(self) -> int | None:
+        """The most tokens the state can hold (a KV cache: the context), or None when it
+        has no limit (an LSTM's (h, c)). Generation re-reads recent text at the limit."""
+        return None
 
     def take_penalty(self) -> torch.Tensor | None:
         """The penalty of the last forward (None if it had none), cleared once taken."""

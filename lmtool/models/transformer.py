@@ -192,6 +192,12 @@ class Transformer(LanguageModel):
     masked: every position sees the whole sequence, the MLM head predicts each token.
     """
 
+    left_padding = True  # the KV cache masks a left-padded batch's pads
+
+    @property
+    def max_positions(self) -> int:
+        return self.config.context  # positions (learned or rotary tables) and cache
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config

@@ -21,7 +21,8 @@ import numpy as np
 
 from lmtool import __version__
 from lmtool.errors import BadInput
-from lmtool.fsio import atomic_dir, check_output, named
+from lmtool.fsio import atomic_dir, named
+from lmtool.outputs import SHARDS, check_output
 from lmtool.text.shards import FORMAT, META, TOKENIZER, VERSION, dtype_for_vocab
 from lmtool.text.sources import STDIN, ReadReport, iter_pieces, resolve_sources
 from lmtool.text.specials import SPECIAL_IDS
@@ -218,7 +219,7 @@ def encode_corpus(
     """
     _check_args(val_fraction)
     out_dir = Path(out_dir)
-    check_output(out_dir, force)  # fail before reading anything
+    check_output(out_dir, SHARDS, force=force)  # fail before reading anything
     tok = load_tokenizer(tokenizer_path)
     vocab_size = tok.get_vocab_size()
     dtype = dtype_for_vocab(vocab_size)

@@ -2,7 +2,9 @@
 
     for ex in iter_labelled("reviews/train.tsv"):   # Example(label, text, where)
         ...
-    for text in iter_texts("reviews/train.tsv"):    # the text column alone (finetune lm)
+    for text in iter_texts("reviews/train.tsv"):    # the text column alone
+        ...
+    for text, last in iter_text_pieces(["notes/", "reviews/train.tsv"]):  # what LMs read
         ...
 
 Formats (told from the extension, else from the content):
@@ -25,16 +27,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 from lmtool.errors import BadInput
-from lmtool.text.sources import SNIFF_BYTES, STDIN, ReadReport, iter_lines
+from lmtool.text.files import STDIN, NotText, read_text, walk
+from lmtool.text.sources import ReadReport, iter_lines, iter_pieces, resolve_sources
 from lmtool.wording import count
 
 FORMATS = ("tsv", "csv", "jsonl", "folder")
@@ -395,31 +397,6 @@ def _iter_jsonl(name: str, lines: Iterator[tuple[int, str]],
 # --- folders ---------------------------------------------------------------------------
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    """Files under `root`, recursively and sorted; hidden entries skipped."""
-    for base, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith("."):
-                yield Path(base) / name
-
-
-def _read_document(path: Path, encoding_errors: str) -> tuple[str | None, str]:
-    """(text, "") or (None, why it was skipped)."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        return None, e.strerror or str(e)
-    if b"\0" in data[:SNIFF_BYTES]:
-        return None, "binary"
-    try:
-        return data.decode("utf-8"), ""
-    except UnicodeDecodeError as e:
-        if encoding_errors == "strict":
-            return None, f"not UTF-8 at byte {e.start}"
-        return data.decode("utf-8", errors=encoding_errors), ""
-
-
 def _iter_folder(root: Path, encoding_errors: str, report: LabelledReport) -> Iterator[Example]:
     classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
@@ -428,10 +405,11 @@ def _iter_folder(root: Path, encoding_errors: str, report: LabelledReport) -> It
     report.ignored.extend(str(p) for p in sorted(root.iterdir())
                           if p.is_file() and not p.name.startswith("."))
     for class_dir in classes:
-        for path in _walk(class_dir):
-            text, why = _read_document(path, encoding_errors)
-            if text is None:
-                report.skipped.append((str(path), why))
+        for path in walk(class_dir):
+            try:
+                text, _ = read_text(path, encoding_errors)
+            except NotText as e:
+                report.skipped.append((str(path), e.why))
                 continue
             yield Example(class_dir.name.strip(), text.strip(), str(path))
 
@@ -497,3 +475,28 @@ def iter_texts(
     for example in iter_labelled(source, format=format, encoding_errors=encoding_errors,
                                  report=report, need_label=False):
         yield example.text
+
+
+def iter_text_pieces(
+    sources: Sequence[str | Path],
+    *,
+    document: str = "paragraph",
+    encoding_errors: str = "strict",
+    report: ReadReport | None = None,
+) -> Iterator[tuple[str, bool]]:
+    """(text, is_last) pieces of the documents of plain and labelled files alike, what a
+    language model reads: a TSV/CSV/JSONL file (told by its extension) gives each row's
+    text as one document (empty ones dropped), any other file or stdin is cut as
+    `sources.iter_pieces` cuts it (`document`)."""
+    report = report if report is not None else ReadReport()
+    for file in resolve_sources(sources, report=report):
+        if labelled_format(file) in ("tsv", "csv", "jsonl"):
+            report.files += 1
+            for text in iter_texts(file, encoding_errors=encoding_errors):
+                if text.strip():
+                    report.documents += 1
+                    report.characters += len(text)
+                    yield text, True
+        else:
+            yield from iter_pieces([file], document=document, encoding_errors=encoding_errors,
+                                   report=report)

@@ -9,7 +9,6 @@ bounded even for `--document file` on a huge file.
 from __future__ import annotations
 
 import glob
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,13 +16,20 @@ from pathlib import Path
 from typing import BinaryIO
 
 from lmtool.errors import BadInput
+from lmtool.text.files import (
+    ENCODING_ERRORS,  # noqa: F401 (the CLI's choices are imported from here)
+    STDIN,
+    NotText,
+    char_boundary,
+    check_encoding_errors,
+    decode,
+    is_binary,
+    looks_binary,
+    walk,
+)
 from lmtool.wording import count, listing
 
-STDIN = "-"
 DOCUMENT_MODES = ("paragraph", "line", "file")
-ENCODING_ERRORS = ("strict", "replace", "ignore")
-
-SNIFF_BYTES = 8192  # a NUL byte in the first 8 KB marks a file as binary
 READ_BYTES = 1 << 20  # binary read size
 PIECE_CHARS = 1 << 20  # longest piece of a document handed out at once (~1 MB)
 
@@ -64,33 +70,10 @@ class ReadReport:
                 f"{listing(self.skipped_binary)}", "pass text files")
         return BadInput("the sources hold no text (empty corpus)", "check the files")
 
-    def as_dict(self) -> dict:
-        return {
-            "files": self.files,
-            "bytes": self.bytes,
-            "documents": self.documents,
-            "characters": self.characters,
-            "skipped_binary": list(self.skipped_binary),
-            "undecodable_bytes": self.undecodable_bytes,
-        }
 
 
 def _display(source: Path | str) -> str:
     return "<stdin>" if source == STDIN else str(source)
-
-
-def is_binary(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return b"\0" in f.read(SNIFF_BYTES)
-
-
-def _walk(directory: Path) -> list[Path]:
-    """Regular files under `directory`, recursively, sorted; hidden entries are skipped."""
-    found = []
-    for root, dirs, files in os.walk(directory, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(root) / f for f in sorted(files) if not f.startswith("."))
-    return [p for p in found if p.is_file()]
 
 
 def resolve_sources(
@@ -120,7 +103,7 @@ def resolve_sources(
             raise BadInput(f"{text} does not exist", "check the path")
         for match in matches:
             if match.is_dir():
-                files = _walk(match)
+                files = [f for f in walk(match) if f.is_file()]
                 text_files = [f for f in files if not is_binary(f)]
                 if not text_files:
                     raise BadInput(
@@ -138,37 +121,15 @@ def resolve_sources(
 def _decode(data: bytes, errors: str, name: str, offset: int, report: ReadReport) -> str:
     """Decode UTF-8, counting the bytes `replace`/`ignore` had to drop."""
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        if errors == "strict":
-            raise BadInput(
-                f"{name} is not valid UTF-8 (byte offset {offset + e.start})",
-                "fix the file, or pass --encoding-errors replace or ignore",
-            ) from None
-    # Slow path, only for text with bad bytes: decode span by span to count them.
-    parts, pos, bad = [], 0, 0
-    while pos < len(data):
-        try:
-            parts.append(data[pos:].decode("utf-8"))
-            break
-        except UnicodeDecodeError as e:
-            parts.append(data[pos : pos + e.start].decode("utf-8"))
-            bad += e.end - e.start
-            if errors == "replace":
-                parts.append("\ufffd")
-            pos += e.end
-    report.undecodable_bytes += bad
-    if name not in report.undecodable_files:
-        report.undecodable_files.append(name)
-    return "".join(parts)
-
-
-def _char_boundary(data: bytes, cut: int) -> int:
-    """Move `cut` back so it does not split a UTF-8 sequence (continuation bytes 10xxxxxx)."""
-    for back in range(4):
-        if cut - back > 0 and (data[cut - back] & 0xC0) != 0x80:
-            return cut - back
-    return cut  # not UTF-8 here anyway: cut where asked
+        text, bad = decode(data, errors, offset)
+    except NotText as e:
+        raise BadInput(f"{name} is {e.why}",
+                       "fix the file, or pass --encoding-errors replace or ignore") from None
+    if bad:
+        report.undecodable_bytes += bad
+        if name not in report.undecodable_files:
+            report.undecodable_files.append(name)
+    return text
 
 
 def _split_lines(text: str) -> list[str]:
@@ -196,7 +157,7 @@ def _iter_file_lines(
         chunk = read(READ_BYTES)
         if first:
             first = False
-            if b"\0" in chunk[:SNIFF_BYTES]:
+            if looks_binary(chunk):
                 report.skipped_binary.append(name)
                 return
             report.files += 1
@@ -210,7 +171,7 @@ def _iter_file_lines(
             offset += end
             data = data[end:]
         while len(data) > limit:  # a huge line: hand it out in parts cut between characters
-            cut = _char_boundary(data, limit)
+            cut = char_boundary(data, limit)
             yield _decode(data[:cut], errors, name, offset, report)
             offset += cut
             data = data[cut:]
@@ -227,8 +188,7 @@ def iter_lines(
     limit: int = READ_BYTES,
 ) -> Iterator[tuple[int, str]]:
     """(file index, line) for every line of every source, in order; binary files skipped."""
-    if encoding_errors not in ENCODING_ERRORS:
-        raise BadInput(f"--encoding-errors must be one of {', '.join(ENCODING_ERRORS)}")
+    check_encoding_errors(encoding_errors)
     report = report if report is not None else ReadReport()
     for index, source in enumerate(resolve_sources(sources, report=report)):
         name = _display(source)

@@ -218,10 +218,12 @@ def load_tokenizer(path: Path) -> Tokenizer:
 
 
 def save_tokenizer(tok: Tokenizer, path: Path, *, force: bool = False) -> None:
-    """Write the tokenizer JSON atomically; an existing file needs `force`."""
-    from lmtool.fsio import check_output, write_text_atomic
+    """Write the tokenizer JSON atomically; an earlier one needs `force`, and nothing
+    else is ever replaced (lmtool.outputs)."""
+    from lmtool.fsio import write_text_atomic
+    from lmtool.outputs import TOKENIZER, check_output
 
-    check_output(Path(path), force)
+    check_output(Path(path), TOKENIZER, force=force)
     write_text_atomic(Path(path), tok.to_str(pretty=True))
 
 

@@ -92,15 +92,17 @@ def _text_tokens(
     report: ReadReport | None = None,
 ) -> np.ndarray:
     """The sources' documents encoded with the run's tokenizer, each followed by [EOS]
-    as in the shards the run was trained on."""
+    as in the shards the run was trained on. A labelled file gives its text column, as
+    in `finetune lm`."""
     from lmtool.text.encode import iter_encoded
-    from lmtool.text.sources import ReadReport, iter_pieces
+    from lmtool.text.labelled import iter_text_pieces
+    from lmtool.text.sources import ReadReport
     from lmtool.text.specials import SPECIAL_IDS
 
     parts: list[np.ndarray] = []
     report = report if report is not None else ReadReport()
-    pieces = iter_pieces(list(sources), document=document, encoding_errors=encoding_errors,
-                         report=report)
+    pieces = iter_text_pieces(list(sources), document=document,
+                              encoding_errors=encoding_errors, report=report)
     for lasts, ids_list in iter_encoded(tokenizer, pieces):
         for last, ids in zip(lasts, ids_list, strict=True):
             parts.append(np.asarray(ids + [SPECIAL_IDS.eos] if last else ids, dtype=np.int64))
@@ -127,7 +129,8 @@ def evaluate(
 ) -> dict:
     """Score the run on `sources`: a shard directory (its `split`) or text
     (files, directories, globs, "-"), cut into documents as `tokenize encode --document`
-    does, so text scores like the shards the run was trained on.
+    does, so text scores like the shards the run was trained on; a TSV/CSV/JSONL
+    labelled file gives its text column, one document a row, as `finetune lm` reads it.
 
     Returns the objective's metrics ("loss", "tokens", and "perplexity" for a causal
     model, "accuracy" for a masked one), plus "objective", "source", "input_tokens"; loss
