@@ -26,21 +26,24 @@ from typing import TYPE_CHECKING, Any
 from lmtool import __version__
 from lmtool.errors import BadInput
 from lmtool.fsio import atomic_dir, recover
+
+# The file names live in a leaf module (runfiles.py); they stay importable from here.
+from lmtool.runfiles import (
+    CONFIG,
+    FORMAT,
+    METRICS,
+    OPTIMIZER,
+    STATE,
+    TENSORS,
+    TOKENIZER,
+    TRAINER,
+    VERSION,
+    WEIGHTS,
+)
 from lmtool.tensorfiles import need_file, read_tensors, safetensors_errors, write_tensors
 
 if TYPE_CHECKING:
     import torch
-
-FORMAT = "lmtool-run"
-VERSION = 1
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-TOKENIZER = "tokenizer.json"
-TRAINER = "trainer"
-METRICS = "metrics.jsonl"
-STATE = "state.json"
-OPTIMIZER = "optimizer.safetensors"
-TENSORS = "tensors.safetensors"  # TrainerState.tensors
 
 
 @dataclass

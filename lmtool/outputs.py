@@ -29,11 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmtool.checkpoint import CONFIG, METRICS, TRAINER, WEIGHTS
-from lmtool.checkpoint import FORMAT as RUN_FORMAT
-from lmtool.checkpoint import TOKENIZER as RUN_TOKENIZER
 from lmtool.errors import BadInput, OutputExists
 from lmtool.fsio import recover
+from lmtool.runfiles import CONFIG, METRICS, TRAINER, WEIGHTS
+from lmtool.runfiles import FORMAT as RUN_FORMAT
+from lmtool.runfiles import TOKENIZER as RUN_TOKENIZER
 from lmtool.text.shards import FORMAT as SHARDS_FORMAT
 from lmtool.text.shards import META
 from lmtool.text.shards import TOKENIZER as SHARDS_TOKENIZER
