@@ -44,8 +44,7 @@ def toy_task(shards, output, *, resume: bool, max_steps: int, fail_at: int | Non
             model=model, objective=CausalObjective(),
             source=WindowSampler(data.train, 16, 17, 4, seed=0), eval_source=None,
             optimizer=ulmfit_optimizer(model, train, env.device),
-            config={"task": "lm", "arch": model_config.arch, "objective": "causal",
-                    "model": model_config.to_dict(), "data": {"toy": True}},
+            config={"task": "lm", "data": {"toy": True}},
             tokenizer_json=(shards / "tokenizer.json").read_text(), state=state, rows=rows,
             finish=lambda result, trainer, metrics: replace(result, sample="the toy's"))
 
@@ -54,8 +53,8 @@ def toy_task(shards, output, *, resume: bool, max_steps: int, fail_at: int | Non
             if trainer.state.step == fail_at:
                 raise RuntimeFailure("boom")
 
-    return build_run(output, lambda: RunPlan(train, parts), resume=resume, force=False,
-                     callbacks=[Boom()])
+    return build_run(output, lambda: RunPlan(train, model_config, parts), resume=resume,
+                     force=False, callbacks=[Boom()])
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +69,7 @@ def test_a_kind_of_run_states_only_its_parts(shards, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["data"] == {"toy": True} and config["training"]["max_steps"] == 3
     assert config["num_parameters"] == result.num_parameters > 0
+    assert config["model"]["dim"] == 16 and config["arch"] == "transformer"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3] and rows[-1]["loss"] == result.last_loss
 

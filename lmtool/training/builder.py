@@ -4,7 +4,8 @@ goes through `build_run`, which does once what they all need:
 1. -o is claimed for the whole run (lmtool/rundir.py: the lock, and the check that
    training may write there, --resume and --force included);
 2. the task's `prepare()` runs under that claim and returns its `RunPlan`: the
-   training settings (TrainConfig) and a function that makes the run's parts;
+   training settings (TrainConfig), the model's config, and a function that makes the
+   run's parts;
 3. the device and precision are resolved from the settings, torchrun's processes are
    joined (training/distributed.py), and left again at the end whatever happens;
 4. `plan.parts(env)` makes what differs between kinds of run: the model (new, from a
@@ -36,6 +37,7 @@ from lmtool.training.trainer import Callback
 if TYPE_CHECKING:
     import torch
 
+    from lmtool.models.config import ModelConfig
     from lmtool.training.config import TrainConfig
     from lmtool.training.distributed import DistContext
     from lmtool.training.objectives import Objective
@@ -75,7 +77,9 @@ class Parts:
     source: BatchSource
     eval_source: EvalSource | None
     optimizer: Optimizers  # its parameter groups (training/optimizers.py)
-    config: dict  # config.json but "training" and "num_parameters", which the builder adds
+    # config.json: "task" and what the kind of run records ("data", "base", ...); the
+    # builder adds "arch", "objective", "model", "training" and "num_parameters".
+    config: dict
     tokenizer_json: str  # the text of the tokenizer.json the run keeps
     state: TrainerState = field(default_factory=TrainerState)  # a resumed run's
     rows: list[dict] = field(default_factory=list)  # a resumed run's metrics so far
@@ -91,6 +95,7 @@ class RunPlan:
     """A kind of run, as its `prepare()` states it under the claim of -o."""
 
     train: TrainConfig  # the settings: device, precision, limits, rates, ...
+    model: ModelConfig  # the (backbone's) model config, which config.json records
     parts: Callable[[Env], Parts]
 
 
@@ -114,7 +119,9 @@ def build_run(output: Path, prepare: Callable[[], RunPlan], *, resume: bool, for
                 parts = plan.parts(Env(output, device, ctx, resume, stack))
                 parts.model.train()
                 resumed_from = parts.state.step if resume else None
-                config = {**parts.config, "training": train.to_dict(),
+                config = {"arch": plan.model.arch, "objective": plan.model.objective,
+                          "model": plan.model.to_dict(), **parts.config,
+                          "training": train.to_dict(),
                           "num_parameters": sum(p.numel() for p in parts.model.parameters())}
                 metrics = MetricsLog(output, parts.rows, live=resume)
                 # The checkpointer first: a task's keeper may annotate an evaluation row

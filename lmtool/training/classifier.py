@@ -294,10 +294,7 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, flags: TrainF
                                        grouped=True),
             config={
                 "task": "classifier",
-                "arch": model_config.arch,
-                "objective": model_config.objective,
                 "preset": base.get("preset"),
-                "model": model_config.to_dict(),
                 "classifier": clf_config.to_dict(),
                 "tokenizer": base.get("tokenizer", {}),
                 "base": {"run": str(run.resolve()), "weights_sha256": base_sha,
@@ -324,4 +321,4 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, flags: TrainF
             finish=finish,
         )
 
-    return RunPlan(train_config, parts)
+    return RunPlan(train_config, model_config, parts)

@@ -152,10 +152,7 @@ def _plan(run: Path, base: dict, sources: list, output: Path, *, flags: TrainFla
             optimizer=ulmfit_optimizer(model, train_config, env.device),
             config={
                 "task": "lm",
-                "arch": model_config.arch,
-                "objective": model_config.objective,
                 "preset": base.get("preset"),
-                "model": model_config.to_dict(),
                 "tokenizer": base.get("tokenizer", {}),
                 "base": {"run": str(run.resolve()), "weights_sha256": base_sha},
                 "data": {**described, "train_tokens": int(len(train)),
@@ -166,7 +163,7 @@ def _plan(run: Path, base: dict, sources: list, output: Path, *, flags: TrainFla
             finish=finish,
         )
 
-    return RunPlan(train_config, parts)
+    return RunPlan(train_config, model_config, parts)
 
 
 def _held_out(row: dict | None) -> dict | None:

@@ -129,10 +129,7 @@ def _plan(data: Path, output: Path, *, objective: str | None, arch: str | None,
             optimizer=ulmfit_optimizer(model, train_config, env.device),
             config={
                 "task": "lm",
-                "arch": model_config.arch,
-                "objective": model_config.objective,
                 "preset": preset,
-                "model": model_config.to_dict(),
                 "tokenizer": {"sha256": sha, "vocab_size": model_config.vocab_size,
                               "kind": tokenizer_kind(tok_file)},
                 "data": {
@@ -147,7 +144,7 @@ def _plan(data: Path, output: Path, *, objective: str | None, arch: str | None,
             state=state, rows=rows, finish=finish,
         )
 
-    return RunPlan(train_config, parts)
+    return RunPlan(train_config, model_config, parts)
 
 
 def _sample(model, tokenizer, chars: int, seed: int) -> str | None:
