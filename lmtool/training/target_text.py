@@ -8,7 +8,7 @@ import contextlib
 import hashlib
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,28 +31,11 @@ def tokens_sha256(*arrays: np.ndarray | None) -> str:
     return digest.hexdigest()
 
 
-def _documents(sources: Sequence[str | Path], document: str, encoding_errors: str,
-               report) -> Iterator[tuple[str, bool]]:
-    """(text, is_last) pieces of the target's documents: plain text as `tokenize encode`
-    cuts it, each row's text of a TSV/CSV/JSONL labelled file as one document."""
-    from lmtool.text.labelled import iter_texts, labelled_format
-    from lmtool.text.sources import iter_pieces, resolve_sources
-
-    for file in resolve_sources(sources, report=report):
-        if labelled_format(file) in ("tsv", "csv", "jsonl"):
-            for text in iter_texts(file, encoding_errors=encoding_errors):
-                if text.strip():
-                    report.documents += 1
-                    yield text, True
-        else:
-            yield from iter_pieces([file], document=document, encoding_errors=encoding_errors,
-                                   report=report)
-
-
 def encode_target(sources: Sequence[str | Path], tokenizer_path: Path, out_dir: Path, *,
                   seed: int, document: str, encoding_errors: str) -> tuple[np.ndarray, np.ndarray]:
     """Encode the target text into out_dir/{train,val}.bin; (train, val) memmaps."""
     from lmtool.text.encode import ShardWriter, in_val, iter_encoded
+    from lmtool.text.labelled import iter_text_pieces
     from lmtool.text.shards import dtype_for_vocab
     from lmtool.text.sources import ReadReport
     from lmtool.text.tokenizer import load_tokenizer
@@ -63,7 +46,8 @@ def encode_target(sources: Sequence[str | Path], tokenizer_path: Path, out_dir: 
     writer = ShardWriter(out_dir, dtype)
     try:
         index = 0
-        pieces = _documents(sources, document, encoding_errors, report)
+        pieces = iter_text_pieces(sources, document=document,
+                                  encoding_errors=encoding_errors, report=report)
         for lasts, ids_list in iter_encoded(tok, pieces):
             for last, ids in zip(lasts, ids_list, strict=True):
                 writer.add("val" if in_val(index, seed, VAL_FRACTION) else "train", ids, last)
