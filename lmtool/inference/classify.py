@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from lmtool.errors import BadInput
+from lmtool.text.boundaries import document_text
 from lmtool.text.documents import SkipReport, read_documents
 
 BLOCK = 1024  # documents scored together (sorted by length within a block)
@@ -177,8 +178,8 @@ class Scorer:
         for items in _blocks(documents, block):
             sources = [it[0] if isinstance(it, tuple) else f"#{done + i + 1}"
                        for i, it in enumerate(items)]
-            # Stripped, as the labelled readers strip what the classifier was trained on.
-            texts = [(it[1] if isinstance(it, tuple) else it).strip() for it in items]
+            # The whitespace policy every reader follows, the classifier's training too.
+            texts = [document_text(it[1] if isinstance(it, tuple) else it) for it in items]
             # Only a document's beginning is read (max_tokens): tokenize no more of it.
             cut = [len(t) > limit for t in texts]
             probs, tokens, truncated = self.score([t[:limit] for t in texts])

@@ -161,11 +161,11 @@ def token_texts(tokenizer) -> TokenTexts:
 
 def _inner_texts(tokenizer) -> list[bytes]:
     """Each id's bytes as they read after other text; b"" for the special tokens."""
-    from tokenizers import decoders
+    from lmtool.text.tokenizer import is_byte_level
 
     size = tokenizer.get_vocab_size()
     specials = range(len(SPECIAL_TOKENS))
-    if isinstance(tokenizer.decoder, decoders.ByteLevel):
+    if is_byte_level(tokenizer):
         # The token's characters stand for bytes one to one (_byte_of).
         table = _byte_of()
         out = [bytes(table[c] for c in tokenizer.id_to_token(i)) for i in range(size)]

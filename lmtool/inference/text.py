@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lmtool.text.boundaries import document_text
 from lmtool.text.specials import SPECIAL_IDS
 
 # Prompt tokens decoded together with a continuation, so that the tokenizer's decoder
@@ -21,21 +22,31 @@ class Prompt:
     tokens: list[int]  # the prompt's own ids in reading order (no [EOS])
     truncated: int = 0  # prompt tokens left out to fit the context
     index: int = 0  # position in the caller's list of prompts
+    # Whitespace typed where the writing goes on (the end; the start for a backward
+    # model), which the model does not read: it stands for the continuation's own.
+    space: str = ""
 
 
 def encode_prompt(tokenizer, text: str, backward: bool, fits: int, index: int = 0) -> Prompt:
     """The ids a causal model reads for `text`: [EOS] (a document starts after one, as
     in the shards it was trained on) then the prompt, reversed for a backward model.
-    An empty prompt is just [EOS]: the model starts a new document. A prompt longer
-    than `fits` tokens keeps the `fits` tokens nearest to where the writing goes on
-    (the end; the start for a backward model) and drops the [EOS]."""
-    tokens = tokenizer.encode(text, add_special_tokens=False).ids if text else []
+    The prompt is a document's beginning (its end, backward), so it loses the
+    whitespace around it as every document does (text/boundaries.py); a space typed
+    where the writing goes on is taken off the continuation instead ("Once upon a "
+    → "time", not " time"). An empty prompt is just [EOS]: the model starts a new
+    document. A prompt longer than `fits` tokens keeps the `fits` tokens nearest to
+    where the writing goes on (the end; the start for a backward model) and drops the
+    [EOS]."""
+    body = document_text(text)
+    space = (text[: len(text) - len(text.lstrip())] if backward
+             else text[len(text.rstrip()) :]) if body else ""
+    tokens = tokenizer.encode(body, add_special_tokens=False).ids if body else []
     ids = [SPECIAL_IDS.eos, *(tokens[::-1] if backward else tokens)]
     truncated = 0
     if len(ids) > fits:
         truncated = len(ids) - 1 - fits
         ids = ids[-fits:]
-    return Prompt(text, ids, tokens, truncated, index)
+    return Prompt(text, ids, tokens, truncated, index, space)
 
 
 def continuation_text(tokenizer, prompt: Prompt, new: Sequence[int], backward: bool) -> str:
@@ -46,14 +57,14 @@ def continuation_text(tokenizer, prompt: Prompt, new: Sequence[int], backward: b
     if backward:
         head = prompt.tokens[:JOIN_CONTEXT]
         whole, base = tokenizer.decode(new + head), tokenizer.decode(head)
-        if base and whole.endswith(base):
-            return whole[: len(whole) - len(base)]
-        return tokenizer.decode(new)
+        text = (whole[: len(whole) - len(base)] if base and whole.endswith(base)
+                else tokenizer.decode(new))
+        space = prompt.space
+        return text[: len(text) - len(space)] if space and text.endswith(space) else text
     tail = prompt.tokens[-JOIN_CONTEXT:]
     whole, base = tokenizer.decode(tail + new), tokenizer.decode(tail)
-    if whole.startswith(base):
-        return whole[len(base) :]
-    return tokenizer.decode(new)
+    text = whole[len(base) :] if whole.startswith(base) else tokenizer.decode(new)
+    return text[len(prompt.space) :] if prompt.space and text.startswith(prompt.space) else text
 
 
 class StopMatcher:
@@ -116,9 +127,17 @@ class TextStream:
         self.decoder = DecodeStream(prompt.tokens[-JOIN_CONTEXT:], skip_special_tokens=True)
         self.matcher = StopMatcher(stops)
         self.text = ""
+        self.space = prompt.space  # still to be taken off the start (Prompt.space)
 
     def push(self, token: int) -> str:
         piece = self.decoder.step(self.tokenizer, token)
+        if piece and self.space:
+            if piece.startswith(self.space):
+                piece, self.space = piece[len(self.space) :], ""
+            elif self.space.startswith(piece):  # part of it: the rest may come next
+                piece, self.space = "", self.space[len(piece) :]
+            else:
+                self.space = ""
         out = self.matcher.feed(piece) if piece else ""
         self.text += out
         return out

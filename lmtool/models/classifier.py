@@ -16,7 +16,9 @@ How a document is read (Howard & Ruder 2018, §3.3, and fastai's classifier enco
 4. Concat pooling over the real tokens only: [last hidden state, max-pool, mean-pool].
    A masked (bidirectional) model has no "last" state that has read everything, so its
    first position (the [EOS], which attends to the whole window) stands in for it.
-5. The head: two blocks of batch norm → dropout → linear, ReLU between them.
+5. The head: two blocks of batch norm → dropout → linear, ReLU between them. The
+   first dropout is the encoder's output dropout, applied here once and not also on
+   every time step inside the encoder (fastai's PoolingLinearClassifier output_p).
 """
 
 from __future__ import annotations
@@ -31,6 +33,14 @@ from lmtool.models.base import LanguageModel
 from lmtool.models.config import ModelConfig, dataclass_from_dict
 from lmtool.text.specials import SPECIAL_IDS
 
+# fastai's ULMFiT classifier multiplies every dropout of its AWD-LSTM config
+# (awd_lstm_clas_config in fastai/text/models/awdlstm.py: embed_p 0.05, input_p 0.4,
+# hidden_p 0.3, weight_p 0.5, output_p 0.4; training/classifier.py LSTM_DROPOUTS) by
+# drop_mult, 0.5 by default (text_classifier_learner's default, and its IMDb recipe):
+# the classifier's one multiplier, for the encoder (its config's `dropout`) and head alike.
+CLASSIFIER_DROP_MULT = 0.5
+OUTPUT_P = 0.4  # fastai's classifier output_p: the head's first dropout before the multiplier
+
 
 @dataclass
 class ClassifierConfig:
@@ -38,9 +48,12 @@ class ClassifierConfig:
 
     labels: list[str] = field(default_factory=list)  # class names; index = output unit
     head_hidden: int = 50  # width of the hidden block (fastai's lin_ftrs=[50])
-    # Dropout before the first linear block (fastai's output_p: 0.4 x drop_mult 0.5) and
-    # before the second (fastai's 0.1).
-    head_dropout: float = 0.2
+    # Dropout before the first linear block: None takes the backbone's output dropout
+    # (an AWD-LSTM's output_dropout x dropout, which it then no longer applies itself:
+    # fastai's output_p 0.4 x drop_mult 0.5 = 0.2 by default), or 0.4 x
+    # CLASSIFIER_DROP_MULT for a Transformer. Before the second block: fastai's 0.1
+    # (its `ps`, which drop_mult does not scale).
+    head_dropout: float | None = None
     hidden_dropout: float = 0.1
     max_tokens: int = 1440  # a document's tokens read at most, [EOS] included (fastai: 20 x 72)
 
@@ -108,9 +121,9 @@ class LinearBlock(nn.Sequential):
 class PoolingHead(nn.Module):
     """(B, 3C) pooled features → (B, K) logits through two linear blocks."""
 
-    def __init__(self, n_in: int, config: ClassifierConfig):
+    def __init__(self, n_in: int, config: ClassifierConfig, dropout: float):
         super().__init__()
-        self.hidden = LinearBlock(n_in, config.head_hidden, config.head_dropout)
+        self.hidden = LinearBlock(n_in, config.head_hidden, dropout)
         self.out = LinearBlock(config.head_hidden, len(config.labels), config.hidden_dropout)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
@@ -142,7 +155,21 @@ class Classifier(nn.Module):
         self.backbone = backbone
         self.masked = mc.objective == "masked"
         width = mc.dim  # the Transformer's width; the AWD-LSTM's last layer outputs dim too
-        self.head = PoolingHead(3 * width, config)
+        self.head = PoolingHead(3 * width, config, self._head_dropout(backbone, config))
+
+    @staticmethod
+    def _head_dropout(backbone: LanguageModel, config: ClassifierConfig) -> float:
+        """The head's first dropout. The encoder's output dropout belongs to the head,
+        once (fastai): an AWD-LSTM's is taken out of the backbone (it would drop every
+        time step's output before the pooling, and the head would drop again) and
+        becomes the head's, unless the config names a value."""
+        from lmtool.models.lstm import AWDLSTM
+
+        output_p = OUTPUT_P * CLASSIFIER_DROP_MULT
+        if isinstance(backbone, AWDLSTM):
+            output_p = backbone.output_dropout.p
+            backbone.output_dropout = nn.Identity()
+        return output_p if config.head_dropout is None else config.head_dropout
 
     @property
     def labels(self) -> list[str]:

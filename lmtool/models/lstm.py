@@ -147,11 +147,13 @@ class AWDLSTM(LanguageModel):
             WeightDroppedLSTM(sizes[i], sizes[i + 1], probs["weight"])
             for i in range(config.layers)
         )
-        # Between layers: hidden dropout; after the last one: output dropout.
+        # Between layers: hidden dropout; after the last one: output dropout, which is
+        # the LM head's (fastai's LinearDecoder output_p): a classifier replaces it by
+        # an Identity and drops its pooled features in its own head instead.
         self.layer_dropouts = nn.ModuleList(
-            LockedDropout(probs["hidden"] if i < config.layers - 1 else probs["output"])
-            for i in range(config.layers)
+            LockedDropout(probs["hidden"]) for _ in range(config.layers - 1)
         )
+        self.output_dropout: nn.Module = LockedDropout(probs["output"])
         self.lm_head = nn.Linear(E, V)
         # ULMFiT's initialisation: small uniform embeddings, zero decoder bias.
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
@@ -186,7 +188,8 @@ class AWDLSTM(LanguageModel):
         weight = embedding_dropout(self.embedding.weight, self.embed_p, self.training)  # (V, E)
         x = self.input_dropout(F.embedding(idx, weight))  # (B, T, E)
         new_state = []
-        for i, (rnn, dropout) in enumerate(zip(self.rnns, self.layer_dropouts, strict=True)):
+        dropouts = [*self.layer_dropouts, self.output_dropout]
+        for i, (rnn, dropout) in enumerate(zip(self.rnns, dropouts, strict=True)):
             raw, hc = rnn(x, state.layers[i] if state is not None else None)
             x = dropout(raw)  # (B, T, H), or (B, T, E) after the last layer
             new_state.append(hc)

@@ -5,7 +5,8 @@
 
 Unlike a corpus (sources.py), nothing is dropped or merged: every file, and with
 `per_line` every line (an empty one too), is one document with its own source name, so
-results line up with the input. A binary, unreadable or (with strict decoding) invalid
+results line up with the input. Each loses the whitespace around it, as every
+document does (text/boundaries.py). A binary, unreadable or (with strict decoding) invalid
 UTF-8 file is recorded in the `SkipReport` and skipped.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmtool.errors import BadInput
+from lmtool.text.boundaries import document_text
 from lmtool.text.files import STDIN, NotText, check_encoding_errors, read_text
 from lmtool.text.sources import ReadReport, iter_lines, resolve_sources
 from lmtool.wording import count
@@ -74,7 +76,7 @@ def _documents(files: list[Path | str], per_line: bool, errors: str, max_chars: 
             report.skipped.append((name, e.why))
             continue
         report.undecodable_files += bool(replaced)
-        yield name, text[:max_chars]
+        yield name, document_text(text)[:max_chars]
 
 
 def _lines_of(source: Path | str, name: str, errors: str, max_chars: int,
@@ -90,11 +92,11 @@ def _lines_of(source: Path | str, name: str, errors: str, max_chars: int,
                 size += len(piece)
             if piece.endswith("\n"):
                 number += 1
-                yield f"{name}:{number}", "".join(parts).rstrip("\r\n")[:max_chars]
+                yield f"{name}:{number}", document_text("".join(parts))[:max_chars]
                 parts, size = [], 0
         if parts:
             number += 1
-            yield f"{name}:{number}", "".join(parts).rstrip("\r\n")[:max_chars]
+            yield f"{name}:{number}", document_text("".join(parts))[:max_chars]
     except BadInput as e:  # invalid UTF-8 in strict mode, an unreadable file
         report.skipped.append((name, e.message))
     if found.skipped_binary:

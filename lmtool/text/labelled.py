@@ -17,6 +17,7 @@ Formats (told from the extension, else from the content):
   folder  a directory with one sub-directory per class; every file under a class
           directory (recursively) is one document of that class.
 
+A text loses the whitespace around it, as every document does (text/boundaries.py).
 Everything streams: one row is parsed at a time, and a folder's files are read one by
 one. Rows without a label or a text, or with an empty label, stop reading with an
 error that names the file and line; binary or unreadable files in a folder are
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from lmtool.errors import BadInput
+from lmtool.text.boundaries import document_text
 from lmtool.text.files import STDIN, NotText, read_text, walk
 from lmtool.text.sources import ReadReport, iter_lines, iter_pieces, resolve_sources
 from lmtool.wording import count
@@ -231,7 +233,7 @@ class _Columns:
         label = fields[self.label_at].strip() if self.label_at is not None else ""
         if self.need_label and not label:
             raise BadInput(f"{where}: the row has an empty label", "give every row a label")
-        return Example(label, fields[self.text_at].strip(), where)
+        return Example(label, document_text(fields[self.text_at]), where)
 
 
 def _opens_quote(line: str, pos: int) -> bool:
@@ -391,7 +393,7 @@ def _iter_jsonl(name: str, lines: Iterator[tuple[int, str]],
                                           else str(label)).strip()
         if need_label and not label:
             raise BadInput(f"{where}: the row has an empty label", "give every row a label")
-        yield Example(label, text.strip(), where)
+        yield Example(label, document_text(text), where)
 
 
 # --- folders ---------------------------------------------------------------------------
@@ -411,7 +413,7 @@ def _iter_folder(root: Path, encoding_errors: str, report: LabelledReport) -> It
             except NotText as e:
                 report.skipped.append((str(path), e.why))
                 continue
-            yield Example(class_dir.name.strip(), text.strip(), str(path))
+            yield Example(class_dir.name.strip(), document_text(text), str(path))
 
 
 # --- the readers -------------------------------------------------------------------------

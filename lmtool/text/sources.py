@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from lmtool.errors import BadInput
+from lmtool.text.boundaries import piece_text
 from lmtool.text.files import (
     ENCODING_ERRORS,  # noqa: F401 (the CLI's choices are imported from here)
     STDIN,
@@ -218,8 +219,9 @@ def iter_pieces(
     """(text, is_last) pieces of documents; concatenating a document's pieces gives it back.
 
     Document modes: "file" (a whole file), "paragraph" (lines between blank or
-    whitespace-only lines; the blank lines are dropped), "line" (each non-blank line,
-    without its line end). Whitespace-only documents are dropped.
+    whitespace-only lines; the blank lines are dropped), "line" (each non-blank line).
+    Every document loses the whitespace around it (text/boundaries.py: the policy every
+    reader shares); whitespace-only documents are dropped.
     """
     if document not in DOCUMENT_MODES:
         raise BadInput(f"--document must be one of {', '.join(DOCUMENT_MODES)}, not {document!r}")
@@ -233,9 +235,7 @@ def iter_pieces(
     def finish() -> Iterator[tuple[str, bool]]:
         nonlocal buf, size, has_text, started
         if has_text:
-            text = "".join(buf)
-            if document != "file":  # a paragraph or line ends at its last character
-                text = text.rstrip("\r\n")
+            text = piece_text("".join(buf), first=not started, last=True)
             report.documents += 1
             report.characters += len(text)
             yield text, True
@@ -265,7 +265,7 @@ def iter_pieces(
             yield from finish()
         elif size >= piece_chars and has_text:
             # Hand out what we have, keeping line ends: the next piece continues the document.
-            text = "".join(buf)
+            text = piece_text("".join(buf), first=not started, last=False)
             report.characters += len(text)
             started = True
             buf, size = [], 0

@@ -7,7 +7,9 @@ skips special tokens by default; pass `skip_special_tokens=False` to keep them.
 
 Kinds:
   bpe        byte-level BPE (GPT-2 style): every byte is in the vocabulary, so no
-             text ever maps to [UNK] and decode(encode(x)) == x
+             text ever maps to [UNK]; a space is added before the first word (and
+             taken off by the decoder), so decode(encode(x)) == x for a text that does
+             not begin with a space (every document: text/boundaries.py)
   wordpiece  BERT-style WordPiece on whitespace/punctuation-split words
   unigram    SentencePiece-style Unigram language model ("▁" marks a space)
   char       one token per character seen in training; other characters are [UNK]
@@ -72,8 +74,12 @@ def _build(kind: str, vocab_size: int, min_frequency: int, show_progress: bool):
     }
     if kind == "bpe":
         tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
+        # A space before the first word, so a word encodes the same at the start of a
+        # document as inside one ("Ġhide"); the decoder takes that one space off again
+        # (text/boundaries.py). Files written before this say add_prefix_space false
+        # and keep decoding as they encoded.
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        tok.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 1, 0)])
         trainer = trainers.BpeTrainer(
             min_frequency=min_frequency,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: no [UNK]
@@ -187,6 +193,14 @@ def find_tokenizer_file(path: Path) -> Path:
     if not path.exists():
         raise BadInput(f"{path} does not exist", "pass a tokenizer file from lmtool tokenize train")
     return path
+
+
+def is_byte_level(tok: Tokenizer) -> bool:
+    """Whether a tokenizer's tokens are byte-level BPE tokens (each character one byte),
+    told from its pre-tokenizer: the decoder differs between old and new files."""
+    from tokenizers import pre_tokenizers
+
+    return isinstance(tok.pre_tokenizer, pre_tokenizers.ByteLevel)
 
 
 def tokenizer_kind(path: Path) -> str:

@@ -43,6 +43,7 @@ import torch
 
 from lmtool.checkpoint import TOKENIZER, WEIGHTS, TrainerState
 from lmtool.errors import BadInput
+from lmtool.models.classifier import CLASSIFIER_DROP_MULT
 from lmtool.training.base_run import file_sha256, read_base
 from lmtool.training.builder import Env, Parts, RunPlan, build_run
 from lmtool.training.flags import TrainFlags
@@ -50,9 +51,10 @@ from lmtool.training.run import RunResult, stored_path
 from lmtool.training.trainer import Callback
 from lmtool.wording import count, plural
 
-# fastai's AWD-LSTM classifier dropouts (awd_lstm_clas_config), before the multiplier.
+# fastai's AWD-LSTM classifier dropouts (awd_lstm_clas_config) and its one multiplier
+# for them (drop_mult 0.5, models/classifier.py), replacing the base LM's multiplier.
 LSTM_DROPOUTS = dict(embed_dropout=0.05, input_dropout=0.4, hidden_dropout=0.3,
-                     weight_dropout=0.5, output_dropout=0.4)
+                     weight_dropout=0.5, output_dropout=0.4, dropout=CLASSIFIER_DROP_MULT)
 # What `finetune classifier` trains with unless told otherwise: ULMFiT's recipe.
 CLASSIFIER_DEFAULTS = {
     "schedule": "stlr", "discriminative": 2.6, "unfreeze_start": 1, "unfreeze_every": 1.0,
