@@ -128,7 +128,9 @@ def test_a_document_in_many_pieces_gets_one_eos(setup, tmp_path, monkeypatch):
     docs = split_docs(shards.train)
     assert len(docs) == 2
     tok = load_tokenizer(tok_path)
-    assert tok.decode(docs[0][:-1].tolist()) == big.read_text()
+    # Encoded in pieces, it reads as the whole document (stripped) encoded at once.
+    assert tok.decode(docs[0][:-1].tolist()) == big.read_text().strip()
+    assert docs[0][:-1].tolist() == tok.encode(big.read_text().strip()).ids
 
 
 class RecordingTokenizer:

@@ -8,8 +8,8 @@ model sees every document start at its first word and end at its last, in pre-tr
 as in fine-tuning, and [EOS] follows a word, never a lone space or line end.
 
 The tokenizer's half (text/tokenizer.py). A byte-level BPE trained by `tokenize train`
-adds a space before a text's first word (`add_prefix_space`), and its decoder takes it
-off again: "hide" is "Ġhide" at the start of a document as inside one. WordPiece splits
+puts a space before every text (PREFIX_SPACE), and its decoder takes it off again:
+"hide" is "Ġhide" at the start of a document as inside one. WordPiece splits
 at whitespace and unigram's Metaspace prefixes "▁" already; a char tokenizer needs
 nothing. A tokenizer file written before this keeps its own settings and so decodes
 what it encoded.

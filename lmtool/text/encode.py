@@ -65,32 +65,50 @@ def iter_encoded(
     """
     encode = batch_encoder(tok)
 
-    def run(texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in encode(texts)]
+    def run(texts: list[str], anchors: list[str]) -> list[list[int]]:
+        out = [e.ids for e in encode(texts)]
+        for i, anchor in enumerate(anchors):
+            if anchor:
+                out[i] = continued(tok, anchor, texts[i])
+        return out
 
-    def chunks() -> Iterator[tuple[list[str], list[bool]]]:
+    def chunks() -> Iterator[tuple[list[str], list[bool], list[str]]]:
         texts: list[str] = []
         lasts: list[bool] = []
+        anchors: list[str] = []  # the previous piece's last character, for a continuation
         size = 0
+        before = ""
         for text, last in pieces:
             texts.append(text)
             lasts.append(last)
+            anchors.append(before)
+            before = "" if last else text[-1:]
             size += len(text)
             if size >= chunk_chars:
-                yield texts, lasts
-                texts, lasts, size = [], [], 0
+                yield texts, lasts, anchors
+                texts, lasts, anchors, size = [], [], [], 0
         if texts:
-            yield texts, lasts
+            yield texts, lasts, anchors
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
-        for texts, lasts in chunks():
-            future = pool.submit(run, texts)
+        for texts, lasts, anchors in chunks():
+            future = pool.submit(run, texts, anchors)
             if pending is not None:
                 yield pending[0], pending[1].result()
             pending = (lasts, future)
         if pending is not None:
             yield pending[0], pending[1].result()
+
+
+def continued(tok: Any, anchor: str, text: str) -> list[int]:
+    """The ids of `text`, a piece that continues a document after `anchor` (the end of
+    the piece before: a line end), as they are inside the whole document. Encoded
+    alone, its first word would get the space a tokenizer puts before a text
+    (tokenizer.PREFIX_SPACE); encoded after the anchor, the tokens that cover only the
+    anchor are dropped."""
+    e = tok.encode(anchor + text, add_special_tokens=False)
+    return [i for i, (_, end) in zip(e.ids, e.offsets, strict=True) if end > len(anchor)]
 
 
 @dataclass

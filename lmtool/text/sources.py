@@ -264,12 +264,15 @@ def iter_pieces(
         if document == "line" and line.endswith("\n"):
             yield from finish()
         elif size >= piece_chars and has_text:
-            # Hand out what we have, keeping line ends: the next piece continues the document.
+            # Hand out what we have but its trailing whitespace (which would belong to no
+            # piece if the document ended there): the next piece continues with it.
             text = piece_text("".join(buf), first=not started, last=False)
-            report.characters += len(text)
+            kept = text.rstrip()
+            report.characters += len(kept)
             started = True
-            buf, size = [], 0
-            yield text, False
+            buf = [text[len(kept) :]]
+            size = len(buf[0])
+            yield kept, False
     yield from finish()
 
 

@@ -7,9 +7,9 @@ skips special tokens by default; pass `skip_special_tokens=False` to keep them.
 
 Kinds:
   bpe        byte-level BPE (GPT-2 style): every byte is in the vocabulary, so no
-             text ever maps to [UNK]; a space is added before the first word (and
-             taken off by the decoder), so decode(encode(x)) == x for a text that does
-             not begin with a space (every document: text/boundaries.py)
+             text ever maps to [UNK] and decode(encode(x)) == x; a space is put
+             before every text (and taken off by the decoder: PREFIX_SPACE), so a
+             document's first word is the token it is inside a document
   wordpiece  BERT-style WordPiece on whitespace/punctuation-split words
   unigram    SentencePiece-style Unigram language model ("▁" marks a space)
   char       one token per character seen in training; other characters are [UNK]
@@ -33,6 +33,14 @@ if TYPE_CHECKING:
 KINDS = ("bpe", "wordpiece", "unigram", "char")
 NORMALIZATIONS = ("nfkc", "lowercase", "strip-accents")
 BYTE_ALPHABET = 256
+# A byte-level BPE reads every text with a space in front (a `Prepend` normalizer) and
+# its decoder strips one: a word is then the same token at the start of a document as
+# inside one ("Ġhide", not "hide"; text/boundaries.py), and decode(encode(x)) == x for
+# any x. Unlike the ByteLevel pre-tokenizer's add_prefix_space, which adds no space to
+# a text that begins with one, it always adds exactly one, so the decoder's strip is
+# always right. A tokenizer file written before this has neither and keeps decoding
+# what it encoded: loading never changes a file's settings.
+PREFIX_SPACE = " "
 
 
 def min_vocab_size(kind: str) -> int:
@@ -41,7 +49,8 @@ def min_vocab_size(kind: str) -> int:
     return len(SPECIAL_TOKENS) + extra
 
 
-def _normalizer(normalization: Sequence[str]):
+def _normalizer(normalization: Sequence[str], kind: str):
+    """The normalization steps asked for; a byte-level BPE's ends with PREFIX_SPACE."""
     from tokenizers import normalizers
 
     unknown = set(normalization) - set(NORMALIZATIONS)
@@ -60,6 +69,8 @@ def _normalizer(normalization: Sequence[str]):
         steps.append(normalizers.NFKC())
     if "lowercase" in normalization:
         steps.append(normalizers.Lowercase())
+    if kind == "bpe":
+        steps.append(normalizers.Prepend(PREFIX_SPACE))
     return normalizers.Sequence(steps) if steps else None
 
 
@@ -74,11 +85,9 @@ def _build(kind: str, vocab_size: int, min_frequency: int, show_progress: bool):
     }
     if kind == "bpe":
         tok = Tokenizer(models.BPE())
-        # A space before the first word, so a word encodes the same at the start of a
-        # document as inside one ("Ġhide"); the decoder takes that one space off again
-        # (text/boundaries.py). Files written before this say add_prefix_space false
-        # and keep decoding as they encoded.
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        # The normalizer puts a space before every text (PREFIX_SPACE) and the decoder
+        # takes exactly one off again.
         tok.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 1, 0)])
         trainer = trainers.BpeTrainer(
             min_frequency=min_frequency,
@@ -132,7 +141,7 @@ def train_tokenizer(
     if min_frequency < 1:
         raise BadInput("--min-frequency must be at least 1")
     tok, trainer = _build(kind, vocab_size, min_frequency, show_progress)
-    normalizer = _normalizer(normalization)
+    normalizer = _normalizer(normalization, kind)
     if normalizer is not None:
         tok.normalizer = normalizer
     report = report if report is not None else ReadReport()
