@@ -226,7 +226,9 @@ class CompletionEngine:
         """The prefix's ids as the model reads them ([EOS], then the text less what is
         backed up for healing when `heal`), and the healing. Past the context, the
         window starts at a multiple of context // 4 tokens, so it moves rarely and the
-        cache stays."""
+        cache stays. The text is a document's beginning: its leading whitespace is no
+        part of it (text/boundaries.py); the caller keeps the trailing one out."""
+        text = text.lstrip()
         if heal:
             tokens, healing = back_up(self.lm.tokenizer, self.texts, text)
         else:
