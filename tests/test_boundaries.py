@@ -203,3 +203,16 @@ def test_classifier_dropouts_follow_one_multiplier():
                "output_dropout": clf.head.hidden[1].p}
         assert got == pytest.approx({k: v * mult for k, v in fastai.items()})
     assert pytest.approx(0.2) == CLASSIFIER_DROP_MULT * OUTPUT_P  # fastai's head: 0.4 x 0.5
+
+
+def test_the_text_after_a_mask_reads_as_inside_the_text(data):
+    """fill-mask: the tokenizer's space before a text must not come after each [MASK]."""
+    from lmtool.inference.fill_mask import _encode_around_masks
+
+    _, corpus, _ = data
+    tok = train_tokenizer([corpus], kind="bpe", vocab_size=300, min_frequency=1)
+    whole = tok.encode("the river flows under the bridge").ids
+    head = tok.encode("the river").ids
+    ids = _encode_around_masks(tok, "the river[MASK] under the bridge")
+    assert ids == head + [SPECIAL_IDS.mask] + whole[len(tok.encode("the river flows").ids):]
+    assert _encode_around_masks(tok, "[MASK]") == [SPECIAL_IDS.mask]

@@ -84,14 +84,27 @@ def _attaches_space(tokenizer) -> bool:
     return type(tokenizer.pre_tokenizer).__name__ in ("ByteLevel", "Metaspace")
 
 
+def _encode_around_masks(tokenizer, text: str) -> list[int]:
+    """The ids of a text holding [MASK]s, each text after a mask encoded as it reads
+    inside the text: a tokenizer that puts a space before every text would put one
+    after each mask too (text/tokenizer.py PREFIX_SPACE), so that text is encoded after
+    a line end, whose tokens are then dropped (text.encode.continued)."""
+    from lmtool.text.encode import continued
+
+    first, *rest = text.split(MASK)
+    ids = tokenizer.encode(first, add_special_tokens=False).ids if first else []
+    for part in rest:
+        ids += [SPECIAL_IDS.mask, *(continued(tokenizer, "\n", part) if part else [])]
+    return ids
+
+
 def _fill_one(lm: LoadedLM, text: str, top_k: int, index: int) -> MaskFill:
     tokenizer, model = lm.tokenizer, lm.model
     where = f"input {index + 1}"
     if MASK not in text:
         raise BadInput(f"{where} has no {MASK}", f"write {MASK} where a word should be guessed")
     source = SPACE_BEFORE_MASK.sub("", text) if _attaches_space(tokenizer) else text
-    ids = tokenizer.encode(source, add_special_tokens=False).ids
-    ids = [SPECIAL_IDS.eos, *ids, SPECIAL_IDS.eos]
+    ids = [SPECIAL_IDS.eos, *_encode_around_masks(tokenizer, source), SPECIAL_IDS.eos]
     if len(ids) > lm.config.context:
         raise BadInput(
             f"{where} has {len(ids)} tokens with its [EOS] marks; the model reads at most "
