@@ -195,11 +195,18 @@ def _bash(line: str) -> list[str]:
 
 
 def run_line(line: str, cwd: Path) -> tuple[int, str]:
-    proc = subprocess.run(
-        _bash(line), cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        timeout=LINE_TIMEOUT_S, start_new_session=True,
+    """Run `line` with no terminal (stdin empty); (exit code, stderr)."""
+    proc = subprocess.Popen(
+        _bash(line), cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
-    return proc.returncode, proc.stderr
+    try:
+        _, stderr = proc.communicate(timeout=LINE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole line: bash and what it started
+        _, stderr = proc.communicate()
+        return -signal.SIGKILL, f"timed out after {LINE_TIMEOUT_S} s\n{stderr}"
+    return proc.returncode, stderr
 
 
 def run_interactive(line: str, cwd: Path) -> tuple[int, str]:
