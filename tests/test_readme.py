@@ -267,14 +267,6 @@ def gloo_abort_at_exit(line: str, stderr: str) -> bool:
     )
 
 
-KNOWN_WARNINGS = (
-    # TODO(generate branch, issue 14 "--kind char warns about a vocabulary size nobody
-    # asked for"; `--kind char` without --vocab-size): tolerated until that fix is
-    # merged; then delete this.
-    "distinct characters seen",
-)
-
-
 def lmtool_warnings(stderr: str) -> list[str]:
     return [w.strip() for w in stderr.splitlines() if "lmtool: warning:" in w]
 
@@ -285,7 +277,7 @@ def problem(line: str, code: int, stderr: str) -> str | None:
         return f"exited {code}"
     if re.search(r"#.*\bwarns\b", line):
         return None  # the README says this line warns
-    unexpected = [w for w in lmtool_warnings(stderr) if not any(k in w for k in KNOWN_WARNINGS)]
+    unexpected = lmtool_warnings(stderr)
     if unexpected:
         return "warned (fix the line, or say `warns` in its comment): " + " | ".join(unexpected)
     return None
