@@ -256,24 +256,13 @@ def run_interactive(line: str, cwd: Path) -> tuple[int, str]:
         os.close(master)
 
 
-def gloo_abort_at_exit(line: str, stderr: str) -> bool:
-    # TODO(torchrun branch, issue 14 "gloo abort at exit"): a gloo rank sometimes aborts at
-    # interpreter exit after a complete run ("terminate called without an active
-    # exception", exit -6). Tolerated here until that fix is merged; then delete this.
-    return (
-        line.startswith("torchrun ")
-        and "terminate called without an active exception" in stderr
-        and "exitcode: -6" in stderr
-    )
-
-
 def lmtool_warnings(stderr: str) -> list[str]:
     return [w.strip() for w in stderr.splitlines() if "lmtool: warning:" in w]
 
 
 def problem(line: str, code: int, stderr: str) -> str | None:
     """What is wrong with a line's run, if anything."""
-    if code != 0 and not gloo_abort_at_exit(line, stderr):
+    if code != 0:
         return f"exited {code}"
     if re.search(r"#.*\bwarns\b", line):
         return None  # the README says this line warns
