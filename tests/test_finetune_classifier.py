@@ -64,15 +64,15 @@ class Weights(Callback):
 
 @pytest.mark.parametrize("kind", ["lstm", "masked"])
 def test_gradual_unfreezing_epoch_by_epoch(lms, tmp_path, kind):
-    """Epoch e trains the top e + 1 layer groups: the head alone first, the embedding
-    only in the last epoch; the schedule reaches every group."""
+    """Epoch e trains the top e layer groups: the head alone first, the embedding only
+    in the last stage, which is two epochs long; the schedule reaches every group."""
     data = write_tsv(tmp_path / "train.tsv", labelled_rows(40))
     weights = Weights()
     result = finetune_classifier(lms[kind], data, tmp_path / "clf", callbacks=[weights],
                                  overrides=dict(batch_size=8, device="cpu"))
     groups = 4  # embedding, 2 layers, head
-    assert [r["trainable_groups"] for r in result.history] == [1, 2, 3, 4]
-    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
+    assert [r["trainable_groups"] for r in result.history] == [1, 2, 3, 4, 4]
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5]
     names = list(weights.snapshots[0])
     layer_of = {}  # parameter name → its layer group, bottom (0) to top (3)
     model = load_checkpoint(tmp_path / "clf", task="classifier").model
@@ -212,10 +212,10 @@ def test_cli_finetune_classifier_then_classify_evaluate_info(cli, lms, tmp_path)
             "--batch-size", "8", "--device", "cpu", "--format", "json")
     assert r.exit_code == 0, r.stderr
     result = json.loads(r.stdout)  # stdout holds this one object, the figures on stderr too
-    assert result["labels"] == ["neg", "pos"] and len(result["history"]) == 4
+    assert result["labels"] == ["neg", "pos"] and len(result["history"]) == 5
     assert result["best"] in result["history"]
     epochs = [line for line in r.stderr.splitlines() if line.startswith("epoch ")]
-    assert len(epochs) == 4 and epochs[0].startswith("epoch 1/4: train loss")
+    assert len(epochs) == 5 and epochs[0].startswith("epoch 1/5: train loss")
     assert "1/4 layer groups" in epochs[0] and "4/4 layer groups" in epochs[3]
     assert "best epoch" in r.stderr
     r = cli("evaluate", tmp_path / "clf", test, "--format", "json", "--device", "cpu")
@@ -226,14 +226,15 @@ def test_cli_finetune_classifier_then_classify_evaluate_info(cli, lms, tmp_path)
     assert r.exit_code == 0
     assert "labels      neg, pos" in r.stdout and str(lms["lstm"].resolve()) in r.stdout
     info = json.loads(cli("info", tmp_path / "clf", "--format", "json").stdout)
-    assert [e["trainable_groups"] for e in info["classifier"]["epochs"]] == [1, 2, 3, 4]
+    assert [e["trainable_groups"] for e in info["classifier"]["epochs"]] == [1, 2, 3, 4, 4]
 
 
 @pytest.mark.parametrize("every, epochs, groups", [
-    ("0", 4, [4, 4, 4, 4]), ("0.5", 2, [2, 4]), ("2", 8, [1, 1, 2, 2, 3, 3, 4, 4])])
+    ("0", 5, [4] * 5), ("0.5", 2.5, [2, 4, 4]), ("2", 10, [1, 1, 2, 2, 3, 3] + [4] * 4)])
 def test_cli_unfreeze_every(cli, lms, tmp_path, every, epochs, groups):
     """--unfreeze-every sets the period of gradual unfreezing and, without a limit, the
-    run's length (a stage per group); 0 trains every group from the first step. Each
+    run's length (a stage per group, the last twice as long); 0 trains every group from
+    the first step, as long as the gradual plan. Each
     epoch's row counts the groups that trained in its last step."""
     train = write_tsv(tmp_path / "train.tsv", labelled_rows(32, seed=4))
     r = cli("finetune", "classifier", lms["lstm"], train, "-o", tmp_path / "clf",

@@ -121,6 +121,21 @@ class EpochReporter(Reporter):
         super().__init__(quiet)
         self.losses: list[float] = []
 
+    def on_start(self, trainer) -> None:
+        """The plan of stages, before the first step, with how the limits compressed
+        it; what they leave frozen as warnings (shown with --quiet too)."""
+        plan = trainer.stages
+        if plan is None:
+            return
+        for line in plan.warnings:
+            warn(line)
+        lines = plan.describe(trainer.groups, trainer.limits.steps_per_epoch)
+        self._print(f"plan: {len(lines)} stage(s) of {plan.total} steps, each a "
+                    f"{plan.schedule} cycle; each layer group below the top at its "
+                    f"rate / {trainer.config.discriminative:g}")
+        for line in [*plan.notes, *lines]:
+            self._print("  " + line)
+
     def on_train_row(self, trainer, row: dict) -> None:
         self.losses.append(row["loss"])
         if self.bar is not None:
