@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -120,8 +121,9 @@ def test_from_scratch_keeps_the_architecture_not_the_weights(lms, tmp_path):
 
 
 def test_resume_matches_an_uninterrupted_run(lms, tmp_path):
-    """A run stopped after its second epoch (by a crash) and resumed ends with the same
-    weights, best epoch and held-out figures as a run never stopped."""
+    """A run stopped after its second epoch (by a crash), in the middle of a stage, and
+    resumed ends with the same rates, losses, weights, best epoch and held-out figures
+    as a run never stopped."""
     data = write_tsv(tmp_path / "train.tsv", labelled_rows(40, seed=1))
     opts = dict(batch_size=8, device="cpu", epochs=4)
     whole = finetune_classifier(lms["lstm"], data, tmp_path / "whole", overrides=opts)
@@ -137,6 +139,16 @@ def test_resume_matches_an_uninterrupted_run(lms, tmp_path):
     resumed = finetune_classifier(lms["lstm"], data, tmp_path / "cut", resume=True,
                                   overrides=dict(device="cpu"))
     assert resumed.resumed_from == 10
+    # step 10 is in the middle of a stage: its cycle goes on where it was
+    stages = json.loads((tmp_path / "cut" / "config.json").read_text())["stages"]["stages"]
+    ends = [sum(st["steps"] for st in stages[: k + 1]) for k in range(len(stages))]
+    assert ends == [4, 8, 12, 20] and 8 < 10 < 12
+
+    def train_rows(run):
+        return [(r["step"], r["stage"], r["lr"], r["loss"])
+                for r in map(json.loads, (run / "metrics.jsonl").open()) if "loss" in r]
+
+    assert train_rows(tmp_path / "cut") == train_rows(tmp_path / "whole")
     assert [r["val_loss"] for r in resumed.history] == [r["val_loss"] for r in whole.history]
     assert resumed.best_epoch == whole.best_epoch
     a = load_file(str(tmp_path / "whole" / "model.safetensors"))
@@ -404,3 +416,103 @@ def test_cli_quiet_text_prints_the_best_epoch_and_stores_absolute_paths(
     data = json.loads((tmp_path / "clf" / "config.json").read_text())["data"]
     assert Path(data["path"]).is_absolute() and data["valid"] is None
     assert Path(data["path"]).resolve() == Path(train).resolve()
+
+
+# --- the plan of stages (training/freezing.py) -----------------------------------------------
+
+
+def test_each_stage_is_a_slanted_triangle_at_its_own_peak(lms, tmp_path):
+    """The top group's rate restarts at each stage: peak/32, a short rise, a long fall,
+    at fastai's peaks 2e-2, 1e-2, 5e-3, then 1e-3 for twice as long; every training row
+    of metrics.jsonl names its stage, and config.json holds the plan."""
+    from lmtool.training.schedules import stlr
+
+    data = write_tsv(tmp_path / "train.tsv", labelled_rows(60, seed=6))
+    finetune_classifier(lms["lstm"], data, tmp_path / "clf",
+                        overrides=dict(batch_size=4, device="cpu", unfreeze_every=1.0))
+    rows = [json.loads(line) for line in (tmp_path / "clf" / "metrics.jsonl").open()]
+    rows = [r for r in rows if "loss" in r]
+    config = json.loads((tmp_path / "clf" / "config.json").read_text())
+    spe = config["data"]["steps_per_epoch"]
+    plan = config["stages"]["stages"]
+    assert [(s["steps"], s["trainable"]) for s in plan] == [(spe, 1), (spe, 2), (spe, 3),
+                                                            (2 * spe, 4)]
+    assert [s["peak"] for s in plan] == pytest.approx([2e-2, 1e-2, 5e-3, 1e-3])
+    assert [r["step"] for r in rows] == list(range(1, 5 * spe + 1))
+    for k, stage in enumerate(plan, start=1):
+        rates = [r["lr"] for r in rows if r["stage"] == k]
+        n = stage["steps"]
+        assert rates == pytest.approx([stlr(t / (n - 1), stage["peak"]) for t in range(n)])
+        top = rates.index(max(rates))
+        assert rates[0] == pytest.approx(stage["peak"] / 32) and 0 < top < n / 4
+        assert all(a < b for a, b in zip(rates[:top], rates[1 : top + 1], strict=True))
+        assert all(a > b for a, b in zip(rates[top:], rates[top + 1 :], strict=False))
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_every_group_trains_under_any_epochs(lms, tmp_path, epochs):
+    """--epochs shorter than the plan compresses it: still every layer group trains,
+    the embedding included (before: the head alone with --epochs 1)."""
+    data = write_tsv(tmp_path / "train.tsv", labelled_rows(40, seed=7))
+    result = finetune_classifier(lms["lstm"], data, tmp_path / "clf",
+                                 overrides=dict(batch_size=8, device="cpu", epochs=epochs))
+    assert result.history[-1]["trainable_groups"] == 4
+    base = load_file(str(lms["lstm"] / "model.safetensors"))
+    weights = load_file(str(tmp_path / "clf" / "model.safetensors"))
+    backbone = {k.removeprefix("backbone."): v for k, v in weights.items()
+                if k.startswith("backbone.")}
+    assert backbone and all(not torch.equal(v, base[k]) for k, v in backbone.items())
+
+
+class FirstStep(Callback):
+    """The parameters before the first step and which of them moved in it."""
+
+    def __init__(self):
+        self.before: dict | None = None
+        self.moved: dict = {}
+
+    def on_start(self, trainer):
+        self.before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+
+    def on_step(self, trainer):
+        if trainer.state.step == 1:
+            self.moved = {n: not torch.equal(p.detach(), self.before[n])
+                          for n, p in trainer.model.named_parameters()}
+
+
+def test_from_scratch_every_group_trains_from_the_first_step(lms, tmp_path):
+    """Random features are not worth a stage of training the head alone on them."""
+    data = write_tsv(tmp_path / "train.tsv", labelled_rows(40, seed=8))
+    seen = {}
+    for name, scratch in (("scratch", True), ("ulmfit", False)):
+        first = FirstStep()
+        finetune_classifier(lms["lstm"], data, tmp_path / name, from_scratch=scratch,
+                            callbacks=[first], overrides=dict(batch_size=8, device="cpu"))
+        seen[name] = first.moved
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        assert len(config["stages"]["stages"]) == (1 if scratch else 4)
+    assert seen["scratch"] and all(seen["scratch"].values())
+    assert all(seen["ulmfit"][n] == n.startswith("head.") for n in seen["ulmfit"])
+
+
+def test_cli_prints_the_plan_and_what_the_limits_do_before_training(cli, lms, tmp_path):
+    train = write_tsv(tmp_path / "train.tsv", labelled_rows(32, seed=9))
+    r = cli("finetune", "classifier", lms["lstm"], train, "-o", tmp_path / "a",
+            "--batch-size", "8", "--device", "cpu", "--max-steps", "2")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stderr.splitlines()
+    first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch "))
+    warned = next(i for i, line in enumerate(lines) if "unfreeze several at a time" in line)
+    plan = next(i for i, line in enumerate(lines) if line.startswith("plan: 2 stage(s)"))
+    assert warned < plan < first_epoch and lines[warned].startswith("lmtool: warning: ")
+    assert "stage 2/2: steps 2-2" in lines[plan + 2] and "top 4/4 layer groups" in lines[
+        plan + 2]
+    assert r.stdout.count("\n") == 1 and "best epoch" in r.stdout  # the result alone
+    # a time limit cannot be planned in steps: it is said at the start, and at the end
+    # which groups the clock left frozen
+    r = cli("finetune", "classifier", lms["lstm"], train, "-o", tmp_path / "b",
+            "--batch-size", "8", "--device", "cpu", "--max-time", "0.001")
+    assert r.exit_code == 0, r.stderr
+    assert "--max-time 0.001 s stops the plan early" in r.stderr
+    assert re.search(r"warning: --max-time stopped the run at step \d+, before the plan's "
+                     r"last stage: the lowest 3 of 4 layer groups never trained", r.stderr)
