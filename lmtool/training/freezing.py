@@ -94,7 +94,7 @@ class StagePlan:
     stages: tuple[Stage, ...]
     schedule: str = "stlr"  # within each stage (schedules.py; "constant": the peak)
     # What the limits did to the plan, a line each, for the log (not saved with it):
-    # how they compressed it, and (warnings) what they leave frozen.
+    # how they compressed it, and (warnings) stages merged for want of steps.
     notes: tuple[str, ...] = field(default=(), compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
