@@ -508,6 +508,11 @@ def test_cli_prints_the_plan_and_what_the_limits_do_before_training(cli, lms, tm
     assert "stage 2/2: steps 2-2" in lines[plan + 2] and "top 4/4 layer groups" in lines[
         plan + 2]
     assert r.stdout.count("\n") == 1 and "best epoch" in r.stdout  # the result alone
+    # resumed with a longer limit: the plan stays; the log says what comes after it
+    r = cli("finetune", "classifier", lms["lstm"], train, "-o", tmp_path / "a", "--resume",
+            "--max-steps", "4")
+    assert r.exit_code == 0, r.stderr
+    assert "plan: 2 stage(s)" in r.stderr and "steps 3-4: after the plan" in r.stderr
     # a time limit cannot be planned in steps: it is said at the start, and at the end
     # which groups the clock left frozen
     r = cli("finetune", "classifier", lms["lstm"], train, "-o", tmp_path / "b",

@@ -137,6 +137,9 @@ class EpochReporter(Reporter):
         self._print(f"plan: {len(lines)} stage(s) of {plan.total} steps, each a "
                     f"{plan.schedule} cycle; each layer group below the top at its "
                     f"rate / {trainer.config.discriminative:g}")
+        end = trainer.limits.max_steps
+        if end is not None and end > plan.total:  # a resumed run given a longer limit
+            lines.append(f"steps {plan.total + 1}-{end}: after the plan, at its last rate")
         for line in [*plan.notes, *lines]:
             self._print("  " + line)
 
