@@ -97,17 +97,17 @@ def test_gradual_unfreezing_epoch_by_epoch(lms, tmp_path, kind):
 
 def test_from_scratch_keeps_the_architecture_not_the_weights(lms, tmp_path):
     """The backbone of a --from-scratch classifier is a seeded random one, not the
-    base run's; after a step that trains the head alone, a normal one is the base's."""
+    base run's; before the first step, a normal one is the base's."""
     data = write_tsv(tmp_path / "train.tsv", labelled_rows(40))
     base = load_file(str(lms["lstm"] / "model.safetensors"))
     opts = dict(batch_size=8, device="cpu", max_steps=1)
     backbones = {}
     for name, scratch, seed in (("ulmfit", False, 0), ("scratch", True, 0),
                                 ("again", True, 0), ("seed1", True, 1)):
+        first = FirstStep()
         finetune_classifier(lms["lstm"], data, tmp_path / name, from_scratch=scratch,
-                            overrides=dict(opts, seed=seed))
-        weights = load_file(str(tmp_path / name / "model.safetensors"))
-        backbones[name] = {k.removeprefix("backbone."): v for k, v in weights.items()
+                            overrides=dict(opts, seed=seed), callbacks=[first])
+        backbones[name] = {k.removeprefix("backbone."): v for k, v in first.before.items()
                            if k.startswith("backbone.")}
         config = json.loads((tmp_path / name / "config.json").read_text())
         assert config["base"]["from_scratch"] is scratch
