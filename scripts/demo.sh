@@ -15,7 +15,9 @@ lmtool=.venv/bin/lmtool
 minutes=${LMTOOL_DEMO_MINUTES:-2}
 
 echo "== 1. train a byte-level BPE tokenizer on corpora/demo (and the unlabelled reviews)" >&2
-$lmtool tokenize train corpora/demo corpora/reviews/unlabelled.txt --kind bpe --vocab-size 4000 \
+# 2,293: every merge these texts offer (no pair beyond them occurs twice); a larger size
+# gives the same tokenizer with a warning that it cannot be filled.
+$lmtool tokenize train corpora/demo corpora/reviews/unlabelled.txt --kind bpe --vocab-size 2293 \
   -o "$out/tokenizer.json" --force
 $lmtool tokenize stats --tokenizer "$out/tokenizer.json" corpora/demo
 

@@ -148,5 +148,59 @@ def _clock_worker(shards: str, out: str) -> None:
     distributed.teardown(ctx)
 
 
+TORCHRUN_ENV = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
+
+
+def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=120)
+
+
+# Finalization is where gloo's surviving threads abort a rank; an atexit handler runs
+# exactly when finalization starts, so its silence shows the rank skipped it.
+_MAIN_WITH_ATEXIT = """
+import atexit, sys
+atexit.register(lambda: print("finalized"))
+sys.argv = ["lmtool", *{args!r}]
+from lmtool.cli.main import main
+main()
+"""
+
+
+def test_a_torchrun_rank_skips_finalization_and_keeps_its_output_and_exit_code(tmp_path):
+    ok = _python(_MAIN_WITH_ATEXIT.format(args=["--version"]), TORCHRUN_ENV)
+    assert (ok.returncode, ok.stderr) == (0, "")
+    assert ok.stdout.startswith("lmtool ") and "finalized" not in ok.stdout
+
+    bad = _python(_MAIN_WITH_ATEXIT.format(args=["info", str(tmp_path / "none")]),
+                  TORCHRUN_ENV)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.startswith("lmtool: error: ") and bad.stderr.count("\n") == 1
+
+    usage = _python(_MAIN_WITH_ATEXIT.format(args=["pretrain", "--no-such-flag"]),
+                    TORCHRUN_ENV)
+    assert usage.returncode == 2 and "finalized" not in usage.stdout
+
+
+def test_outside_torchrun_the_interpreter_exits_normally():
+    plain = _python(_MAIN_WITH_ATEXIT.format(args=["--version"]), {})
+    assert plain.returncode == 0 and plain.stdout.endswith("finalized\n")
+
+
+@pytest.mark.parametrize(("code", "status", "stderr"),
+                         [(None, 0, ""), (0, 0, ""), (1, 1, ""), (130, 130, ""),
+                          ("'no such run'", 1, "no such run\n")])
+def test_exit_rank_flushes_what_was_written_and_exits_with_the_code(code, status, stderr):
+    """Buffered output (stdout to a pipe) must reach the reader although os._exit skips
+    the interpreter's own flush."""
+    run = _python("import sys\nfrom lmtool.training.distributed import exit_rank\n"
+                  "sys.stdout.write('result')\nsys.stderr.write('')\n"
+                  f"exit_rank({code})", {})
+    assert (run.returncode, run.stdout, run.stderr) == (status, "result", stderr)
+
+
 if __name__ == "__main__":
+    from lmtool.training.distributed import exit_rank
+
     _clock_worker(sys.argv[1], sys.argv[2])
+    exit_rank(0)  # as lmtool's CLI leaves under torchrun: no finalization to abort

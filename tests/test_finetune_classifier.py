@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -64,15 +65,15 @@ class Weights(Callback):
 
 @pytest.mark.parametrize("kind", ["lstm", "masked"])
 def test_gradual_unfreezing_epoch_by_epoch(lms, tmp_path, kind):
-    """Epoch e trains the top e + 1 layer groups: the head alone first, the embedding
-    only in the last epoch; the schedule reaches every group."""
+    """Epoch e trains the top e layer groups: the head alone first, the embedding only
+    in the last stage, which is two epochs long; the schedule reaches every group."""
     data = write_tsv(tmp_path / "train.tsv", labelled_rows(40))
     weights = Weights()
     result = finetune_classifier(lms[kind], data, tmp_path / "clf", callbacks=[weights],
                                  overrides=dict(batch_size=8, device="cpu"))
     groups = 4  # embedding, 2 layers, head
-    assert [r["trainable_groups"] for r in result.history] == [1, 2, 3, 4]
-    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
+    assert [r["trainable_groups"] for r in result.history] == [1, 2, 3, 4, 4]
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5]
     names = list(weights.snapshots[0])
     layer_of = {}  # parameter name → its layer group, bottom (0) to top (3)
     model = load_checkpoint(tmp_path / "clf", task="classifier").model
@@ -96,17 +97,17 @@ def test_gradual_unfreezing_epoch_by_epoch(lms, tmp_path, kind):
 
 def test_from_scratch_keeps_the_architecture_not_the_weights(lms, tmp_path):
     """The backbone of a --from-scratch classifier is a seeded random one, not the
-    base run's; after a step that trains the head alone, a normal one is the base's."""
+    base run's; before the first step, a normal one is the base's."""
     data = write_tsv(tmp_path / "train.tsv", labelled_rows(40))
     base = load_file(str(lms["lstm"] / "model.safetensors"))
     opts = dict(batch_size=8, device="cpu", max_steps=1)
     backbones = {}
     for name, scratch, seed in (("ulmfit", False, 0), ("scratch", True, 0),
                                 ("again", True, 0), ("seed1", True, 1)):
+        first = FirstStep()
         finetune_classifier(lms["lstm"], data, tmp_path / name, from_scratch=scratch,
-                            overrides=dict(opts, seed=seed))
-        weights = load_file(str(tmp_path / name / "model.safetensors"))
-        backbones[name] = {k.removeprefix("backbone."): v for k, v in weights.items()
+                            overrides=dict(opts, seed=seed), callbacks=[first])
+        backbones[name] = {k.removeprefix("backbone."): v for k, v in first.before.items()
                            if k.startswith("backbone.")}
         config = json.loads((tmp_path / name / "config.json").read_text())
         assert config["base"]["from_scratch"] is scratch
@@ -120,8 +121,9 @@ def test_from_scratch_keeps_the_architecture_not_the_weights(lms, tmp_path):
 
 
 def test_resume_matches_an_uninterrupted_run(lms, tmp_path):
-    """A run stopped after its second epoch (by a crash) and resumed ends with the same
-    weights, best epoch and held-out figures as a run never stopped."""
+    """A run stopped after its second epoch (by a crash), in the middle of a stage, and
+    resumed ends with the same rates, losses, weights, best epoch and held-out figures
+    as a run never stopped."""
     data = write_tsv(tmp_path / "train.tsv", labelled_rows(40, seed=1))
     opts = dict(batch_size=8, device="cpu", epochs=4)
     whole = finetune_classifier(lms["lstm"], data, tmp_path / "whole", overrides=opts)
@@ -137,6 +139,16 @@ def test_resume_matches_an_uninterrupted_run(lms, tmp_path):
     resumed = finetune_classifier(lms["lstm"], data, tmp_path / "cut", resume=True,
                                   overrides=dict(device="cpu"))
     assert resumed.resumed_from == 10
+    # step 10 is in the middle of a stage: its cycle goes on where it was
+    stages = json.loads((tmp_path / "cut" / "config.json").read_text())["stages"]["stages"]
+    ends = [sum(st["steps"] for st in stages[: k + 1]) for k in range(len(stages))]
+    assert ends == [4, 8, 12, 20] and 8 < 10 < 12
+
+    def train_rows(run):
+        return [(r["step"], r["stage"], r["lr"], r["loss"])
+                for r in map(json.loads, (run / "metrics.jsonl").open()) if "loss" in r]
+
+    assert train_rows(tmp_path / "cut") == train_rows(tmp_path / "whole")
     assert [r["val_loss"] for r in resumed.history] == [r["val_loss"] for r in whole.history]
     assert resumed.best_epoch == whole.best_epoch
     a = load_file(str(tmp_path / "whole" / "model.safetensors"))
@@ -212,10 +224,10 @@ def test_cli_finetune_classifier_then_classify_evaluate_info(cli, lms, tmp_path)
             "--batch-size", "8", "--device", "cpu", "--format", "json")
     assert r.exit_code == 0, r.stderr
     result = json.loads(r.stdout)  # stdout holds this one object, the figures on stderr too
-    assert result["labels"] == ["neg", "pos"] and len(result["history"]) == 4
+    assert result["labels"] == ["neg", "pos"] and len(result["history"]) == 5
     assert result["best"] in result["history"]
     epochs = [line for line in r.stderr.splitlines() if line.startswith("epoch ")]
-    assert len(epochs) == 4 and epochs[0].startswith("epoch 1/4: train loss")
+    assert len(epochs) == 5 and epochs[0].startswith("epoch 1/5: train loss")
     assert "1/4 layer groups" in epochs[0] and "4/4 layer groups" in epochs[3]
     assert "best epoch" in r.stderr
     r = cli("evaluate", tmp_path / "clf", test, "--format", "json", "--device", "cpu")
@@ -226,14 +238,15 @@ def test_cli_finetune_classifier_then_classify_evaluate_info(cli, lms, tmp_path)
     assert r.exit_code == 0
     assert "labels      neg, pos" in r.stdout and str(lms["lstm"].resolve()) in r.stdout
     info = json.loads(cli("info", tmp_path / "clf", "--format", "json").stdout)
-    assert [e["trainable_groups"] for e in info["classifier"]["epochs"]] == [1, 2, 3, 4]
+    assert [e["trainable_groups"] for e in info["classifier"]["epochs"]] == [1, 2, 3, 4, 4]
 
 
 @pytest.mark.parametrize("every, epochs, groups", [
-    ("0", 4, [4, 4, 4, 4]), ("0.5", 2, [2, 4]), ("2", 8, [1, 1, 2, 2, 3, 3, 4, 4])])
+    ("0", 5, [4] * 5), ("0.5", 2.5, [2, 4, 4]), ("2", 10, [1, 1, 2, 2, 3, 3] + [4] * 4)])
 def test_cli_unfreeze_every(cli, lms, tmp_path, every, epochs, groups):
     """--unfreeze-every sets the period of gradual unfreezing and, without a limit, the
-    run's length (a stage per group); 0 trains every group from the first step. Each
+    run's length (a stage per group, the last twice as long); 0 trains every group from
+    the first step, as long as the gradual plan. Each
     epoch's row counts the groups that trained in its last step."""
     train = write_tsv(tmp_path / "train.tsv", labelled_rows(32, seed=4))
     r = cli("finetune", "classifier", lms["lstm"], train, "-o", tmp_path / "clf",
@@ -403,3 +416,108 @@ def test_cli_quiet_text_prints_the_best_epoch_and_stores_absolute_paths(
     data = json.loads((tmp_path / "clf" / "config.json").read_text())["data"]
     assert Path(data["path"]).is_absolute() and data["valid"] is None
     assert Path(data["path"]).resolve() == Path(train).resolve()
+
+
+# --- the plan of stages (training/freezing.py) -----------------------------------------------
+
+
+def test_each_stage_is_a_slanted_triangle_at_its_own_peak(lms, tmp_path):
+    """The top group's rate restarts at each stage: peak/32, a short rise, a long fall,
+    at fastai's peaks 2e-2, 1e-2, 5e-3, then 1e-3 for twice as long; every training row
+    of metrics.jsonl names its stage, and config.json holds the plan."""
+    from lmtool.training.schedules import stlr
+
+    data = write_tsv(tmp_path / "train.tsv", labelled_rows(60, seed=6))
+    finetune_classifier(lms["lstm"], data, tmp_path / "clf",
+                        overrides=dict(batch_size=4, device="cpu", unfreeze_every=1.0))
+    rows = [json.loads(line) for line in (tmp_path / "clf" / "metrics.jsonl").open()]
+    rows = [r for r in rows if "loss" in r]
+    config = json.loads((tmp_path / "clf" / "config.json").read_text())
+    spe = config["data"]["steps_per_epoch"]
+    plan = config["stages"]["stages"]
+    assert [(s["steps"], s["trainable"]) for s in plan] == [(spe, 1), (spe, 2), (spe, 3),
+                                                            (2 * spe, 4)]
+    assert [s["peak"] for s in plan] == pytest.approx([2e-2, 1e-2, 5e-3, 1e-3])
+    assert [r["step"] for r in rows] == list(range(1, 5 * spe + 1))
+    for k, stage in enumerate(plan, start=1):
+        rates = [r["lr"] for r in rows if r["stage"] == k]
+        n = stage["steps"]
+        assert rates == pytest.approx([stlr(t / (n - 1), stage["peak"]) for t in range(n)])
+        top = rates.index(max(rates))
+        assert rates[0] == pytest.approx(stage["peak"] / 32) and 0 < top < n / 4
+        assert all(a < b for a, b in zip(rates[:top], rates[1 : top + 1], strict=True))
+        assert all(a > b for a, b in zip(rates[top:], rates[top + 1 :], strict=False))
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_every_group_trains_under_any_epochs(lms, tmp_path, epochs):
+    """--epochs shorter than the plan compresses it: still every layer group trains,
+    the embedding included (before: the head alone with --epochs 1)."""
+    data = write_tsv(tmp_path / "train.tsv", labelled_rows(40, seed=7))
+    result = finetune_classifier(lms["lstm"], data, tmp_path / "clf",
+                                 overrides=dict(batch_size=8, device="cpu", epochs=epochs))
+    assert result.history[-1]["trainable_groups"] == 4
+    base = load_file(str(lms["lstm"] / "model.safetensors"))
+    weights = load_file(str(tmp_path / "clf" / "model.safetensors"))
+    backbone = {k.removeprefix("backbone."): v for k, v in weights.items()
+                if k.startswith("backbone.")}
+    assert backbone and all(not torch.equal(v, base[k]) for k, v in backbone.items())
+
+
+class FirstStep(Callback):
+    """The parameters before the first step and which of them moved in it."""
+
+    def __init__(self):
+        self.before: dict | None = None
+        self.moved: dict = {}
+
+    def on_start(self, trainer):
+        self.before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+
+    def on_step(self, trainer):
+        if trainer.state.step == 1:
+            self.moved = {n: not torch.equal(p.detach(), self.before[n])
+                          for n, p in trainer.model.named_parameters()}
+
+
+def test_from_scratch_every_group_trains_from_the_first_step(lms, tmp_path):
+    """Random features are not worth a stage of training the head alone on them."""
+    data = write_tsv(tmp_path / "train.tsv", labelled_rows(40, seed=8))
+    seen = {}
+    for name, scratch in (("scratch", True), ("ulmfit", False)):
+        first = FirstStep()
+        finetune_classifier(lms["lstm"], data, tmp_path / name, from_scratch=scratch,
+                            callbacks=[first], overrides=dict(batch_size=8, device="cpu"))
+        seen[name] = first.moved
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        assert len(config["stages"]["stages"]) == (1 if scratch else 4)
+    assert seen["scratch"] and all(seen["scratch"].values())
+    assert all(seen["ulmfit"][n] == n.startswith("head.") for n in seen["ulmfit"])
+
+
+def test_cli_prints_the_plan_and_what_the_limits_do_before_training(cli, lms, tmp_path):
+    train = write_tsv(tmp_path / "train.tsv", labelled_rows(32, seed=9))
+    r = cli("finetune", "classifier", lms["lstm"], train, "-o", tmp_path / "a",
+            "--batch-size", "8", "--device", "cpu", "--max-steps", "2")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stderr.splitlines()
+    first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch "))
+    warned = next(i for i, line in enumerate(lines) if "unfreeze several at a time" in line)
+    plan = next(i for i, line in enumerate(lines) if line.startswith("plan: 2 stage(s)"))
+    assert warned < plan < first_epoch and lines[warned].startswith("lmtool: warning: ")
+    assert "stage 2/2: steps 2-2" in lines[plan + 2] and "top 4/4 layer groups" in lines[
+        plan + 2]
+    assert r.stdout.count("\n") == 1 and "best epoch" in r.stdout  # the result alone
+    # resumed with a longer limit: the plan stays; the log says what comes after it
+    r = cli("finetune", "classifier", lms["lstm"], train, "-o", tmp_path / "a", "--resume",
+            "--max-steps", "4")
+    assert r.exit_code == 0, r.stderr
+    assert "plan: 2 stage(s)" in r.stderr and "steps 3-4: after the plan" in r.stderr
+    # a time limit cannot be planned in steps: it is said at the start, and at the end
+    # which groups the clock left frozen
+    r = cli("finetune", "classifier", lms["lstm"], train, "-o", tmp_path / "b",
+            "--batch-size", "8", "--device", "cpu", "--max-time", "0.001")
+    assert r.exit_code == 0, r.stderr
+    assert "--max-time 0.001 s stops the plan early" in r.stderr
+    assert re.search(r"warning: --max-time stopped the run at step \d+, before the plan's "
+                     r"last stage: the lowest 3 of 4 layer groups never trained", r.stderr)

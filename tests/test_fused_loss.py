@@ -197,4 +197,7 @@ def _ddp_worker(shards: str, out: str) -> None:
 
 
 if __name__ == "__main__":
+    from lmtool.training.distributed import exit_rank
+
     _ddp_worker(sys.argv[1], sys.argv[2])
+    exit_rank(0)  # as lmtool's CLI leaves under torchrun: no finalization to abort

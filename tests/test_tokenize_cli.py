@@ -306,3 +306,11 @@ def test_broken_pipe_ends_quietly(tok, tmp_path):
     assert result.stdout.split()[0].isdigit()
     assert "Traceback" not in result.stderr and "Error" not in result.stderr
     assert result.returncode in (0, 141)  # SIGPIPE status, as any Unix tool
+
+
+def test_encode_records_sources_absolute(cli, corpus, tok, tmp_path, monkeypatch):
+    """A run trained from another directory can still name the text its shards hold."""
+    monkeypatch.chdir(corpus.parent)
+    result = cli("tokenize", "encode", corpus.name, "-t", tok, "-o", tmp_path / "rel")
+    assert result.exit_code == 0, result.stderr
+    assert open_shards(tmp_path / "rel").meta["sources"] == [str(corpus.resolve())]

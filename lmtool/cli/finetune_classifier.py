@@ -36,13 +36,16 @@ SUMMARY = (
     "ULMFiT stage 3: train a classifier from a language model run (any that pretrain or "
     "finetune lm makes) on labelled documents: TSV or CSV with label and text columns, "
     "JSONL with label and text fields, or a directory with one sub-directory per class. "
-    "A new concat-pooling head; gradual unfreezing (the head alone in the first epoch, one "
-    "more layer group each epoch: by default one epoch per group, so the last trains them "
-    "all), discriminative rates (/2.6 per group) and slanted triangular rates. A tenth of "
+    "A new concat-pooling head, trained in a plan of stages printed at the start: the head "
+    "alone, then one more layer group each stage, each stage one epoch and its own slanted "
+    "triangular cycle at its own peak (--lr 2e-2, then halving; the last stage, every group "
+    "at --lr/20, two epochs); discriminative rates (/2.6 per group). --epochs and "
+    "--max-steps compress the plan so that every group trains. A tenth of "
     "the data is held out unless --valid is given; loss, accuracy and macro-F1 are printed "
     "after every epoch and the best epoch is the one kept (--format json: its figures, "
     "the labels and every epoch's on stdout). --from-scratch trains the same classifier "
-    "from random weights, to show what pre-training is worth."
+    "from random weights (every group from the start, one stage), to show what "
+    "pre-training is worth."
 )
 
 
@@ -70,8 +73,9 @@ def classifier(
         "--from-scratch", "Start from random weights: RUN gives only the architecture and "
         "tokenizer (a baseline).", "Data")] = False,
     unfreeze_every: Annotated[float | None, option(
-        "--unfreeze-every", "Epochs between unfreezing one more layer group (1; 0: all "
-        "train from the start). Sets the default --epochs: one stage per group.")] = None,
+        "--unfreeze-every", "Epochs of a stage of the plan (1; the last stage twice that; "
+        "0: one stage, all groups train from the start). Sets the default --epochs: one "
+        "stage per group.")] = None,
     dropout: Annotated[float | None, option(
         "--dropout", "Dropout (LSTM: multiplier of the classifier's dropouts) (the base "
         "run's).")] = None,
@@ -120,6 +124,24 @@ class EpochReporter(Reporter):
     def __init__(self, quiet: bool):
         super().__init__(quiet)
         self.losses: list[float] = []
+
+    def on_start(self, trainer) -> None:
+        """The plan of stages, before the first step, with how the limits compressed
+        it; what they leave frozen as warnings (shown with --quiet too)."""
+        plan = trainer.stages
+        if plan is None:
+            return
+        for line in plan.warnings:
+            warn(line)
+        lines = plan.describe(trainer.groups, trainer.limits.steps_per_epoch)
+        self._print(f"plan: {len(lines)} stage(s) of {plan.total} steps, each a "
+                    f"{plan.schedule} cycle; each layer group below the top at its "
+                    f"rate / {trainer.config.discriminative:g}")
+        end = trainer.limits.max_steps
+        if end is not None and end > plan.total:  # a resumed run given a longer limit
+            lines.append(f"steps {plan.total + 1}-{end}: after the plan, at its last rate")
+        for line in [*plan.notes, *lines]:
+            self._print("  " + line)
 
     def on_train_row(self, trainer, row: dict) -> None:
         self.losses.append(row["loss"])

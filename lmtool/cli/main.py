@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -68,4 +69,18 @@ def root(
 
 
 def main() -> None:
-    app(prog_name="lmtool")
+    # torchrun sets these (distributed.launched_by_torchrun; not imported here, it would
+    # load torch for every command).
+    if not all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
+        app(prog_name="lmtool")
+        return
+    # A torchrun rank leaves with os._exit once everything is written, with the exit
+    # code the command chose: gloo's threads outlive the process group and can abort
+    # the interpreter's finalization (see distributed.exit_rank).
+    from lmtool.training.distributed import exit_rank
+
+    try:
+        app(prog_name="lmtool")
+    except SystemExit as e:
+        exit_rank(e.code)
+    exit_rank(0)

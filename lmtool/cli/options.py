@@ -53,8 +53,8 @@ Int, Float = int | None, float | None
 BatchSize = Annotated[Int, option("--batch-size", "Sequences per batch (tiny: 12; "
                                                   "classifier: documents, 32).")]
 Lr = Annotated[Float, option("--lr", "Peak learning rate (tiny: 5e-3; finetune lm: the base "
-                                     "run's; classifier: 0.01; the top layer group's with "
-                                     "--discriminative).")]
+                                     "run's; classifier: 0.02, its first stage's; the top layer "
+                                     "group's with --discriminative).")]
 OptimizerFlag = Annotated[Optimizer | None, option(
     "--optimizer", "adamw, or muon: Muon on hidden matrices, AdamW elsewhere (tiny: muon).")]
 WeightDecay = Annotated[Float, option("--weight-decay", "Weight decay (0.1; classifier: "

@@ -35,6 +35,9 @@ class Reporter:
         self._start_step: int | None = None
 
     # The trainer calls these (duck-typed Callback).
+    def on_start(self, trainer) -> None:
+        pass
+
     def on_step(self, trainer) -> None:
         if self._start_step is None:
             self._start_step = trainer.state.step - 1

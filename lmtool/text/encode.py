@@ -278,7 +278,8 @@ def encode_corpus(
             "eos_id": eos,
             "tokenizer_sha256": tokenizer_sha256(tok),
             "splits": writer.counts() | ({} if "val" in splits else {"val": _empty()}),
-            "sources": [str(s) for s in sources],
+            # absolute, so a run trained elsewhere can name them (stdin stays "-")
+            "sources": [s if s == STDIN else os.path.abspath(s) for s in map(str, sources)],
             "files": report.files,
             "counts": {
                 "bytes": report.bytes,

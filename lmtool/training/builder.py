@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from lmtool.models.config import ModelConfig
     from lmtool.training.config import TrainConfig
     from lmtool.training.distributed import DistContext
+    from lmtool.training.freezing import StagePlan
     from lmtool.training.objectives import Objective
     from lmtool.training.optimizers import Optimizers
     from lmtool.training.protocol import BatchSource, EvalSource
@@ -86,6 +87,7 @@ class Parts:
     # (run dir, config, tokenizer json, metrics log) → the callback that saves the run
     checkpointer: Callable[[Path, dict, str, MetricsLog], Checkpointer] = Checkpointer
     eval_at_start: bool = False  # score the held-out data before the first step
+    stages: StagePlan | None = None  # a stage plan: rates and unfreezing (training/freezing.py)
     # (the common result, the trainer, the metrics log) → what the run returns
     finish: Callable[[RunResult, Trainer, MetricsLog], RunResult] = _unchanged
 
@@ -131,7 +133,7 @@ def build_run(output: Path, prepare: Callable[[], RunPlan], *, resume: bool, for
                     parts.model, parts.objective, parts.source, train, device,
                     parts.optimizer, dtype, eval_source=parts.eval_source, dist=ctx,
                     state=parts.state, callbacks=[saver, metrics, *callbacks],
-                    eval_at_start=parts.eval_at_start,
+                    eval_at_start=parts.eval_at_start, stages=parts.stages,
                 )
                 reason = run.fit(trainer, output, fresh=not resume)
                 result = run.result(trainer, output, reason, metrics, resumed_from)

@@ -12,12 +12,15 @@
 2. The labelled data (TSV/CSV/JSONL or a folder per class, text/labelled.py) is
    tokenized once; a tenth of it is held out for validation unless `valid` is given.
 3. The one training loop trains it with ULMFiT's recipe (Howard & Ruder 2018, §3.3):
-   layer groups from the embedding (bottom) to the head (top), gradual unfreezing (the
-   head alone in the first epoch, one more group each epoch), discriminative rates
-   (each group at the rate of the one above / 2.6), slanted triangular rates over the
-   whole run, gradient clipping. Without a limit it trains one epoch per layer group,
-   so the last epoch trains everything (`unfreeze_every` epochs per group when given;
-   as many epochs when every group trains from the start).
+   layer groups from the embedding (bottom) to the head (top), a plan of stages
+   (training/freezing.py: the head alone first, one more group each stage, each stage
+   its own slanted-triangular cycle at its own peak rate, fastai's 2e-2, 1e-2, 5e-3 ...
+   1e-3; one epoch a stage, the last two), discriminative rates (each group at the rate
+   of the one above / 2.6), gradient clipping. `--lr` is the first stage's peak.
+   `--epochs` and `--max-steps` compress the plan so that every group trains; from
+   scratch (or `--unfreeze-every 0`) one stage trains every group from the start.
+   The plan is fixed at the start, saved in config.json ("stages"), and each training
+   row of metrics.jsonl names its stage.
 4. The held-out part is scored after every epoch (loss, accuracy, macro-F1); the best
    epoch (accuracy, then loss) is what RUN/model.safetensors holds, at every save.
    The weights of the last step, which `--resume` continues from, are kept beside it
@@ -34,7 +37,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,7 @@ from lmtool.models.classifier import CLASSIFIER_DROP_MULT
 from lmtool.training.base_run import file_sha256, read_base
 from lmtool.training.builder import Env, Parts, RunPlan, build_run
 from lmtool.training.flags import TrainFlags
+from lmtool.training.freezing import StagePlan, ulmfit_stages
 from lmtool.training.run import RunResult, stored_path
 from lmtool.training.trainer import Callback
 from lmtool.wording import count, plural
@@ -58,7 +62,7 @@ LSTM_DROPOUTS = dict(embed_dropout=0.05, input_dropout=0.4, hidden_dropout=0.3,
 # What `finetune classifier` trains with unless told otherwise: ULMFiT's recipe.
 CLASSIFIER_DEFAULTS = {
     "schedule": "stlr", "discriminative": 2.6, "unfreeze_start": 1, "unfreeze_every": 1.0,
-    "lr": 1e-2, "batch_size": 32, "optimizer": "adamw", "weight_decay": 0.01,
+    "lr": 2e-2, "batch_size": 32, "optimizer": "adamw", "weight_decay": 0.01,
     "beta1": 0.8, "beta2": 0.99, "grad_clip": 1.0, "grad_accum": 1, "warmup": None,
     "max_steps": None, "max_time": None, "epochs": None, "eval_batches": 0,
     "log_every": 1, "stateful": False,
@@ -217,6 +221,8 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, flags: TrainF
                        "resume with the same data, or start a new classifier")
     if not resume:
         clf_config = ClassifierConfig(labels=list(vocab.names), max_tokens=max_tokens)
+        if from_scratch and flags.unfreeze_every is None and flags.unfreeze_start is None:
+            train_config.unfreeze_start = 0  # random features: every group trains at once
 
     def parts(env: Env) -> Parts:
         from lmtool.checkpoint import load_checkpoint
@@ -255,16 +261,24 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, flags: TrainF
                                    backward=model_config.backward, max_tokens=max_tokens)
         spe = max(1, source.batches_per_epoch // train_config.grad_accum)
         groups = len(model.layer_groups())
-        if not env.resume:
-            if all(getattr(train_config, k) is None for k in ("epochs", "max_steps",
-                                                              "max_time")):
-                # A stage for each group unfrozen after the start, then one that trains
-                # them all (ULMFiT: one epoch per group); as many epochs without unfreezing.
-                start, every = train_config.unfreeze_start, train_config.unfreeze_every
-                stages = groups - start + 1 if start and every else groups
-                train_config.epochs = stages * (every or 1.0)
-            train_config.eval_every = spe  # once an epoch
-            train_config.save_every = spe
+        if env.resume:  # the plan the run started with (none: a run from before plans)
+            stages = StagePlan.from_dict(saved["stages"]) if saved.get("stages") else None
+        else:
+            # The limits cut the plan short (compressing it), never stretch it: without
+            # --epochs the plan's own length is the run's.
+            c = train_config
+            stages, span = ulmfit_stages(
+                groups, spe, lr=c.lr, every=c.unfreeze_every,
+                gradual=bool(c.unfreeze_start and c.unfreeze_every), epochs=c.epochs,
+                max_steps=c.max_steps, schedule=c.schedule)
+            if c.max_time is not None:
+                stages = replace(stages, notes=(*stages.notes, (
+                    f"--max-time {c.max_time:g} s stops the plan early if its "
+                    f"{stages.total} steps take longer (the run then says what stayed "
+                    "frozen)")))
+            c.epochs = span if c.epochs is None else c.epochs
+            c.eval_every = spe  # once an epoch
+            c.save_every = spe
 
         kept: list[BestCheckpointer] = []  # the keeper, once the builder has made it
 
@@ -280,6 +294,12 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, flags: TrainF
             if unseen:
                 warnings.append(f"{plural(len(unseen), 'held-out label')} the training part "
                                 f"lacks, counted as wrong: {', '.join(unseen)}")
+            if stages is not None and result.stop_reason == "time":
+                frozen = groups - stages.trainable(max(0, result.step - 1), groups)
+                if frozen:
+                    warnings.append(f"--max-time stopped the run at step {result.step}, "
+                                    f"before the plan's last stage: the lowest "
+                                    f"{frozen} of {groups} layer groups never trained")
             limit = trainer.limits.max_steps
             return ClassifierResult(
                 **vars(result), labels=list(vocab.names), best=kept[0].best,
@@ -317,9 +337,10 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, flags: TrainF
                     "steps_per_epoch": spe, "layer_groups": groups,
                 },
                 "best": best,
+                "stages": stages.to_dict() if stages is not None else None,
             },
             tokenizer_json=(run / TOKENIZER).read_text("utf-8"),
-            state=state, rows=rows, checkpointer=keeper,
+            state=state, rows=rows, checkpointer=keeper, stages=stages,
             finish=finish,
         )
 

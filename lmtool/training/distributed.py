@@ -7,7 +7,9 @@ and the run is a single process.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -78,5 +80,52 @@ def barrier(ctx: DistContext) -> None:
 
 
 def teardown(ctx: DistContext) -> None:
+    """Leave the process group. Under DDP gloo's threads live on (the reducer keeps the
+    group): the rank must still leave through `exit_rank`."""
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# Why a torchrun rank leaves with os._exit (lmtool.cli.main calls exit_rank).
+# DDP's reducer keeps gloo's process group, and so its worker threads, alive after
+# destroy_process_group (measured: the threads are still there at atexit). A worker that
+# drops the last reference to a finished collective's tensor takes the GIL to release
+# the tensor's Python object; if the main thread is already in Py_FinalizeEx, CPython
+# ends the worker with pthread_exit, and its unwinding through a C++ destructor calls
+# std::terminate: "terminate called without an active exception", exit -6, after a
+# complete run. A core dump shows exactly that (pt_gloo_runloop: ~AsyncAllreduceWork ->
+# TensorImpl::decref_pyobject -> take_gil -> PyThread_exit_thread -> std::terminate);
+# upstream: pytorch/pytorch#190489 (a worker's decref during finalization), #179291.
+# A barrier before destroy_process_group does not help (the group is not destroyed).
+#
+# Measured (torch 2.13.0 CPU, Python 3.11, 2 shared cores, OMP_NUM_THREADS=1), with
+# `torchrun --standalone --nproc_per_node 2` on a bare script: init_process_group("gloo"),
+# a DDP-wrapped Linear, one all_reduce, one all_reduce(async_op=True) of a 16 MB tensor
+# left in flight, then
+#   normal exit: 18 of 20 runs exited 0 (2 aborted, -6);
+#   destroy_process_group, normal exit: 18 of 20 (2 aborted);
+#   destroy_process_group, flush, os._exit(0): 20 of 20.
+# With nothing left in flight (init, all_reduce, destroy, exit) 40 of 40 exited 0, with
+# or without a DDP step: the abort needs a worker still holding a finished collective.
+# Without DDP, destroy_process_group joins gloo's threads (none left after it).
+# lmtool's own runs on the same machine did not abort before this change either
+# (`torchrun ... -m lmtool pretrain` with the test's tiny settings: 40 of 40 exited 0;
+# the --arch lstm one: 30 of 30; the test's clock worker: 30 of 30), nor after it
+# (pretrain: 30 of 30): the window is a worker descheduled between finishing a
+# collective and releasing it, so it shows under heavier load (~1 in 6 runs in CI).
+
+
+def exit_rank(code: int | str | None) -> NoReturn:
+    """End this torchrun rank with `code` (a `SystemExit.code`: None is 0, a message is
+    printed and exits 1), without the interpreter's finalization (see above). Call it only
+    once everything is written: lmtool writes its files in `with` blocks or atomically,
+    and the two streams are flushed here."""
+    status = 0 if code is None else code if isinstance(code, int) else 1
+    if isinstance(code, str):
+        sys.stderr.write(code + "\n")
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # results that cannot be delivered are a failure
+            status = status or 1
+    os._exit(status)

@@ -4,10 +4,11 @@ Nothing here knows about GPT, BERT, LSTM or classifiers. It receives an optimise
 by the caller, its parameter groups tagged with a layer group and a rate multiplier), a
 batch source (training/data.py), an objective that turns raw batches into a loss and
 reports its own metrics, and callbacks for logging, progress and checkpoints. The
-schedule gives the rate for a step, the unfreezing plan which layer groups train: both
-pure functions of the step, as is every random draw (of (seed, step, rank)), so a
-resumed run repeats the uninterrupted one exactly on CPU. A stateful source has the
-model's state carried from batch to batch, and saved with the checkpoint.
+schedule gives the rate for a step, the unfreezing plan which layer groups train (or a
+stage plan, training/freezing.py, gives both, stage by stage): pure functions of the
+step, as is every random draw (of (seed, step, rank)), so a resumed run repeats the
+uninterrupted one exactly on CPU. A stateful source has the model's state carried from
+batch to batch, and saved with the checkpoint.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from lmtool.errors import BadInput, Interrupted, RuntimeFailure
 from lmtool.training import distributed
 from lmtool.training.config import DEFAULT_EPOCHS, TrainConfig
 from lmtool.training.distributed import DistContext
-from lmtool.training.freezing import UnfreezePlan
+from lmtool.training.freezing import StagePlan, UnfreezePlan
 from lmtool.training.objectives import Objective
 from lmtool.training.optimizers import Optimizers
 from lmtool.training.protocol import BatchSource, EvalSource
@@ -41,6 +42,9 @@ _DROPOUT, _MASKING = 1, 2
 
 class Callback:
     """Events the loop fires (on rank 0 only). Override what you need."""
+
+    def on_start(self, trainer: Trainer) -> None:
+        """Before the first step of this process's training (the plan, for the log)."""
 
     def on_step(self, trainer: Trainer) -> None:
         """After every optimiser step (progress bars)."""
@@ -148,6 +152,7 @@ class Trainer:
     state: TrainerState = field(default_factory=TrainerState)
     clock: Callable[[], float] = time.perf_counter  # seconds; tests give each rank its own
     eval_at_start: bool = False  # a new run is evaluated before its first step (finetune)
+    stages: StagePlan | None = None  # the rates and unfreezing, stage by stage (classifier)
 
     def __post_init__(self) -> None:
         from lmtool.device import needs_grad_scaler
@@ -169,7 +174,8 @@ class Trainer:
         # The horizon stays what it was when the run started (schedules.py)
         self.plan = Plan.from_dict(plan) if plan else self.limits.plan(c)
         every = round(c.unfreeze_every * self.limits.steps_per_epoch)
-        self.unfreeze = UnfreezePlan(c.unfreeze_start, max(every, 1) if c.unfreeze_every else 0)
+        self.unfreeze: UnfreezePlan | StagePlan = self.stages or UnfreezePlan(
+            c.unfreeze_start, max(every, 1) if c.unfreeze_every else 0)
         self.groups = 1 + max(g.get("layer_group", 0) for g in self.optimizer.param_groups)
         self.scaler = (
             torch.amp.GradScaler(self.device.type)
@@ -233,6 +239,8 @@ class Trainer:
         """The top group's rate for `step`, `elapsed` seconds into the run (the same on
         every rank); each group trains at this times its "lr_mult"."""
         c, plan = self.config, self.plan
+        if self.stages is not None:
+            return self.stages.lr(step)
         return lr_at(step, base_lr=c.lr, warmup=plan.warmup, total=plan.end,
                      schedule=c.schedule, min_ratio=c.min_lr_ratio,
                      time_fraction=plan.time_fraction(elapsed))
@@ -378,6 +386,7 @@ class Trainer:
             # A new run is saved before its first step, so RUN/metrics.jsonl is live from
             # the first logged row and a kill at any moment leaves a run to --resume.
             self.save()
+        self._fire("on_start")
         self.model.train()
         start, base_elapsed = self.clock(), s.elapsed_s
         agreed = base_elapsed  # the same on every rank: 0, or the checkpoint's
@@ -434,6 +443,7 @@ class Trainer:
             "elapsed_s": round(s.elapsed_s, 3),
             "epoch": round(s.epoch, 4),
             "tokens": s.tokens_seen,
+            **({"stage": self.stages.locate(s.step - 1)[0] + 1} if self.stages else {}),
         }
 
 
