@@ -14,6 +14,7 @@ from lmtool.cli.common import (
     EncodingErrors,
     Errors,
     info,
+    warn,
     with_examples,
 )
 from lmtool.cli.options import (
@@ -89,18 +90,23 @@ def lm(
                              callbacks=[reporter])
     if not report_run(result, quiet) and format != "json":
         return
+    for line in result.warnings if result.is_main else ():
+        warn(line)
     if result.before and result.after:
         # The result: on stdout with --format text (--quiet or not), beside the log on
-        # stderr with --format json.
+        # stderr with --format json. "after" is the weights kept: the best held-out.
+        kept = f" (step {result.kept_step}, the best)" if result.kept_step != result.step else ""
         for line in (f"held-out before: {describe(result.before)}",
-                     f"held-out after:  {describe(result.after)}"):
+                     f"held-out after:  {describe(result.after)}{kept}"):
             if format == "json":
                 info(line, quiet)
             else:
                 typer.echo(line)
     if format == "json" and result.is_main:
         typer.echo(json.dumps({**run_summary(result), "base": str(result.base_run),
-                               "before": result.before, "after": result.after}))
+                               "before": result.before, "after": result.after,
+                               "kept_step": result.kept_step, "last": result.last,
+                               "warnings": result.warnings}))
 
 
 app.command("lm", help=with_examples(LM_SUMMARY, *LM_EXAMPLES))(lm)

@@ -15,7 +15,8 @@
    layer groups from the embedding (bottom) to the head (top), gradual unfreezing (the
    head alone in the first epoch, one more group each epoch), discriminative rates
    (each group at the rate of the one above / 2.6), slanted triangular rates over the
-   whole run, gradient clipping. Without a limit it trains one epoch per layer group,
+   whole run, gradient clipping. Unless --epochs is given it trains one epoch per
+   layer group (--max-steps and --max-time only cut that short),
    so the last epoch trains everything (`unfreeze_every` epochs per group when given;
    as many epochs when every group trains from the start).
 4. The held-out part is scored after every epoch (loss, accuracy, macro-F1); the best
@@ -253,14 +254,13 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, flags: TrainF
                                    backward=model_config.backward, max_tokens=max_tokens)
         spe = max(1, source.batches_per_epoch // train_config.grad_accum)
         groups = len(model.layer_groups())
+        if train_config.epochs is None:  # the default plan (--max-* only cut it short):
+            # A stage for each group unfrozen after the start, then one that trains
+            # them all (ULMFiT: one epoch per group); as many epochs without unfreezing.
+            start, every = train_config.unfreeze_start, train_config.unfreeze_every
+            stages = groups - start + 1 if start and every else groups
+            train_config.epochs = stages * (every or 1.0)
         if not env.resume:
-            if all(getattr(train_config, k) is None for k in ("epochs", "max_steps",
-                                                              "max_time")):
-                # A stage for each group unfrozen after the start, then one that trains
-                # them all (ULMFiT: one epoch per group); as many epochs without unfreezing.
-                start, every = train_config.unfreeze_start, train_config.unfreeze_every
-                stages = groups - start + 1 if start and every else groups
-                train_config.epochs = stages * (every or 1.0)
             train_config.eval_every = spe  # once an epoch
             train_config.save_every = spe
 
