@@ -188,3 +188,21 @@ def test_finetune_lm_that_improves_keeps_its_last_weights_without_a_word(base, t
     assert data["after"]["loss"] < data["before"]["loss"]
     assert data["kept_step"] == data["steps"] and data["warnings"] == []
     assert "warning" not in result.stderr
+
+
+def test_classifier_time_limit_alone_trains_the_default_plan(base, tmp_path):
+    """`finetune classifier --max-time 60` trained 34 epochs instead of its default
+    plan: with a time limit that is not reached it trains what it trains without one."""
+    from lmtool.training import finetune_classifier
+
+    words = {"pos": ["sun", "warm", "glad", "kind"], "neg": ["rain", "cold", "sad", "mean"]}
+    rows = [(label, " ".join(words[label][(i + j) % 4] for j in range(2 + i % 5)))
+            for i in range(40) for label in ("pos", "neg")]
+    data = tmp_path / "train.tsv"
+    data.write_text("label\ttext\n" + "".join(f"{a}\t{b}\n" for a, b in rows))
+    opts = dict(batch_size=8, device="cpu")
+    plain = finetune_classifier(base, data, tmp_path / "plain", overrides=opts)
+    timed = finetune_classifier(base, data, tmp_path / "timed", overrides=dict(opts,
+                                                                                max_time=20))
+    assert timed.stop_reason == "steps" and timed.elapsed_s < 20
+    assert timed.step == plain.step and len(timed.history) == len(plain.history)
