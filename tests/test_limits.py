@@ -68,6 +68,8 @@ def rise_then_fall(rates: list[float]) -> int:
 
 
 def test_a_slow_start_under_max_time_still_trains_a_whole_triangle(shards):
+    from lmtool.training.trainer import Trainer
+
     """The first step takes 20 of the 60 s: planned by the fraction of time used, the
     triangle had peaked and half fallen by step 2. Fitted to the steps the rest of the
     time buys, the rates rise to the peak and fall to the floor over the steps trained."""
@@ -80,8 +82,14 @@ def test_a_slow_start_under_max_time_still_trains_a_whole_triangle(shards):
     assert 2 <= peak <= len(rates) // 4  # early, as a slanted triangle's is
     assert rates[-1] <= LR / 8  # and the end is near the floor (LR / 32)
     # The fitted horizon is saved with the run, so a resumed run keeps the schedule.
-    plan = trainer.snapshot().extra["plan"]
-    assert plan["end"] == trainer.state.step and plan["seconds"] is None
+    state = trainer.snapshot()
+    assert state.extra["plan"]["end"] == trainer.state.step
+    assert state.extra["plan"]["seconds"] is None  # time no longer shapes the rate
+    # Resumed with the same limits, it has reached them: the fitted horizon stops it.
+    again = Trainer(trainer.model, trainer.objective, trainer.source, trainer.config,
+                    trainer.device, trainer.optimizer, state=state)
+    assert again.plan == trainer.plan and again.limits.by_time
+    assert again.limits.max_steps == trainer.state.step and again.fit() == "done"
 
 
 def test_cosine_warmup_fits_the_time_too(shards):

@@ -59,7 +59,11 @@ LM_SUMMARY = (
     "with the run's tokenizer. The run's tokenizer is kept; a tenth of the documents is "
     "held out and scored before and after (perplexity, or masked accuracy). Discriminative "
     "rates (each layer group's rate is the one above's / 2.6) and slanted triangular "
-    "rates (cut 0.1, ratio 32) by default; the other settings are the base run's. "
+    "rates (cut 0.1, ratio 32) by default, over one epoch unless --epochs says otherwise "
+    "(--max-steps and --max-time only cut it short, and the triangle then spans the steps "
+    "they allow); the other settings are the base run's. RUN keeps the weights with the "
+    "best held-out score (the base run's included) and warns when the end is worse than "
+    "the start. "
     "--resume refuses a base run or text that changed. --format json prints the held-out "
     "figures before and after on stdout."
 )

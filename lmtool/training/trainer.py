@@ -179,8 +179,8 @@ class Trainer:
         self.plan = Plan.from_dict(plan) if plan else self.limits.plan(c)
         self.fitting = c.max_time is not None and (
             self.state.extra.get("fitting", False) if plan else True)
-        if self.state.extra.get("fitted") and c.max_time is not None:
-            self._stop_at_horizon()
+        if self.state.extra.get("fitted") and self.state.extra.get("fitted_to") == c.max_time:
+            self._stop_at_horizon()  # the same time limit: it still buys those steps
         self._probe: tuple[int, float] | None = None  # (step, elapsed) the timing starts at
         every = round(c.unfreeze_every * self.limits.steps_per_epoch)
         self.unfreeze = UnfreezePlan(c.unfreeze_start, max(every, 1) if c.unfreeze_every else 0)
@@ -390,7 +390,8 @@ class Trainer:
     def snapshot(self) -> TrainerState:
         s = self.state
         extra = {"world_size": self.dist.world_size, "plan": self.plan.to_dict(),
-                 "fitting": self.fitting, "fitted": self.limits.by_time}
+                 "fitting": self.fitting, "fitted": self.limits.by_time,
+                 "fitted_to": self.config.max_time}
         if self.scaler is not None:
             extra["scaler"] = self.scaler.state_dict()
         return TrainerState(s.step, s.epoch, s.tokens_seen, s.elapsed_s,
