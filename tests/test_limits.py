@@ -180,6 +180,8 @@ def test_finetune_lm_keeps_the_best_weights_and_warns_when_it_got_worse(base, tm
     assert all(torch.equal(kept[k], base_weights[k]) for k in kept)
     config = json.loads((out / "config.json").read_text())
     assert config["best"]["step"] == 0
+    shown = cli("info", out)
+    assert shown.exit_code == 0 and "weights     step 0's, the best held-out" in shown.stdout
     last = load_file(out / "trainer" / "tensors.safetensors")  # --resume goes on from these
     assert set(last) >= {f"last.{k}" for k in kept}
     assert any(not torch.equal(last[f"last.{k}"], kept[k]) for k in kept)
