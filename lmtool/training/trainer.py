@@ -38,9 +38,15 @@ from lmtool.training.seeds import seed_for
 # Distinct streams derived from the seed, so e.g. masking never reuses dropout's numbers.
 _DROPOUT, _MASKING = 1, 2
 # A run under --max-time fits its schedule to the steps the time buys, at the step time
-# measured over this many steps after the session's first (which carries one-off costs:
-# allocation, lazy initialisation, caches); until then it follows the step limit's plan.
-PROBE_STEPS = 2
+# measured over at least this many steps after the session's first (which carries
+# one-off costs: allocation, lazy initialisation, caches) and this fraction of the time
+# (fast steps vary: more of them give a steadier figure; still well before a slanted
+# triangle's peak, at 10%). Until then it follows the step limit's plan.
+PROBE_STEPS, PROBE_FRACTION = 2, 0.02
+# The horizon is planned for this share of the time left: steps slow down on a busy
+# machine and evaluations and saves take their share, and a triangle cut off by the
+# clock ends high (a limit is a cap: ending a little early is within it).
+TIME_SHARE = 0.9
 
 
 class Callback:
@@ -225,10 +231,11 @@ class Trainer:
             self.limits.max_steps, self.limits.by_time = self.plan.end, True
 
     def _fit_horizon(self, step: int, elapsed: float) -> None:
-        """Under --max-time, once PROBE_STEPS steps after this session's first one are
-        timed, fix the schedule's horizon at the steps the time left buys (never past
-        the step limit), so the rate curve spans the steps trained. `elapsed` is the
-        agreed time when step `step` (1-based) began: every rank fits the same horizon."""
+        """Under --max-time, once PROBE_STEPS steps after this session's first one (and
+        PROBE_FRACTION of the time) are timed, fix the schedule's horizon at the steps
+        the time left buys (never past the step limit), so the rate curve spans the
+        steps trained. `elapsed` is the agreed time when step `step` (1-based) began:
+        every rank fits the same horizon."""
         if self._probe is None:  # the session's first step: its time is not typical
             self._probe = (-1, 0.0)
             return
@@ -236,15 +243,16 @@ class Trainer:
         if first < 0:  # the time the second step began: the first one's end
             self._probe = (step, elapsed)
             return
-        if step - first < PROBE_STEPS:
+        if step - first < PROBE_STEPS or elapsed - start < PROBE_FRACTION * (
+                self.limits.max_time or 0.0):
             return
         per_step = (elapsed - start) / (step - first)  # seconds
         if per_step <= 0:  # a clock that did not move: nothing to fit
             self._fix_horizon(self.limits.max_steps)
             return
         # Step j (1-based) ends at about elapsed + (j - step + 1) * per_step: the last
-        # that ends within the limit.
-        left = self.limits.max_time - elapsed  # type: ignore[operator]
+        # that ends within the limit (its TIME_SHARE).
+        left = TIME_SHARE * (self.limits.max_time - elapsed)  # type: ignore[operator]
         end = max(step, step - 1 + math.floor(left / per_step))
         self._fix_horizon(min(end, self.limits.max_steps))
 
