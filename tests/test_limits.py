@@ -216,3 +216,27 @@ def test_classifier_time_limit_alone_trains_the_default_plan(base, tmp_path):
                                                                                 max_time=20))
     assert timed.stop_reason == "steps" and timed.elapsed_s < 20
     assert timed.step == plain.step and len(timed.history) == len(plain.history)
+
+
+def test_finetune_lm_resumes_from_its_last_weights_not_the_kept_ones(base, tmp_path, cli):
+    """The kept (best) weights are not where training stands: --resume goes on from the
+    last step's, and repeats the uninterrupted run's losses."""
+    target = tmp_path / "target.txt"
+    target.write_text(generate_text(7, 60))
+    args = ["--lr", "0.5", "--discriminative", "1", "--schedule", "constant", "--eval-every",
+            "0", "--log-every", "1", "--device", "cpu", "--quiet"]
+
+    def losses(run):
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert cli("finetune", "lm", base, target, "-o", whole, *args, "--max-steps", "10"
+               ).exit_code == 0
+    assert cli("finetune", "lm", base, target, "-o", cut, *args, "--max-steps", "7"
+               ).exit_code == 0
+    assert json.loads((cut / "config.json").read_text())["best"]["step"] == 0  # premise
+    result = cli("finetune", "lm", base, target, "-o", cut, *args, "--max-steps", "10",
+                 "--resume")
+    assert result.exit_code == 0, result.stderr
+    assert losses(cut) == pytest.approx(losses(whole)) and max(losses(cut)) == 10
