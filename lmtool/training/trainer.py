@@ -6,7 +6,10 @@ batch source (training/data.py), an objective that turns raw batches into a loss
 reports its own metrics, and callbacks for logging, progress and checkpoints. The
 schedule gives the rate for a step, the unfreezing plan which layer groups train: both
 pure functions of the step, as is every random draw (of (seed, step, rank)), so a
-resumed run repeats the uninterrupted one exactly on CPU. A stateful source has the
+resumed run repeats the uninterrupted one exactly on CPU. The run's length is its
+epochs; --max-steps and --max-time only cut it short, and under --max-time the
+schedule's horizon is fitted once, from the measured step time, to the steps the time
+buys (then saved: a step-bounded run never depends on the clock). A stateful source has the
 model's state carried from batch to batch, and saved with the checkpoint.
 """
 
@@ -257,6 +260,7 @@ class Trainer:
         self._fix_horizon(min(end, self.limits.max_steps))
 
     def _fix_horizon(self, end: int) -> None:
+        """Plan the schedule for `end` steps from now on, and stop there."""
         self.plan = self.limits.plan(self.config, max(end, 1))
         self.fitting = False
         self._stop_at_horizon()
