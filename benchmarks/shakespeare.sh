@@ -29,7 +29,7 @@ $lmtool tokenize train "$work/train.txt" --kind char --vocab-size 256 --min-freq
   --document file -o "$work/tok.json" --quiet
 $lmtool tokenize encode "$work/train.txt" -t "$work/tok.json" --document file \
   --val-fraction 0 -o "$work/data" --quiet
-$lmtool pretrain "$work/data" --objective causal --preset tiny --max-time "$seconds" \
+$lmtool pretrain "$work/data" --objective causal --preset tiny --epochs 1000 --max-time "$seconds" \
   -o "$work/run" --quiet "$@"
 steps=$(python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).readlines()[-1])['step'])" \
   "$work/run/metrics.jsonl")

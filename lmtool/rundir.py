@@ -103,8 +103,8 @@ def check_run_output(run_dir: Path, *, resume: bool, force: bool) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         done = ""
     raise BadInput(f"{run_dir} already holds a run{done}",
-                   "pass --resume to continue it, with a higher --max-steps or --max-time to "
-                   "train longer, or --force to start it again")
+                   "pass --resume to continue it, with a higher --epochs to train longer, "
+                   "or --force to start it again")
 
 
 @contextlib.contextmanager

@@ -26,8 +26,9 @@ $lmtool tokenize encode corpora/demo --tokenizer "$out/tokenizer.json" -o "$out/
 
 unit=minutes; [ "$minutes" = 1 ] && unit=minute
 echo "== 3. pre-train the tiny causal transformer for $minutes $unit" >&2
+# --max-time only cuts the epochs short: ask for more epochs than the minutes allow.
 $lmtool pretrain "$out/data" --objective causal --arch transformer --preset tiny \
-  --max-time $((minutes * 60)) -o "$out/lm" --force
+  --epochs 1000 --max-time $((minutes * 60)) -o "$out/lm" --force
 
 echo "== 4. evaluate on the held-out documents" >&2
 $lmtool evaluate "$out/lm" "$out/data"
@@ -35,7 +36,7 @@ $lmtool info "$out/lm"
 
 echo "== 5. ULMFiT stage 2: fine-tune the language model on unlabelled reviews for 1 minute" >&2
 $lmtool finetune lm "$out/lm" corpora/reviews/unlabelled.txt -o "$out/lm-reviews" \
-  --max-time 60 --force
+  --epochs 1000 --max-time 60 --force
 
 echo "== 6. ULMFiT stage 3: train a classifier on corpora/reviews/train.tsv" >&2
 $lmtool finetune classifier "$out/lm-reviews" corpora/reviews/train.tsv -o "$out/clf" --force

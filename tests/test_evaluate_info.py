@@ -19,7 +19,8 @@ def _run(shards, out, objective):
 
     pretrain(shards, out, objective=objective,
              overrides=dict(layers=2, heads=2, dim=32, context=32, batch_size=8, lr=3e-3,
-                            max_steps=40, eval_every=20, eval_batches=0, log_every=10),
+                            max_steps=40, epochs=100, eval_every=20, eval_batches=0,
+                            log_every=10),
              sample_chars=0)
     return out
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from lm_fixtures import generate_text, make_shards
 
+# epochs: a long plan, which max_steps (a cap) cuts short
 BASE = dict(layers=2, heads=2, dim=32, context=32, batch_size=8, lr=3e-3, max_steps=80,
-            eval_every=0, log_every=20, dropout=0.0, optimizer="adamw")
+            epochs=1000, eval_every=0, log_every=20, dropout=0.0, optimizer="adamw")
 BACKBONES = {  # (objective, arch, extra settings)
     "transformer": ("causal", "transformer", {}),
     "transformer-backward": ("causal", "transformer", {"backward": True}),
@@ -71,7 +72,8 @@ def test_finetune_lowers_the_held_out_loss_on_a_shifted_domain(bases, target, tm
     out = tmp_path / "ft"
     steps = 150 if backbone == "masked" else 40
     result = finetune_lm(bases(backbone), [target], out,
-                         overrides=dict(max_steps=steps, log_every=10, eval_every=0))
+                         overrides=dict(max_steps=steps, epochs=1000, log_every=10,
+                                            eval_every=0))
     before, after = result.before, result.after
     assert before["tokens"] == after["tokens"] > 0  # the same held-out tokens, in full
     assert after["loss"] < before["loss"] - 0.1, (before, after)

@@ -28,9 +28,10 @@ def env() -> dict:
 
 
 def run_args(shards: Path, out: Path, steps: int, *extra) -> list[str]:
-    # dropout > 0 so the dropout RNG has to be restored exactly as well
+    # dropout > 0 so the dropout RNG has to be restored exactly as well; a plan of many
+    # epochs, which --max-steps (a cap) cuts short
     return lmtool("pretrain", shards, "-o", out, *TINY, "--dropout", "0.1",
-                  "--batch-size", "8", "--lr", "3e-3", "--max-steps", steps,
+                  "--batch-size", "8", "--lr", "3e-3", "--epochs", "100", "--max-steps", steps,
                   "--save-every", "10", "--log-every", "1", "--eval-every", "10",
                   "--eval-batches", "2", "--seed", "5", "--quiet", *extra)
 

@@ -66,7 +66,7 @@ def test_two_pretrain_processes_on_one_run(shards, tmp_path):
     first, the next --resume trains."""
     run = tmp_path / "run"
     args = ["pretrain", shards, "-o", run, *TINY, "--batch-size", "4", "--save-every", "5",
-            "--eval-every", "0", "--quiet"]
+            "--eval-every", "0", "--quiet", "--epochs", "1000"]  # a long run: killed, not done
     first = subprocess.Popen(lmtool(*args, "--max-steps", "100000"), env=env(),
                              stderr=subprocess.PIPE, text=True)
     try:

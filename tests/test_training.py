@@ -151,7 +151,8 @@ def _train(shards, out, **overrides):
     from lmtool.training import pretrain
 
     settings = dict(layers=2, heads=2, dim=32, context=32, batch_size=16, dropout=0.0,
-                    eval_every=0, eval_batches=0, log_every=5, save_every=0, seed=0)
+                    eval_every=0, eval_batches=0, log_every=5, save_every=0, seed=0,
+                    epochs=1000)  # a long plan: max_steps (a cap) ends it
     settings.update(overrides)
     objective = settings.pop("objective", "causal")
     arch = settings.pop("arch", "transformer")

@@ -205,7 +205,7 @@ def test_the_carried_state_beats_a_stateless_read_on_a_model_that_needs_it():
 
     model = tiny("lstm", layers=1, dim=32, hidden=64, ar=0.0, tar=0.0)
     config = TrainConfig(batch_size=16, lr=1e-2, optimizer="adamw", max_steps=200,
-                         eval_every=0, log_every=100)
+                         epochs=1000, eval_every=0, log_every=100)  # max_steps cuts it
     val = blocks(300, 1)
     trainer = trainer_for(model, config, blocks(2000, 0), val)
     assert trainer.source.stateful and trainer.eval_source.stateful

@@ -14,6 +14,7 @@ from lmtool.cli.common import (
     EncodingErrors,
     Errors,
     info,
+    warn,
     with_examples,
 )
 from lmtool.cli.options import (
@@ -58,7 +59,11 @@ LM_SUMMARY = (
     "with the run's tokenizer. The run's tokenizer is kept; a tenth of the documents is "
     "held out and scored before and after (perplexity, or masked accuracy). Discriminative "
     "rates (each layer group's rate is the one above's / 2.6) and slanted triangular "
-    "rates (cut 0.1, ratio 32) by default; the other settings are the base run's. "
+    "rates (cut 0.1, ratio 32) by default, over one epoch unless --epochs says otherwise "
+    "(--max-steps and --max-time only cut it short, and the triangle then spans the steps "
+    "they allow); the other settings are the base run's. RUN keeps the weights with the "
+    "best held-out score (the base run's included) and warns when the end is worse than "
+    "the start. "
     "--resume refuses a base run or text that changed. --format json prints the held-out "
     "figures before and after on stdout."
 )
@@ -89,18 +94,23 @@ def lm(
                              callbacks=[reporter])
     if not report_run(result, quiet) and format != "json":
         return
+    for line in result.warnings if result.is_main else ():
+        warn(line)
     if result.before and result.after:
         # The result: on stdout with --format text (--quiet or not), beside the log on
-        # stderr with --format json.
+        # stderr with --format json. "after" is the weights kept: the best held-out.
+        kept = f" (step {result.kept_step}, the best)" if result.kept_step != result.step else ""
         for line in (f"held-out before: {describe(result.before)}",
-                     f"held-out after:  {describe(result.after)}"):
+                     f"held-out after:  {describe(result.after)}{kept}"):
             if format == "json":
                 info(line, quiet)
             else:
                 typer.echo(line)
     if format == "json" and result.is_main:
         typer.echo(json.dumps({**run_summary(result), "base": str(result.base_run),
-                               "before": result.before, "after": result.after}))
+                               "before": result.before, "after": result.after,
+                               "kept_step": result.kept_step, "last": result.last,
+                               "warnings": result.warnings}))
 
 
 app.command("lm", help=with_examples(LM_SUMMARY, *LM_EXAMPLES))(lm)

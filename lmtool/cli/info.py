@@ -66,6 +66,10 @@ def info(
         lines += _classifier_lines(data["classifier"])
     elif data.get("base"):  # a fine-tuned language model
         lines.append(f"base LM     {data['base'].get('run')}")
+        if data.get("kept"):
+            kept = data["kept"]
+            lines.append(f"weights     step {kept['step']}'s, the best held-out "
+                         f"(val loss {_fmt(kept['val_loss'])})")
     typer.echo("\n".join(lines))
 
 

@@ -68,11 +68,16 @@ Discriminative = Annotated[Float, option(
     "(pretrain: 1; finetune: 2.6, ULMFiT's).")]
 GradAccum = Annotated[Int, option("--grad-accum", "Micro-batches per step (1).")]
 GradClip = Annotated[Float, option("--grad-clip", "Max grad norm; 0: off (1).")]
-MaxSteps = Annotated[Int, option("--max-steps", "Stop after this many steps in all.")]
-MaxTime = Annotated[Float, option("--max-time", "Stop after this many seconds in all.")]
-Epochs = Annotated[Float, option("--epochs", "Stop after this many epochs in all (none "
-                                             "of the three: 1; classifier: one per layer "
-                                             "group).")]
+MaxSteps = Annotated[Int, option("--max-steps", "Stop by this many steps in all: a cap that "
+                                                 "only cuts the --epochs plan short (the "
+                                                 "schedule then spans these steps).")]
+MaxTime = Annotated[Float, option("--max-time", "Stop by this many seconds in all: a cap that "
+                                                "only cuts the --epochs plan short (the "
+                                                "schedule spans the steps the time buys, "
+                                                "timed as it trains).")]
+Epochs = Annotated[Float, option("--epochs", "Passes over the data: the run's plan (1; "
+                                             "classifier: one per layer group), which "
+                                             "--max-steps and --max-time only cut short.")]
 EvalEvery = Annotated[Int, option("--eval-every", "Steps between evals (200).")]
 EvalBatches = Annotated[Int, option("--eval-batches", "Batches per eval; 0: all (20; "
                                                       "finetune: 0).")]

@@ -31,18 +31,20 @@ if TYPE_CHECKING:
 __all__ = ["Optimizer", "Reporter", "Schedule", "pretrain"]
 
 HELP_EXAMPLES = (
-    "lmtool pretrain data/ --objective causal --preset tiny -o runs/lm --max-time 120",
+    "lmtool pretrain data/ --objective causal --preset tiny -o runs/lm --epochs 20 "
+    "--max-time 120",
     "lmtool pretrain data/ --objective masked --layers 2 --dim 64 -o runs/mlm --max-steps 500",
     "lmtool pretrain data/ --arch lstm -o runs/awd --epochs 2",
     "lmtool pretrain data/ --arch lstm --stateless -o runs/awd-windows --max-steps 1000",
-    "lmtool pretrain data/ -o runs/lm --resume --max-steps 2000",
+    "lmtool pretrain data/ -o runs/lm --resume --epochs 4",
     "lmtool pretrain data/ -o runs/lm --max-steps 500 --format json | jq .last_eval",
     "torchrun --nproc_per_node 2 -m lmtool pretrain data/ -o runs/lm",
 )
 SUMMARY = (
     "Pre-train a language model on token shards (from `lmtool tokenize encode`). "
-    "Stops at whichever of --max-steps, --max-time, --epochs comes first (none given: "
-    "1 epoch); they count the whole run, across resumptions. Settings come from the "
+    "Trains --epochs (1 unless given); --max-steps and --max-time only cut that short "
+    "(the schedule then spans the steps they allow; to train longer, raise --epochs); "
+    "they count the whole run, across resumptions. Settings come from the "
     "preset, then --config FILE, then the flags. Checkpoints are written atomically to "
     "-o (the first before step 1, so RUN/metrics.jsonl is live); Ctrl-C saves one and "
     "exits 130. --resume continues a run: a limit given with it replaces the saved ones; "

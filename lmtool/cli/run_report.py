@@ -23,8 +23,8 @@ def report_run(result, quiet: bool) -> bool:
         return False  # under torchrun only rank 0 reports
     if result.stop_reason == "done":
         info(f"{result.run_dir} has already reached its limits ({result.limits}) at step "
-             f"{result.step}: nothing to do (give a larger --max-steps, --max-time or "
-             "--epochs to train on)", quiet)
+             f"{result.step}: nothing to do (give a larger --epochs to train on; "
+             "--max-steps and --max-time only cut the epochs short)", quiet)
         return False
     summary = f"{result.run_dir}: {count(result.step, 'step')}, {result.tokens_seen:,} tokens"
     summary += f", {result.elapsed_s:.0f}s, {result.precision}"

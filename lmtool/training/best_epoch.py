@@ -1,9 +1,12 @@
-"""The classifier's best-epoch keeper: the checkpointer `finetune classifier` gives the
-run builder, so that RUN/model.safetensors always holds the best epoch so far."""
+"""The best-evaluation keeper: the checkpointer `finetune classifier` and `finetune lm`
+give the run builder, so that RUN/model.safetensors always holds the weights that scored
+best on the held-out data so far (the classifier: by accuracy, then loss; a language
+model: by loss, the base run's weights at step 0 included)."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 
@@ -18,6 +21,11 @@ def better(row: dict, best: dict | None) -> bool:
     return (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"], -best["val_loss"])
 
 
+def lower_loss(row: dict, best: dict | None) -> bool:
+    """Lower held-out loss (a language model's: lower perplexity)."""
+    return best is None or row["val_loss"] < best["val_loss"]
+
+
 class BestCheckpointer(Checkpointer):
     """Saves the best epoch's weights as the run's model and, when the last step's
     weights differ, those as `last.*` tensors in RUN/trainer/ for `--resume`.
@@ -26,19 +34,23 @@ class BestCheckpointer(Checkpointer):
     before the metrics log records it (this callback comes first)."""
 
     def __init__(self, run_dir, config, tokenizer_json, metrics, *, steps_per_epoch: int,
-                 model: torch.nn.Module, best: dict | None):
+                 model: torch.nn.Module, best: dict | None,
+                 better: Callable[[dict, dict | None], bool] = better,
+                 from_start: bool = False):
         super().__init__(run_dir, config, tokenizer_json, metrics)
         self.steps_per_epoch = steps_per_epoch
         self.best = best
+        self.better = better
+        self.from_start = from_start  # the evaluation at step 0 (the start) may be best
         self.best_model = copy.deepcopy(model).cpu()  # the weights of the best epoch so far
         self.current_is_best = True  # the model's weights are the best ones
 
     def on_eval(self, trainer, row: dict) -> None:
         row["epoch"] = round(row["step"] / self.steps_per_epoch, 4)
         row["trainable_groups"] = trainer.trainable
-        if row["step"] == 0:
+        if row["step"] == 0 and not self.from_start:
             return
-        if better(row, self.best):
+        if self.better(row, self.best):
             self.best = dict(row)
             self.best_model.load_state_dict(trainer.model.state_dict())
             self.current_is_best = True
@@ -56,7 +68,9 @@ class BestCheckpointer(Checkpointer):
             model = trainer.model
         else:
             model = self.best_model
-            last = {f"last.{k}": v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+            # copies: tied weights (embedding and LM head) must not share memory on disk
+            last = {f"last.{k}": v.detach().to("cpu", copy=True)
+                    for k, v in trainer.model.state_dict().items()}
             state = TrainerState(state.step, state.epoch, state.tokens_seen, state.elapsed_s,
                                  state.optimizer, {**state.tensors, **last}, state.extra)
         self.config["best"] = self.best

@@ -17,7 +17,9 @@
    its own slanted-triangular cycle at its own peak rate, fastai's 2e-2, 1e-2, 5e-3 ...
    1e-3; one epoch a stage, the last two), discriminative rates (each group at the rate
    of the one above / 2.6), gradient clipping. `--lr` is the first stage's peak.
-   `--epochs` and `--max-steps` compress the plan so that every group trains; from
+   The plan's own length is the run's unless `--epochs` is given: `--epochs` and
+   `--max-steps` compress it so that every group trains (`--max-time` only stops it
+   early, saying which groups stayed frozen); from
    scratch (or `--unfreeze-every 0`) one stage trains every group from the start.
    The plan is fixed at the start, saved in config.json ("stages"), and each training
    row of metrics.jsonl names its stage.
@@ -263,6 +265,8 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, flags: TrainF
         groups = len(model.layer_groups())
         if env.resume:  # the plan the run started with (none: a run from before plans)
             stages = StagePlan.from_dict(saved["stages"]) if saved.get("stages") else None
+            if train_config.epochs is None:  # a limit given with --resume is a cap too
+                train_config.epochs = saved.get("training", {}).get("epochs")
         else:
             # The limits cut the plan short (compressing it), never stretch it: without
             # --epochs the plan's own length is the run's.

@@ -16,7 +16,7 @@ from lmtool.training.schedules import SCHEDULES
 from lmtool.wording import plural
 
 OPTIMIZERS = ("adamw", "muon")  # lmtool/training/optimizers.py
-DEFAULT_EPOCHS = 1  # when none of --max-steps / --max-time / --epochs is given
+DEFAULT_EPOCHS = 1  # when --epochs is not given (--max-steps / --max-time only cut it short)
 
 
 @dataclass
@@ -32,7 +32,8 @@ class TrainConfig:
     beta2: float = 0.95
     grad_accum: int = 1  # micro-batches per optimiser step
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
-    # Stopping: whichever comes first. None of them given means DEFAULT_EPOCHS epochs.
+    # Stopping: the epochs are the plan (None: the task's default, DEFAULT_EPOCHS for a
+    # language model); max_steps and max_time are caps that only cut it short.
     max_steps: int | None = None  # optimiser steps
     max_time: float | None = None  # seconds of training (evaluation and saving included)
     epochs: float | None = None  # passes over the training windows (fractions allowed)

@@ -14,8 +14,14 @@
    (each layer group at the rate of the one above / 2.6, the tied embedding/decoder in
    the top group, as fastai splits a language model) and slanted triangular learning
    rates (cut_frac 0.1, ratio 32), the base run's other settings unless overridden.
-4. The held-out part is scored before the first step and at the end (perplexity, or
-   masked accuracy), each time in full.
+4. The held-out part is scored before the first step, every --eval-every steps and at
+   the end (perplexity, or masked accuracy), each time in full. RUN/model.safetensors
+   holds the weights that scored the lowest held-out loss so far, the base run's at
+   step 0 included (training/best_epoch.py, as the classifier keeps its best epoch);
+   the last step's, which `--resume` continues from, are kept in RUN/trainer/ when they
+   differ. A run that ends worse than it started says so, and which weights it kept.
+5. Without --epochs it trains one epoch; --max-steps and --max-time only cut that
+   short (the slanted triangle then spans the steps they allow).
 
 config.json records the task ("lm") and the run it was fine-tuned from (path and the
 sha256 of its weights), with a sha256 of the encoded target tokens: `--resume` refuses
@@ -24,8 +30,9 @@ to continue if either changed.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +57,11 @@ FINETUNE_DEFAULTS = {
 @dataclass
 class FinetuneResult(RunResult):
     before: dict | None = None  # held-out metrics of the base model (loss, perplexity, ...)
-    after: dict | None = None  # the same for the fine-tuned model
+    after: dict | None = None  # the same for the weights kept (the best held-out)
     base_run: Path | None = None
+    kept_step: int | None = None  # the step whose weights RUN/model.safetensors holds
+    last: dict | None = None  # held-out metrics of the last step's weights
+    warnings: list[str] = field(default_factory=list)  # for the person
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -117,11 +127,19 @@ def _plan(run: Path, base: dict, sources: list, output: Path, *, flags: TrainFla
             sources, run, output, base, seed=train_config.seed, document=document,
             encoding_errors=encoding_errors))
         data_sha = tokens_sha256(train, val)
+        last: dict = {}
         if env.resume:
             if saved.get("data", {}).get("sha256") != data_sha:
                 raise BadInput(f"the target text is not what {output} was fine-tuned on",
                                "resume with the same text, or start a new fine-tune")
             model, state, rows = env.resumed()
+            # model.safetensors holds the best weights; training goes on from the last
+            last = {k.removeprefix("last."): v for k, v in state.tensors.items()
+                    if k.startswith("last.")}
+            best_model = copy.deepcopy(model)
+            if last:
+                model.load_state_dict(last)
+            best = saved.get("best")
         else:
             model = load_checkpoint(run, env.device).model
             if model.config.dropout != model_config.dropout:
@@ -130,7 +148,7 @@ def _plan(run: Path, base: dict, sources: list, output: Path, *, flags: TrainFla
                 weights = model.state_dict()
                 model = build_model(model_config).to(env.device)
                 model.load_state_dict(weights)
-            state, rows = TrainerState(), []
+            state, rows, best, best_model = TrainerState(), [], None, model
         need = (train_config.batch_size + 1) * (model_config.context + 1)
         if len(train) < need:
             raise BadInput(
@@ -141,11 +159,29 @@ def _plan(run: Path, base: dict, sources: list, output: Path, *, flags: TrainFla
         source, eval_source = lm_sources(model, objective, train_config, train, val,
                                          env.dist.rank, env.dist.world_size)
 
+        kept: list = []  # the keeper, once the builder has made it
+
+        def keeper(run_dir, config, tokenizer_json, metrics):
+            from lmtool.training.best_epoch import BestCheckpointer, lower_loss
+
+            kept.append(BestCheckpointer(
+                run_dir, config, tokenizer_json, metrics, model=best_model, best=best,
+                steps_per_epoch=max(1, source.batches_per_epoch // train_config.grad_accum),
+                better=lower_loss, from_start=True))
+            kept[0].current_is_best = not last  # a resumed run's last step may not be best
+            return kept[0]
+
         def finish(result: RunResult, trainer, metrics) -> FinetuneResult:
             evals = [r for r in metrics.rows if "val_loss" in r]
             before = next((r for r in evals if r["step"] == 0), None)
+            end = evals[-1] if evals else None
+            best_row = kept[0].best or end
+            warnings = [worse_warning(before, end, best_row)] if (
+                before and end and end["val_loss"] > before["val_loss"]) else []
             return FinetuneResult(**vars(result), before=_held_out(before),
-                                  after=_held_out(evals[-1] if evals else None), base_run=run)
+                                  after=_held_out(best_row), base_run=run,
+                                  kept_step=best_row["step"] if best_row else None,
+                                  last=_held_out(end), warnings=warnings)
 
         return Parts(
             model=model, objective=objective, source=source, eval_source=eval_source,
@@ -159,11 +195,26 @@ def _plan(run: Path, base: dict, sources: list, output: Path, *, flags: TrainFla
                          "val_tokens": int(len(val)), "sha256": data_sha},
             },
             tokenizer_json=(run / TOKENIZER).read_text("utf-8"),
-            state=state, rows=rows, eval_at_start=True,
+            state=state, rows=rows, eval_at_start=True, checkpointer=keeper,
             finish=finish,
         )
 
     return RunPlan(train_config, model_config, parts)
+
+
+def worse_warning(before: dict, end: dict, kept: dict) -> str:
+    """What to tell a person whose fine-tune ended worse on the held-out text than the
+    base run: the figures, and which weights the run keeps."""
+    name = "perplexity" if "val_perplexity" in before else "loss"
+
+    def figure(row: dict) -> str:
+        return f"{row['val_' + name]:,.{1 if name == 'perplexity' else 4}f}"
+
+    which = ("the base run's weights (step 0)" if kept["step"] == 0 else
+             f"the weights of step {kept['step']} (held-out {name} {figure(kept)})")
+    return (f"fine-tuning made the held-out {name} worse: {figure(before)} before, "
+            f"{figure(end)} at step {end['step']}; the run keeps {which}, the best "
+            "held-out (try a lower --lr)")
 
 
 def _held_out(row: dict | None) -> dict | None:

@@ -165,7 +165,9 @@ def finetune_configs(base: dict, defaults: dict, flags: TrainFlags, command: str
 
 # When to stop. They count from the start of the run (steps, seconds, epochs in total),
 # and a limit given with --resume replaces all the saved ones: `--resume --max-steps
-# 450` after a `--max-time 30` run trains to step 450, whatever the time.
+# 450` after a `--max-time 30` run trains to step 450, whatever the time, or to the end
+# of the default epochs if that comes first (the caps never lengthen the plan: `--resume
+# --epochs 3` does).
 LIMITS = ("max_steps", "max_time", "epochs")
 # Fields of a finished run that --resume may change: when to stop, how often to log,
 # evaluate and save, and where/how to compute. The rest would make a different run.

@@ -51,6 +51,8 @@ def run_info(run: Path) -> dict:
     extra = {}
     if config.get("task") == "classifier":
         extra["classifier"] = classifier_info(config, eval_rows)
+    elif config.get("best"):  # a fine-tuned LM keeps its best held-out weights
+        extra["kept"] = config["best"]
     return {
         "run": str(run),
         "base": config.get("base"),  # the run it was fine-tuned from, if it was

@@ -9,6 +9,9 @@ stage plan, training/freezing.py, gives both, stage by stage): pure functions of
 step, as is every random draw (of (seed, step, rank)), so a resumed run repeats the
 uninterrupted one exactly on CPU. A stateful source has the model's state carried from
 batch to batch, and saved with the checkpoint.
+The run's length is its epochs; --max-steps and --max-time only cut it short, and
+under --max-time the schedule's horizon is fitted once, from the measured step time, to
+the steps the time buys (then saved: a step-bounded run never depends on the clock).
 """
 
 from __future__ import annotations
@@ -38,6 +41,16 @@ from lmtool.training.seeds import seed_for
 
 # Distinct streams derived from the seed, so e.g. masking never reuses dropout's numbers.
 _DROPOUT, _MASKING = 1, 2
+# A run under --max-time fits its schedule to the steps the time buys, at the step time
+# measured over at least this many steps after the session's first (which carries
+# one-off costs: allocation, lazy initialisation, caches) and this fraction of the time
+# (fast steps vary: more of them give a steadier figure; still well before a slanted
+# triangle's peak, at 10%). Until then it follows the step limit's plan.
+PROBE_STEPS, PROBE_FRACTION = 2, 0.02
+# The horizon is planned for this share of the time left: steps slow down on a busy
+# machine and evaluations and saves take their share, and a triangle cut off by the
+# clock ends high (a limit is a cap: ending a little early is within it).
+TIME_SHARE = 0.9
 
 
 class Callback:
@@ -64,11 +77,16 @@ class Callback:
 
 @dataclass
 class Limits:
-    """When to stop and how to shape the learning rate, from the config and data size."""
+    """When to stop, from the config and data size. The plan is --epochs (the task's
+    default when not given); --max-steps and --max-time only cut it short, never
+    lengthen it: a longer run is asked for with --epochs."""
 
     steps_per_epoch: int  # optimiser steps per pass over the training data
-    max_steps: int | None  # the earlier of --max-steps and --epochs, in steps
+    max_steps: int  # the earlier of --max-steps and the epochs, in steps
     max_time: float | None  # seconds
+    # The step limit is what --max-time buys (the fitted horizon, Trainer._fit_horizon):
+    # reaching it is stopping for time.
+    by_time: bool = False
 
     @classmethod
     def from_config(cls, config: TrainConfig, source: BatchSource) -> Limits:
@@ -80,30 +98,29 @@ class Limits:
                 f"training data holds only {source.batches_per_epoch}",
                 "lower --grad-accum, --batch-size or --context",
             )
-        epochs = config.epochs
-        if epochs is None and config.max_steps is None and config.max_time is None:
-            epochs = DEFAULT_EPOCHS
-        bounds = [b for b in (config.max_steps, epochs and math.ceil(epochs * spe)) if b]
-        max_steps = min(bounds) if bounds else None
+        epochs = DEFAULT_EPOCHS if config.epochs is None else config.epochs
+        planned = max(1, math.ceil(epochs * spe))
+        max_steps = planned if config.max_steps is None else min(config.max_steps, planned)
         return cls(spe, max_steps, config.max_time)
 
     def reached(self, step: int, elapsed: float) -> bool:
-        return (self.max_steps is not None and step >= self.max_steps) or (
-            self.max_time is not None and elapsed >= self.max_time)
+        return step >= self.max_steps or (self.max_time is not None and elapsed >= self.max_time)
 
     def describe(self) -> str:
         """The limits as flags, for messages: "--max-steps 450", "--max-time 30"."""
-        parts = [wording.count(self.max_steps, "step")] if self.max_steps is not None else []
+        parts = [wording.count(self.max_steps, "step")]
         if self.max_time is not None:
             parts.append(f"{self.max_time:g} s")
         return " / ".join(parts)
 
-    def plan(self, config: TrainConfig) -> Plan:
-        """The schedule's horizon for a run that starts with these limits."""
+    def plan(self, config: TrainConfig, end: int | None = None) -> Plan:
+        """The schedule's horizon: `end` steps (default: the step limit). A time limit
+        does not shape it: the trainer fits `end` to the steps the time buys."""
+        end = self.max_steps if end is None else end
         warmup = config.warmup
         if warmup is None:
-            warmup = min(100, self.max_steps // 10) if self.max_steps is not None else 100
-        return Plan(self.max_steps, self.max_time, warmup)
+            warmup = min(100, end // 10)
+        return Plan(end, None, warmup)
 
 
 def seed_dropout(seed: int, device: torch.device) -> None:
@@ -171,8 +188,14 @@ class Trainer:
                    " (without torchrun)"),
             )
         plan = self.state.extra.get("plan")
-        # The horizon stays what it was when the run started (schedules.py)
+        # The horizon stays what it was when the run started (schedules.py), fitted to
+        # the time limit or still to be fitted (a run stopped while timing its steps).
         self.plan = Plan.from_dict(plan) if plan else self.limits.plan(c)
+        self.fitting = c.max_time is not None and (
+            self.state.extra.get("fitting", False) if plan else True)
+        if self.state.extra.get("fitted") and self.state.extra.get("fitted_to") == c.max_time:
+            self._stop_at_horizon()  # the same time limit: it still buys those steps
+        self._probe: tuple[int, float] | None = None  # (step, elapsed) the timing starts at
         every = round(c.unfreeze_every * self.limits.steps_per_epoch)
         self.unfreeze: UnfreezePlan | StagePlan = self.stages or UnfreezePlan(
             c.unfreeze_start, max(every, 1) if c.unfreeze_every else 0)
@@ -210,6 +233,43 @@ class Trainer:
         self.wrapped = distributed.wrap(self.model, self.dist, self.device)
         if self.config.compile:
             self.wrapped = torch.compile(self.wrapped)
+
+    def _stop_at_horizon(self) -> None:
+        """The fitted horizon is the step limit, reached for want of time."""
+        if self.plan.end is not None and self.plan.end < self.limits.max_steps:
+            self.limits.max_steps, self.limits.by_time = self.plan.end, True
+
+    def _fit_horizon(self, step: int, elapsed: float) -> None:
+        """Under --max-time, once PROBE_STEPS steps after this session's first one (and
+        PROBE_FRACTION of the time) are timed, fix the schedule's horizon at the steps
+        the time left buys (never past the step limit), so the rate curve spans the
+        steps trained. `elapsed` is the agreed time when step `step` (1-based) began:
+        every rank fits the same horizon."""
+        if self._probe is None:  # the session's first step: its time is not typical
+            self._probe = (-1, 0.0)
+            return
+        first, start = self._probe
+        if first < 0:  # the time the second step began: the first one's end
+            self._probe = (step, elapsed)
+            return
+        if step - first < PROBE_STEPS or elapsed - start < PROBE_FRACTION * (
+                self.limits.max_time or 0.0):
+            return
+        per_step = (elapsed - start) / (step - first)  # seconds
+        if per_step <= 0:  # a clock that did not move: nothing to fit
+            self._fix_horizon(self.limits.max_steps)
+            return
+        # Step j (1-based) ends at about elapsed + (j - step + 1) * per_step: the last
+        # that ends within the limit (its TIME_SHARE).
+        left = TIME_SHARE * (self.limits.max_time - elapsed)  # type: ignore[operator]
+        end = max(step, step - 1 + math.floor(left / per_step))
+        self._fix_horizon(min(end, self.limits.max_steps))
+
+    def _fix_horizon(self, end: int) -> None:
+        """Plan the schedule for `end` steps from now on, and stop there."""
+        self.plan = self.limits.plan(self.config, max(end, 1))
+        self.fitting = False
+        self._stop_at_horizon()
 
     def _restore_carried(self):
         """The carried state saved with the checkpoint: this rank's rows of it."""
@@ -349,7 +409,9 @@ class Trainer:
 
     def snapshot(self) -> TrainerState:
         s = self.state
-        extra = {"world_size": self.dist.world_size, "plan": self.plan.to_dict()}
+        extra = {"world_size": self.dist.world_size, "plan": self.plan.to_dict(),
+                 "fitting": self.fitting, "fitted": self.limits.by_time,
+                 "fitted_to": self.config.max_time}
         if self.scaler is not None:
             extra["scaler"] = self.scaler.state_dict()
         return TrainerState(s.step, s.epoch, s.tokens_seen, s.elapsed_s,
@@ -393,8 +455,8 @@ class Trainer:
         reason = "steps"
         with _sigint_flag(self._interrupted):
             while True:
-                if lim.max_steps is not None and s.step >= lim.max_steps:
-                    reason = "steps"
+                if s.step >= lim.max_steps:
+                    reason = "time" if lim.by_time else "steps"
                     break
                 local = base_elapsed + self.clock() - start
                 loss, lr, agreed, tokens, interrupted = self._step(agreed, local)
@@ -402,6 +464,8 @@ class Trainer:
                 s.tokens_seen += tokens
                 s.epoch = s.step / lim.steps_per_epoch
                 s.elapsed_s = agreed
+                if self.fitting:
+                    self._fit_horizon(s.step, agreed)
                 self._fire("on_step")
                 if s.step % c.log_every == 0:
                     self._fire("on_train_row", self._train_row(loss, lr))
@@ -418,6 +482,8 @@ class Trainer:
                 if c.save_every and s.step % c.save_every == 0:
                     self.save()
                 if lim.max_time is not None and agreed >= lim.max_time:
+                    if self.fitting:  # out of time while timing: it bought these steps
+                        self._fix_horizon(s.step)
                     reason = "time"
                     break
         if not self.last_eval or self.last_eval["step"] != s.step:
