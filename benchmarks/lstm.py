@@ -138,7 +138,8 @@ def time_lmtool(shards: Path, work: Path, shape, args, precision: str, env) -> d
            "--arch", "lstm", "--dim", str(emb), "--hidden", str(hidden),
            "--layers", str(layers), "--context", str(args.bptt), "--batch-size",
            str(args.batch), "--dropout", "1", "--optimizer", "adamw", "--precision",
-           precision, "--max-steps", str(args.warmup + args.steps), "--log-every", "1",
+           precision, "--max-steps", str(args.warmup + args.steps), "--epochs", "1000",
+           "--log-every", "1",
            "--eval-every", "0", "--save-every", "0", "--force", "--quiet"]
     run(cmd, env)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -304,7 +304,8 @@ def pretrain_rows(args, shape, batch: int, shards: Path, work: Path, default_dty
         overrides = dict(layers=layers, heads=heads, dim=dim, context=context, dropout=0.0,
                          positions=args.positions, batch_size=batch, lr=args.lr,
                          optimizer=optimizer, eval_every=0, save_every=0, device=args.device,
-                         max_steps=args.warmup + 1 + args.rounds * args.steps)
+                         max_steps=args.warmup + 1 + args.rounds * args.steps,
+                         epochs=1000)  # steps are the budget; --max-steps only caps
 
         def run(me=me, turns=turns, overrides=overrides, optimizer=optimizer):
             baton.wait(me)

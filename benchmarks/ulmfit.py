@@ -231,6 +231,7 @@ class Bench:
         path = self.out / "lm" / name
         self.stage(path, ["pretrain", str(self.shards()), "-o", str(path), "--preset", "small",
                           *LMS[name].flags, "--max-steps", str(self.steps[name]),
+                          "--epochs", "1000",  # a budget in steps: --max-steps is a cap
                           "--seed", str(self.seed), "--eval-every", "250",
                           "--save-every", "100", "--log-every", "25"])
         self.stage(path.with_name(name + "-wt2-valid"),
@@ -340,7 +341,8 @@ class Bench:
                 run = Path(tmp) / name
                 subprocess.run([sys.executable, "-m", "lmtool", "pretrain", str(data), "-o",
                                 str(run), "--preset", "small", *lm.flags, "--max-steps",
-                                str(steps), "--log-every", "2", "--eval-every", "100000",
+                                str(steps), "--epochs", "1000", "--log-every", "2",
+                                "--eval-every", "100000",
                                 "--seed", str(self.seed), "-q"], check=True)
                 rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
                 rows = [r for r in rows if "loss" in r]
