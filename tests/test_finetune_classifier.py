@@ -521,3 +521,9 @@ def test_cli_prints_the_plan_and_what_the_limits_do_before_training(cli, lms, tm
     assert "--max-time 0.001 s stops the plan early" in r.stderr
     assert re.search(r"warning: --max-time stopped the run at step \d+, before the plan's "
                      r"last stage: the lowest 3 of 4 layer groups never trained", r.stderr)
+
+
+def test_epoch_counts_read_as_a_person_writes_them():
+    from lmtool.cli.finetune_classifier import epoch_count
+
+    assert [epoch_count(x) for x in (3.0, 2.5, 0.5263, 0.526316)] == ["3", "2.5", "0.53", "0.53"]

@@ -151,11 +151,18 @@ class EpochReporter(Reporter):
     def on_eval(self, trainer, row: dict) -> None:
         epochs = trainer.limits.max_steps / trainer.limits.steps_per_epoch if (
             trainer.limits.max_steps) else None
-        of = f"/{epochs:g}" if epochs else ""
+        of = f"/{epoch_count(epochs)}" if epochs else ""
         train = (f"train loss {sum(self.losses) / len(self.losses):.4f}, "
                  if self.losses else "")
         self.losses = []
         groups = f"{row['trainable_groups']}/{trainer.groups} layer groups"
-        self._print(f"epoch {row['epoch']:g}{of}: {train}val loss {row['val_loss']:.4f}, "
+        epoch = epoch_count(row["epoch"])
+        self._print(f"epoch {epoch}{of}: {train}val loss {row['val_loss']:.4f}, "
                     f"accuracy {row['val_accuracy']:.4f}, macro-F1 {row['val_macro_f1']:.4f} "
                     f"({groups}, {row['elapsed_s']:.0f}s)")
+
+
+def epoch_count(epochs: float) -> str:
+    """Epochs as a person reads them: 3, 2.5, 0.53 (a run cut short by --max-steps ends
+    part-way through one; more digits than two say nothing)."""
+    return f"{round(epochs, 2):g}"
