@@ -154,10 +154,11 @@ def existing(path: Path, kind: Kind) -> bool:
     if not kind.directory and path.is_dir():
         raise BadInput(f"{path} is a directory, in the way of {kind.place}",
                        "choose a file name for -o, such as tok.json")
-    if kind.directory and not any(path.iterdir()):
+    names = set(os.listdir(path)) if kind.directory else set()
+    if kind.directory and not names:
         return False
     if kind.holds(path):
-        theirs = sorted(set(os.listdir(path)) - kind.names) if kind.directory else []
+        theirs = sorted(names - kind.names)
         if theirs:
             shown = ", ".join(theirs[:3]) + (", ..." if len(theirs) > 3 else "")
             raise BadInput(f"{path} holds {kind.noun} and files lmtool did not write "

@@ -22,11 +22,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from lmtool.checkpoint import STATE, TRAINER
 from lmtool.errors import BadInput, RuntimeFailure
 from lmtool.fsio import make_parents, named, umask
 from lmtool.outputs import RUN, existing
 from lmtool.outputs import is_run as is_run  # where callers have always found it
+from lmtool.runfiles import STATE, TRAINER
 from lmtool.wording import count
 
 
@@ -113,7 +113,9 @@ def claim_run(run_dir: Path, *, resume: bool, force: bool) -> Iterator[None]:
     Under torchrun rank 0 alone writes the run, so it alone holds the lock (torchrun sets
     RANK; the other ranks only check)."""
     check_run_output(run_dir, resume=resume, force=force)  # before the lock: "/" has none
-    writer = os.environ.get("RANK", "0") == "0"
-    with run_lock(run_dir) if writer else contextlib.nullcontext():
-        check_run_output(run_dir, resume=resume, force=force)
+    if os.environ.get("RANK", "0") != "0":  # another rank: it only checks
+        yield
+        return
+    with run_lock(run_dir):
+        check_run_output(run_dir, resume=resume, force=force)  # again: it may have changed
         yield

@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.console import Console
 
-from lmtool.text.sources import DOCUMENT_MODES, ENCODING_ERRORS
+from lmtool.text.files import ENCODING_ERRORS
+from lmtool.text.sources import DOCUMENT_MODES
 
 # Logs, warnings, errors and progress go to stderr; stdout carries results only.
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -102,8 +102,8 @@ def classifier(
         warn(line)
     best = result.best or {}
     if best:
-        of = f" of {result.epochs:g}" if result.epochs else ""
-        line = (f"{result.run_dir}: best epoch {best['epoch']:g}{of}: "
+        of = f" of {epoch_count(result.epochs)}" if result.epochs else ""
+        line = (f"{result.run_dir}: best epoch {epoch_count(best['epoch'])}{of}: "
                 f"val accuracy {best['val_accuracy']:.4f}, macro-F1 "
                 f"{best['val_macro_f1']:.4f} ({result.train_documents:,} training / "
                 f"{result.valid_documents:,} held-out documents, {result.elapsed_s:.0f}s)")

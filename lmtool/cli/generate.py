@@ -110,7 +110,6 @@ def generate(
         stop=tuple(stop or ()), seed=seed,
     )
     options.validate()
-    options = options.seeded()  # one seed for the whole run, reported in jsonl
     if max_new_tokens == 0:
         return
     from lmtool.inference.runs import load_lm

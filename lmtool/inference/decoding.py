@@ -51,11 +51,6 @@ class Decoder:
         """Next-token logits in fp32 with the special tokens ruled out, (B, C) → (B, V)."""
         return self.model.lm_head(hidden).float() + self.bias
 
-    def fits(self, length: int) -> int:
-        """How many of a prompt's tokens the model can read: the last limit - 1 (room
-        for one new token), or all when the state has no limit."""
-        return self.limit - 1 if self.limit is not None else length
-
     def start(self, rows: list[list[int]], new_tokens: int) -> tuple[State, torch.Tensor]:
         """Read each row into a fresh state: the state and the logits of each row's next
         token, (B, V). `new_tokens`: how many more tokens the caller may add (sizes the

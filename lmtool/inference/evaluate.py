@@ -15,6 +15,7 @@ from pathlib import Path
 from lmtool.errors import BadInput
 from lmtool.inference.classify import BLOCK, load_scorer
 from lmtool.metrics import Confusion
+from lmtool.text.files import display_name
 from lmtool.text.labelled import LabelledReport, iter_labelled
 from lmtool.wording import listing
 
@@ -55,7 +56,7 @@ def evaluate_classifier(
         confusion.add(labels.popleft(), p.best)
     result = confusion.report()
     if not any(result["per_class"][name]["support"] for name in scorer.labels):
-        name = "<stdin>" if str(labelled) == "-" else str(labelled)
+        name = display_name(labelled)
         raise BadInput(f"{name} holds none of the classifier's labels: it has "
                        f"{listing(confusion.unseen, 5)}; the classifier knows "
                        f"{listing(scorer.labels, 5)}",

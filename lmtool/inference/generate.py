@@ -30,7 +30,7 @@ import torch
 from lmtool.errors import BadInput
 from lmtool.inference.beam import beam_search
 from lmtool.inference.decoding import Decoder, select
-from lmtool.inference.generation import STOP_REASONS, GenerateOptions, Generation
+from lmtool.inference.generation import GenerateOptions, Generation
 from lmtool.inference.runs import LoadedLM, load_lm
 from lmtool.inference.sampling import filter_logits, gumbel_argmax, repetition_penalty, row_keys
 from lmtool.inference.text import (
@@ -304,6 +304,6 @@ def _sample(lm: LoadedLM, rows: list[_Row], options: GenerateOptions) -> Iterato
 
 
 __all__ = [
-    "STOP_REASONS", "GenerateOptions", "Generation", "StopMatcher", "generate", "sample",
+    "GenerateOptions", "Generation", "StopMatcher", "generate", "sample",
     "stream",
 ]

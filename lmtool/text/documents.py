@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lmtool.errors import BadInput
 from lmtool.text.boundaries import document_text
-from lmtool.text.files import STDIN, NotText, check_encoding_errors, read_text
+from lmtool.text.files import NotText, check_encoding_errors, display_name, read_text
 from lmtool.text.sources import ReadReport, iter_lines, resolve_sources
 from lmtool.wording import count
 
@@ -65,7 +65,7 @@ def read_documents(
 def _documents(files: list[Path | str], per_line: bool, errors: str, max_chars: int,
                report: SkipReport) -> Iterator[tuple[str, str]]:
     for source in files:
-        name = "<stdin>" if source == STDIN else str(source)
+        name = display_name(source)
         if per_line:
             yield from _lines_of(source, name, errors, max_chars, report)
             continue

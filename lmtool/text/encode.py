@@ -66,11 +66,9 @@ def iter_encoded(
     encode = batch_encoder(tok)
 
     def run(texts: list[str], anchors: list[str]) -> list[list[int]]:
-        out = [e.ids for e in encode(texts)]
-        for i, anchor in enumerate(anchors):
-            if anchor:
-                out[i] = continued(tok, anchor, texts[i])
-        return out
+        whole = iter(encode([t for t, a in zip(texts, anchors, strict=True) if not a]))
+        return [continued(tok, a, t) if a else next(whole).ids
+                for t, a in zip(texts, anchors, strict=True)]
 
     def chunks() -> Iterator[tuple[list[str], list[bool], list[str]]]:
         texts: list[str] = []
@@ -103,7 +101,7 @@ def iter_encoded(
 
 def continued(tok: Any, anchor: str, text: str) -> list[int]:
     """The ids of `text`, a piece that continues a document after `anchor` (the end of
-    the piece before: a line end), as they are inside the whole document. Encoded
+    the piece before: its last character), as they are inside the whole document. Encoded
     alone, its first word would get the space a tokenizer puts before a text
     (tokenizer.PREFIX_SPACE); encoded after the anchor, the tokens that cover only the
     anchor are dropped."""

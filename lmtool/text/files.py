@@ -19,6 +19,11 @@ ENCODING_ERRORS = ("strict", "replace", "ignore")
 SNIFF_BYTES = 8192  # a NUL byte in the first 8 KB marks a file as binary
 
 
+def display_name(source: Path | str) -> str:
+    """How messages name a source: stdin as `<stdin>`, a path as given."""
+    return "<stdin>" if source == STDIN else str(source)
+
+
 class NotText(Exception):
     """A file that cannot be read as text; `why` says it in a few words ("binary")."""
 

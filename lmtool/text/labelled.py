@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 from lmtool.errors import BadInput
 from lmtool.text.boundaries import document_text
-from lmtool.text.files import STDIN, NotText, read_text, walk
+from lmtool.text.files import STDIN, NotText, display_name, read_text, walk
 from lmtool.text.sources import ReadReport, iter_lines, iter_pieces, resolve_sources
 from lmtool.wording import count
 
@@ -436,7 +436,7 @@ def iter_labelled(
     report = report if report is not None else LabelledReport()
     if format is not None and format not in FORMATS:
         raise BadInput(f"unknown labelled format {format!r}", f"choose one of {', '.join(FORMATS)}")
-    name = "<stdin>" if str(source) == STDIN else str(source)
+    name = display_name(source)
     path = None if str(source) == STDIN else Path(source).expanduser()
     if path is not None and not path.exists():
         raise BadInput(f"{name} does not exist", "check the path")

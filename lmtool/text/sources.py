@@ -18,12 +18,12 @@ from typing import BinaryIO
 from lmtool.errors import BadInput
 from lmtool.text.boundaries import piece_text
 from lmtool.text.files import (
-    ENCODING_ERRORS,  # noqa: F401 (the CLI's choices are imported from here)
     STDIN,
     NotText,
     char_boundary,
     check_encoding_errors,
     decode,
+    display_name,
     is_binary,
     looks_binary,
     walk,
@@ -70,11 +70,6 @@ class ReadReport:
                 f"skipped as binary (a NUL byte in the first 8 KB): "
                 f"{listing(self.skipped_binary)}", "pass text files")
         return BadInput("the sources hold no text (empty corpus)", "check the files")
-
-
-
-def _display(source: Path | str) -> str:
-    return "<stdin>" if source == STDIN else str(source)
 
 
 def resolve_sources(
@@ -192,7 +187,7 @@ def iter_lines(
     check_encoding_errors(encoding_errors)
     report = report if report is not None else ReadReport()
     for index, source in enumerate(resolve_sources(sources, report=report)):
-        name = _display(source)
+        name = display_name(source)
         if source == STDIN:
             stream = sys.stdin.buffer
             for line in _iter_file_lines(stream, name, encoding_errors, report, limit):

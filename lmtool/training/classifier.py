@@ -48,7 +48,7 @@ import torch
 
 from lmtool.checkpoint import TOKENIZER, WEIGHTS, TrainerState
 from lmtool.errors import BadInput
-from lmtool.models.classifier import CLASSIFIER_DROP_MULT
+from lmtool.models.classifier import CLASSIFIER_DROP_MULT, OUTPUT_P
 from lmtool.training.base_run import file_sha256, read_base
 from lmtool.training.builder import Env, Parts, RunPlan, build_run
 from lmtool.training.flags import TrainFlags
@@ -60,7 +60,7 @@ from lmtool.wording import count, plural
 # fastai's AWD-LSTM classifier dropouts (awd_lstm_clas_config) and its one multiplier
 # for them (drop_mult 0.5, models/classifier.py), replacing the base LM's multiplier.
 LSTM_DROPOUTS = dict(embed_dropout=0.05, input_dropout=0.4, hidden_dropout=0.3,
-                     weight_dropout=0.5, output_dropout=0.4, dropout=CLASSIFIER_DROP_MULT)
+                     weight_dropout=0.5, output_dropout=OUTPUT_P, dropout=CLASSIFIER_DROP_MULT)
 # What `finetune classifier` trains with unless told otherwise: ULMFiT's recipe.
 CLASSIFIER_DEFAULTS = {
     "schedule": "stlr", "discriminative": 2.6, "unfreeze_start": 1, "unfreeze_every": 1.0,

@@ -117,7 +117,8 @@ def fit(trainer: Trainer, run_dir: Path, *, fresh: bool) -> str:
 
 
 def result(trainer: Trainer, run_dir: Path, reason: str, metrics: MetricsLog,
-           resumed_from: int | None, sample: str | None = None) -> RunResult:
+           resumed_from: int | None) -> RunResult:
+    """The common result; a task adds its own (a sample, held-out figures) in finish."""
     from lmtool.device import describe_precision
 
     return RunResult(
@@ -131,7 +132,7 @@ def result(trainer: Trainer, run_dir: Path, reason: str, metrics: MetricsLog,
         last_eval=trainer.last_eval or next(
             (r for r in reversed(metrics.rows) if "val_loss" in r), None),
         resumed_from=resumed_from,
-        sample=sample,
+        sample=None,
         is_main=trainer.dist.is_main,
         limits=trainer.limits.describe(),
         precision=describe_precision(trainer.config.precision, trainer.device),

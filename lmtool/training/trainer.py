@@ -191,7 +191,7 @@ class Trainer:
         # The horizon stays what it was when the run started (schedules.py), fitted to
         # the time limit or still to be fitted (a run stopped while timing its steps).
         self.plan = Plan.from_dict(plan) if plan else self.limits.plan(c)
-        self.fitting = c.max_time is not None and (
+        self.fitting = self.stages is None and c.max_time is not None and (
             self.state.extra.get("fitting", False) if plan else True)
         if self.state.extra.get("fitted") and self.state.extra.get("fitted_to") == c.max_time:
             self._stop_at_horizon()  # the same time limit: it still buys those steps
