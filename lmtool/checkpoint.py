@@ -154,13 +154,14 @@ def _read_json(path: Path) -> Any:
         raise BadInput(f"{path} is corrupt (not valid JSON: {e})") from None
 
 
-def read_run_config(run_dir: Path) -> dict:
-    """config.json of a run, checked to be one; BadInput for anything else."""
+def read_run_config(run_dir: Path, made_by: str = "lmtool pretrain") -> dict:
+    """config.json of a run, checked to be one; BadInput for anything else, whose hint
+    names the command that makes the kind of run wanted (`made_by`)."""
     run_dir = Path(run_dir)
     recover(run_dir)
     if not (run_dir / CONFIG).is_file():
         what = f"an lmtool run (no {CONFIG})" if run_dir.is_dir() else "a directory"
-        raise BadInput(f"{run_dir} is not {what}", "pass a run made by lmtool pretrain")
+        raise BadInput(f"{run_dir} is not {what}", f"pass a run made by {made_by}")
     config = _read_json(run_dir / CONFIG)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise BadInput(f"{run_dir / CONFIG} does not describe an lmtool run")
@@ -231,7 +232,8 @@ def load_checkpoint(run_dir: Path, device: str | torch.device = "cpu", *,
     from lmtool.text.tokenizer import load_tokenizer
 
     run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
+    made_by = "lmtool finetune classifier" if task == "classifier" else "lmtool pretrain"
+    config = read_run_config(run_dir, made_by)
     check_task(run_dir, config, task)
     need_file(run_dir / TOKENIZER)
     if run_task(config) == "classifier":

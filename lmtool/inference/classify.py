@@ -80,12 +80,8 @@ class Member:
 
 def load_member(run: Path | str, device: torch.device) -> Member:
     """A classifier run; a language model or any other directory is refused with a hint."""
-    from lmtool.checkpoint import load_checkpoint, read_run_config
+    from lmtool.checkpoint import load_checkpoint
 
-    try:
-        read_run_config(Path(run))
-    except BadInput as e:  # its hint names the runs a language-model command takes
-        raise BadInput(e.message, "pass a run made by lmtool finetune classifier") from None
     ckpt = load_checkpoint(Path(run), device, task="classifier")
     return Member(Path(run), ckpt.model, ckpt.tokenizer, list(ckpt.model.labels))
 
