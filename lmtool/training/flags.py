@@ -129,16 +129,22 @@ def apply_flags(model: ModelConfig, train: TrainConfig, flags: TrainFlags, *,
     return model, train
 
 
+def with_config_file(flags: TrainFlags, config_file: Path | None) -> tuple[TrainFlags, dict]:
+    """`flags` over the fields of a --config file, and the file's objective, arch and
+    preset (which only a new run uses)."""
+    if not config_file:
+        return flags, {}
+    from_file = read_config_file(config_file)
+    top = {k: from_file.pop(k) for k in ("objective", "arch", "preset") if k in from_file}
+    return flags.over(TrainFlags.from_dict(from_file, f" in --config {config_file}")), top
+
+
 def resolve_configs(*, objective: str | None, arch: str | None, preset: str | None,
                     flags: TrainFlags, config_file: Path | None = None, vocab_size: int = 0
                     ) -> tuple[ModelConfig, TrainConfig, str]:
     """A new run's configs: the preset < the config file < the flags. Returns the model
     and training configs and the preset's name."""
-    top: dict = {}
-    if config_file:
-        from_file = read_config_file(config_file)
-        top = {k: from_file.pop(k) for k in ("objective", "arch", "preset") if k in from_file}
-        flags = flags.over(TrainFlags.from_dict(from_file, f" in --config {config_file}"))
+    flags, top = with_config_file(flags, config_file)
     objective = objective or top.get("objective") or "causal"
     arch = arch or top.get("arch") or "transformer"
     preset = preset or top.get("preset") or "tiny"

@@ -66,7 +66,7 @@ def _plan(data: Path, output: Path, *, objective: str | None, arch: str | None,
         tokenizer_kind,
         tokenizer_sha256,
     )
-    from lmtool.training.flags import resolve_configs, resume_configs
+    from lmtool.training.flags import resolve_configs, resume_configs, with_config_file
 
     shards = open_shards(data)
     tok_file = find_tokenizer_file(Path(tokenizer) if tokenizer else shards.tokenizer_path)
@@ -78,12 +78,7 @@ def _plan(data: Path, output: Path, *, objective: str | None, arch: str | None,
             "pass the tokenizer the shards were encoded with, or re-encode them",
         )
     if resume:
-        if config_file:  # its fields under the flags; its objective, arch and preset unused
-            from lmtool.training.config import read_config_file
-
-            from_file = {k: v for k, v in read_config_file(config_file).items()
-                         if k not in ("objective", "arch", "preset")}
-            flags = flags.over(TrainFlags.from_dict(from_file, f" in --config {config_file}"))
+        flags, _ = with_config_file(flags, config_file)  # its objective, arch, preset unused
         saved, model_config, train_config = resume_configs(output, flags, objective=objective,
                                                            arch=arch)
         if saved.get("tokenizer", {}).get("sha256") != sha:
