@@ -26,6 +26,19 @@ def lower_loss(row: dict, best: dict | None) -> bool:
     return best is None or row["val_loss"] < best["val_loss"]
 
 
+def resume_from_last(model: torch.nn.Module, state: TrainerState
+                     ) -> tuple[torch.nn.Module, bool]:
+    """A resumed run's best model (what model.safetensors holds: the loaded `model`) and
+    whether the last step's weights, saved apart as `last.*`, were loaded into `model`
+    to go on from (then the weights training continues with are not the best)."""
+    last = {k.removeprefix("last."): v for k, v in state.tensors.items()
+            if k.startswith("last.")}
+    best_model = copy.deepcopy(model)
+    if last:
+        model.load_state_dict(last)
+    return best_model, bool(last)
+
+
 class BestCheckpointer(Checkpointer):
     """Saves the best epoch's weights as the run's model and, when the last step's
     weights differ, those as `last.*` tensors in RUN/trainer/ for `--resume`.
@@ -33,20 +46,19 @@ class BestCheckpointer(Checkpointer):
     Also annotates each evaluation row with its epoch and the layer groups training,
     before the metrics log records it (this callback comes first)."""
 
-    def __init__(self, run_dir, config, tokenizer_json, metrics, *, steps_per_epoch: int,
+    def __init__(self, run_dir, config, tokenizer_json, metrics, *,
                  model: torch.nn.Module, best: dict | None,
                  better: Callable[[dict, dict | None], bool] = better,
-                 from_start: bool = False):
+                 from_start: bool = False, current_is_best: bool = True):
         super().__init__(run_dir, config, tokenizer_json, metrics)
-        self.steps_per_epoch = steps_per_epoch
         self.best = best
         self.better = better
         self.from_start = from_start  # the evaluation at step 0 (the start) may be best
         self.best_model = copy.deepcopy(model).cpu()  # the weights of the best epoch so far
-        self.current_is_best = True  # the model's weights are the best ones
+        self.current_is_best = current_is_best  # the model's weights are the best ones
 
     def on_eval(self, trainer, row: dict) -> None:
-        row["epoch"] = round(row["step"] / self.steps_per_epoch, 4)
+        row["epoch"] = round(row["step"] / trainer.limits.steps_per_epoch, 4)
         row["trainable_groups"] = trainer.trainable
         if row["step"] == 0 and not self.from_start:
             return

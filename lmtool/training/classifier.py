@@ -36,7 +36,6 @@ keeper (training/best_epoch.py) is the checkpointer this task gives the run buil
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -230,20 +229,16 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, flags: TrainF
         from lmtool.checkpoint import load_checkpoint
         from lmtool.models import build_model
         from lmtool.models.classifier import Classifier
-        from lmtool.training.best_epoch import BestCheckpointer
+        from lmtool.training.best_epoch import BestCheckpointer, resume_from_last
         from lmtool.training.documents import DocumentBatches, DocumentEval
         from lmtool.training.objectives import ClassificationObjective
         from lmtool.training.optimizers import ulmfit_optimizer
 
         # 2. The model: the base LM's backbone (its weights), a new head.
-        last: dict = {}
+        resumed_last = False
         if env.resume:
             model, state, rows = env.resumed(task="classifier")
-            last = {k.removeprefix("last."): v for k, v in state.tensors.items()
-                    if k.startswith("last.")}
-            best_model = copy.deepcopy(model)
-            if last:  # the best epoch is in model.safetensors; go on from the last step
-                model.load_state_dict(last)
+            best_model, resumed_last = resume_from_last(model, state)
             best = saved.get("best")
         else:
             torch.manual_seed(train_config.seed)  # the head's (and a new backbone's) weights
@@ -288,8 +283,8 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, flags: TrainF
 
         def keeper(run_dir, config, tokenizer_json, metrics) -> BestCheckpointer:
             kept.append(BestCheckpointer(run_dir, config, tokenizer_json, metrics,
-                                         steps_per_epoch=spe, model=best_model, best=best))
-            kept[0].current_is_best = not last  # a resumed run's last step may not be best
+                                         model=best_model, best=best,
+                                         current_is_best=not resumed_last))
             return kept[0]
 
         def finish(result: RunResult, trainer, metrics) -> ClassifierResult:

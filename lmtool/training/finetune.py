@@ -30,7 +30,6 @@ to continue if either changed.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,18 +126,15 @@ def _plan(run: Path, base: dict, sources: list, output: Path, *, flags: TrainFla
             sources, run, output, base, seed=train_config.seed, document=document,
             encoding_errors=encoding_errors))
         data_sha = tokens_sha256(train, val)
-        last: dict = {}
+        resumed_last = False
         if env.resume:
             if saved.get("data", {}).get("sha256") != data_sha:
                 raise BadInput(f"the target text is not what {output} was fine-tuned on",
                                "resume with the same text, or start a new fine-tune")
+            from lmtool.training.best_epoch import resume_from_last
+
             model, state, rows = env.resumed()
-            # model.safetensors holds the best weights; training goes on from the last
-            last = {k.removeprefix("last."): v for k, v in state.tensors.items()
-                    if k.startswith("last.")}
-            best_model = copy.deepcopy(model)
-            if last:
-                model.load_state_dict(last)
+            best_model, resumed_last = resume_from_last(model, state)
             best = saved.get("best")
         else:
             model = load_checkpoint(run, env.device).model
@@ -166,9 +162,7 @@ def _plan(run: Path, base: dict, sources: list, output: Path, *, flags: TrainFla
 
             kept.append(BestCheckpointer(
                 run_dir, config, tokenizer_json, metrics, model=best_model, best=best,
-                steps_per_epoch=max(1, source.batches_per_epoch // train_config.grad_accum),
-                better=lower_loss, from_start=True))
-            kept[0].current_is_best = not last  # a resumed run's last step may not be best
+                better=lower_loss, from_start=True, current_is_best=not resumed_last))
             return kept[0]
 
         def finish(result: RunResult, trainer, metrics) -> FinetuneResult:
