@@ -13,7 +13,6 @@ from lmtool.cli.common import (
     DocumentMode,
     EncodingErrors,
     Errors,
-    info,
     warn,
     with_examples,
 )
@@ -28,7 +27,7 @@ from lmtool.cli.options import (
     with_blocks,
 )
 from lmtool.cli.progress import Reporter, describe
-from lmtool.cli.run_report import report_run, run_summary
+from lmtool.cli.run_report import report_run, result_line, run_summary
 
 if TYPE_CHECKING:
     from lmtool.training.flags import TrainFlags
@@ -97,15 +96,10 @@ def lm(
     for line in result.warnings if result.is_main else ():
         warn(line)
     if result.before and result.after:
-        # The result: on stdout with --format text (--quiet or not), beside the log on
-        # stderr with --format json. "after" is the weights kept: the best held-out.
+        # "after" is the weights kept: the best held-out.
         kept = f" (step {result.kept_step}, the best)" if result.kept_step != result.step else ""
-        for line in (f"held-out before: {describe(result.before)}",
-                     f"held-out after:  {describe(result.after)}{kept}"):
-            if format == "json":
-                info(line, quiet)
-            else:
-                typer.echo(line)
+        result_line(f"held-out before: {describe(result.before)}", format, quiet)
+        result_line(f"held-out after:  {describe(result.after)}{kept}", format, quiet)
     if format == "json" and result.is_main:
         typer.echo(json.dumps({**run_summary(result), "base": str(result.base_run),
                                "before": result.before, "after": result.after,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lmtool.cli.common import EncodingErrors, Errors, info, warn
+from lmtool.cli.common import EncodingErrors, Errors, warn
 from lmtool.cli.options import (
     BaseRun,
     RunOptions,
@@ -19,6 +19,7 @@ from lmtool.cli.options import (
     with_blocks,
 )
 from lmtool.cli.progress import Reporter
+from lmtool.cli.run_report import result_line
 
 if TYPE_CHECKING:
     from lmtool.training.flags import TrainFlags
@@ -107,10 +108,7 @@ def classifier(
                 f"val accuracy {best['val_accuracy']:.4f}, macro-F1 "
                 f"{best['val_macro_f1']:.4f} ({result.train_documents:,} training / "
                 f"{result.valid_documents:,} held-out documents, {result.elapsed_s:.0f}s)")
-        if format == "json":  # the object is the result; the line joins the log
-            info(line, quiet)
-        else:  # the result: on stdout, --quiet or not
-            typer.echo(line)
+        result_line(line, format, quiet)
     if format == "json":
         typer.echo(json.dumps({"run": str(result.run_dir), "base": str(result.base_run),
                                "labels": result.labels, "best": best,

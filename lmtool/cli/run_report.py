@@ -3,9 +3,20 @@ figures `--format json` prints, the same for every kind of run."""
 
 from __future__ import annotations
 
+import typer
+
 from lmtool.cli.common import info
 from lmtool.cli.progress import describe
 from lmtool.wording import count
+
+
+def result_line(line: str, format: str, quiet: bool) -> None:
+    """A line of a run's result: on stdout with --format text (--quiet or not); beside
+    the log on stderr with --format json, whose object is the result."""
+    if format == "json":
+        info(line, quiet)
+    else:
+        typer.echo(line)
 
 
 def run_summary(result) -> dict:
