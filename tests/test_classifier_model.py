@@ -102,6 +102,11 @@ def test_document_ids():
     assert document_ids([10, 11, 12], backward=True, max_tokens=3) == (
         [SPECIAL_IDS.eos, 11, 10], True)
     assert document_ids([], backward=False, max_tokens=3) == ([SPECIAL_IDS.eos], False)
+    # Keeping the last tokens instead: the end of the document, then reversed.
+    assert document_ids([10, 11, 12], backward=False, max_tokens=3, keep="last") == (
+        [SPECIAL_IDS.eos, 11, 12], True)
+    assert document_ids([10, 11, 12], backward=True, max_tokens=3, keep="last") == (
+        [SPECIAL_IDS.eos, 12, 11], True)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "causal", "masked"])
@@ -124,3 +129,35 @@ def test_needs_two_labels():
     config = ModelConfig(vocab_size=V, **BACKBONES["lstm"])
     with pytest.raises(BadInput, match="two labels"):
         Classifier(build_model(config), ClassifierConfig(labels=["only"]))
+
+
+def test_lstm_classifier_adds_ar_tar_of_real_outputs_in_training():
+    """AR/TAR as fastai's classifier learner applies them (alpha 2, beta 1): computed by
+    hand from the encoder's outputs of the real tokens, padding left out; none in eval
+    mode, none for a Transformer."""
+    clf = make("lstm")
+    rows = [ids for ids, _ in clf.encode_documents(docs([5, 11]))]
+    ids, lengths = pad_batch(rows)
+    clf.train()
+    torch.manual_seed(3)
+    clf(ids, lengths)
+    penalty = clf.take_penalty()
+    assert clf.take_penalty() is None  # cleared once taken
+    clf.backbone.train()
+    torch.manual_seed(3)  # the same dropout masks: the same outputs
+    hidden = clf.read(ids, lengths)
+    ar = tar = 0.0
+    for row, n in zip(hidden, lengths.tolist(), strict=True):
+        real = row[:n]
+        ar, tar = ar + real.pow(2).sum(), tar + (real[1:] - real[:-1]).pow(2).sum()
+    width = hidden.size(-1)
+    tokens, pairs = int(lengths.sum()), int((lengths - 1).sum())
+    expected = 2.0 * ar / (tokens * width) + 1.0 * tar / (pairs * width)
+    torch.testing.assert_close(penalty, expected, atol=1e-6, rtol=1e-5)
+    clf.eval()
+    clf(ids, lengths)
+    assert clf.take_penalty() is None
+    transformer = make("causal")
+    transformer.train()
+    transformer(ids, lengths)
+    assert transformer.take_penalty() is None

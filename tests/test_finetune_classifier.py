@@ -527,3 +527,19 @@ def test_epoch_counts_read_as_a_person_writes_them():
     from lmtool.cli.finetune_classifier import epoch_count
 
     assert [epoch_count(x) for x in (3.0, 2.5, 0.5263, 0.526316)] == ["3", "2.5", "0.53", "0.53"]
+
+
+def test_cli_ar_tar_add_to_the_training_loss(cli, lms, tmp_path):
+    """The LSTM classifier's AR/TAR (the base run's 2 and 1) add to the training loss;
+    --ar 0 --tar 0 turn them off: the same first batch and weights, a lower loss."""
+    train = write_tsv(tmp_path / "train.tsv", labelled_rows(32, seed=4))
+    first = {}
+    for name, extra in (("default", []), ("off", ["--ar", "0", "--tar", "0"])):
+        r = cli("finetune", "classifier", lms["lstm"], train, "-o", tmp_path / name,
+                "--batch-size", "8", "--device", "cpu", "--max-steps", "1", *extra)
+        assert r.exit_code == 0, r.stderr
+        rows = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        first[name] = next(row["loss"] for row in rows if "loss" in row and "step" in row)
+        model = json.loads((tmp_path / name / "config.json").read_text())["model"]
+        assert (model["ar"], model["tar"]) == ((2.0, 1.0) if name == "default" else (0, 0))
+    assert first["default"] > first["off"] + 1e-4

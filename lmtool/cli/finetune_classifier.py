@@ -80,6 +80,11 @@ def classifier(
     dropout: Annotated[float | None, option(
         "--dropout", "Dropout (LSTM: multiplier of the classifier's dropouts) (the base "
         "run's).")] = None,
+    ar: Annotated[float | None, option(
+        "--ar", "LSTM: activation regularisation alpha on the encoder's outputs (the base "
+        "run's, 2).")] = None,
+    tar: Annotated[float | None, option(
+        "--tar", "LSTM: temporal AR beta (the base run's, 1).")] = None,
     flags: TrainFlags = None,  # type: ignore[assignment]  # run_flags: with_blocks
     encoding_errors: Errors = EncodingErrors.strict,
     options: RunOptions = None,  # type: ignore[assignment]  # run_options: with_blocks
@@ -89,7 +94,7 @@ def classifier(
     from lmtool.training.classifier import finetune_classifier
 
     format, quiet = options.format, options.quiet
-    flags = replace(flags, dropout=dropout, unfreeze_every=unfreeze_every,
+    flags = replace(flags, dropout=dropout, ar=ar, tar=tar, unfreeze_every=unfreeze_every,
                     unfreeze_start=0 if unfreeze_every == 0 else None)  # 0: none gradual
     with EpochReporter(quiet) as reporter:
         result = finetune_classifier(

@@ -48,7 +48,7 @@ class Prediction:
     label: str | None  # the most probable class; None below the threshold or when empty
     tokens: int  # tokens read ([EOS] included)
     empty: bool  # the text was empty or whitespace: no label, and flagged
-    truncated: bool  # longer than max_tokens: only its beginning was read
+    truncated: bool  # longer than max_tokens: only one end of it was read
 
     @property
     def probability(self) -> float:
@@ -120,6 +120,15 @@ class Scorer:
         """Characters of a document worth reading: enough for every member's max_tokens."""
         return max(m.model.config.max_tokens for m in self.members) * BYTES_PER_TOKEN
 
+    def readable(self, text: str) -> str:
+        """The end of `text` the members read (its start, or its end for members that
+        keep the last tokens; all of it when they differ): no more is tokenized."""
+        limit = self.max_chars()
+        keeps = {m.model.config.keep for m in self.members}
+        if len(text) <= limit or len(keeps) > 1:
+            return text
+        return text[-limit:] if keeps == {"last"} else text[:limit]
+
     @torch.inference_mode()
     def score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(probabilities (N, K), tokens read (N,), truncated (N,)) in the order of `texts`."""
@@ -176,9 +185,9 @@ class Scorer:
                        for i, it in enumerate(items)]
             # The whitespace policy every reader follows, the classifier's training too.
             texts = [document_text(it[1] if isinstance(it, tuple) else it) for it in items]
-            # Only a document's beginning is read (max_tokens): tokenize no more of it.
+            # Only one end of a document is read (max_tokens): tokenize no more of it.
             cut = [len(t) > limit for t in texts]
-            probs, tokens, truncated = self.score([t[:limit] for t in texts])
+            probs, tokens, truncated = self.score([self.readable(t) for t in texts])
             for i, text in enumerate(texts):
                 p = probs[i]
                 best = int(p.argmax())

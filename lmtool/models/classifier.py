@@ -19,6 +19,9 @@ How a document is read (Howard & Ruder 2018, §3.3, and fastai's classifier enco
 5. The head: two blocks of batch norm → dropout → linear, ReLU between them. The
    first dropout is the encoder's output dropout, applied here once and not also on
    every time step inside the encoder (fastai's PoolingLinearClassifier output_p).
+6. An AWD-LSTM classifier in training leaves AR/TAR (the backbone's alpha and beta,
+   2 and 1 by default, as fastai's text_classifier_learner) on the encoder's outputs
+   of the real tokens in `penalty`, for the objective to add to the loss.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ class ClassifierConfig:
     head_dropout: float | None = None
     hidden_dropout: float = 0.1
     max_tokens: int = 1440  # a document's tokens read at most, [EOS] included (fastai: 20 x 72)
+    # Which end of a longer document is read: "first" (runs made before the field
+    # existed) or "last" (fastai's classifier pools over a document's last max_len).
+    keep: str = "first"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,16 +74,24 @@ class ClassifierConfig:
 # --- documents → token ids -------------------------------------------------------------
 
 
-def document_ids(tokens: list[int], *, backward: bool, max_tokens: int) -> tuple[list[int], bool]:
+def kept_tokens(tokens, max_tokens: int, keep: str):
+    """The first or the last `max_tokens` of a document's tokens (a list or an array)."""
+    if len(tokens) <= max_tokens:
+        return tokens
+    return tokens[-max_tokens:] if keep == "last" and max_tokens > 0 else tokens[:max_tokens]
+
+
+def document_ids(tokens: list[int], *, backward: bool, max_tokens: int,
+                 keep: str = "first") -> tuple[list[int], bool]:
     """The ids the classifier reads for a document's tokens, and whether it was cut.
 
-    [EOS] first, then at most max_tokens - 1 of the document's first tokens, in the
-    backbone's reading order (reversed for a backward LM, so both directions of an
-    ensemble see the same text).
+    [EOS] first, then at most max_tokens - 1 of the document's first (or, with `keep`
+    "last", last) tokens, in the backbone's reading order (reversed for a backward LM,
+    so both directions of an ensemble see the same text).
     """
-    keep = max(max_tokens - 1, 0)
-    cut = len(tokens) > keep
-    tokens = tokens[:keep]
+    room = max(max_tokens - 1, 0)
+    cut = len(tokens) > room
+    tokens = kept_tokens(tokens, room, keep)
     if backward:
         tokens = tokens[::-1]
     return [SPECIAL_IDS.eos, *tokens], cut
@@ -109,6 +123,25 @@ def concat_pool(hidden: torch.Tensor, lengths: torch.Tensor, first: bool = False
     top = hidden.masked_fill(~real[:, :, None], float("-inf")).amax(dim=1)  # (B, C)
     mean = (hidden * real[:, :, None]).sum(dim=1) / lengths[:, None].to(hidden.dtype)  # (B, C)
     return torch.cat([last, top, mean], dim=-1)  # (B, 3C)
+
+
+def activation_penalty(hidden: torch.Tensor, lengths: torch.Tensor, ar: float,
+                       tar: float) -> torch.Tensor | None:
+    """AR + TAR (Merity et al. 2017, section 4.6) over each row's real outputs (B, T, C):
+    ar x mean(h^2) + tar x mean((h[t+1] - h[t])^2), padding left out (fastai's
+    RNNRegularizer averages over padding too, which would weigh short documents less)."""
+    if not (ar or tar):
+        return None
+    hidden = hidden.float()
+    T = hidden.size(1)
+    real = (torch.arange(T, device=hidden.device)[None, :] < lengths[:, None]).float()  # (B, T)
+    width = hidden.size(-1)
+    penalty = ar * (hidden.pow(2).sum(-1) * real).sum() / (real.sum() * width)
+    pairs = real[:, 1:] * real[:, :-1]  # (B, T-1): both steps real
+    if tar and pairs.sum() > 0:
+        steps = (hidden[:, 1:] - hidden[:, :-1]).pow(2).sum(-1)  # (B, T-1)
+        penalty = penalty + tar * (steps * pairs).sum() / (pairs.sum() * width)
+    return penalty
 
 
 class LinearBlock(nn.Sequential):
@@ -146,6 +179,8 @@ class Classifier(nn.Module):
             raise BadInput("a classifier needs two labels at least")
         if config.max_tokens < 2:
             raise BadInput("--max-tokens must be at least 2")
+        if config.keep not in ("first", "last"):
+            raise BadInput(f"a classifier keeps the first or the last tokens, not {config.keep!r}")
         mc = backbone.config
         self.config = config
         self.model_config = mc
@@ -154,6 +189,7 @@ class Classifier(nn.Module):
         backbone.lm_head = nn.Identity()
         self.backbone = backbone
         self.masked = mc.objective == "masked"
+        self.penalty: torch.Tensor | None = None  # AR/TAR of the last training forward
         width = mc.dim  # the Transformer's width; the AWD-LSTM's last layer outputs dim too
         self.head = PoolingHead(3 * width, config, self._head_dropout(backbone, config))
 
@@ -178,7 +214,8 @@ class Classifier(nn.Module):
     def encode_documents(self, token_lists: list[list[int]]) -> list[tuple[list[int], bool]]:
         """(ids, cut) for each document's tokens (see `document_ids`)."""
         return [document_ids(t, backward=self.model_config.backward,
-                             max_tokens=self.config.max_tokens) for t in token_lists]
+                             max_tokens=self.config.max_tokens, keep=self.config.keep)
+                for t in token_lists]
 
     def read(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, T, C) of right-padded ids (B, T), read as the module doc says."""
@@ -225,7 +262,16 @@ class Classifier(nn.Module):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Right-padded ids (B, T) and real lengths (B,) → logits (B, K)."""
         hidden = self.read(ids, lengths)  # (B, T, C)
+        self.backbone.take_penalty()  # the last chunk's LM penalty: replaced by the one below
+        if self.training and self.model_config.arch == "lstm":
+            self.penalty = activation_penalty(hidden, lengths, self.model_config.ar,
+                                              self.model_config.tar)
         return self.head(concat_pool(hidden, lengths, first=self.masked))  # (B, K)
+
+    def take_penalty(self) -> torch.Tensor | None:
+        """The AR/TAR of the last training forward (None if none), cleared once taken."""
+        penalty, self.penalty = self.penalty, None
+        return penalty
 
     def layer_groups(self) -> list[list[nn.Module]]:
         """The backbone's groups, embedding at the bottom, with what was beside its LM

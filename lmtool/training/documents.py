@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from lmtool.errors import BadInput
-from lmtool.models.classifier import document_ids, pad_batch
+from lmtool.models.classifier import document_ids, kept_tokens, pad_batch
 from lmtool.text.labelled import Example, LabelVocab
 from lmtool.training.objectives import Batch
 from lmtool.training.protocol import BatchSource, EvalSource
@@ -75,9 +75,10 @@ class Documents:
 
 
 def encode_documents(examples: Iterable[Example], tokenizer, *,
-                     max_tokens: int | None = None) -> Documents:
+                     max_tokens: int | None = None, keep: str = "first") -> Documents:
     """Tokenize labelled examples with the run's tokenizer, a chunk at a time. Only the
-    first `max_tokens` tokens of a document are kept (the classifier reads no more)."""
+    first (`keep` "last": the last) `max_tokens` tokens of a document are kept (the
+    classifier reads no more)."""
     from lmtool.text.encode import batch_encoder
 
     encode = batch_encoder(tokenizer)
@@ -88,7 +89,8 @@ def encode_documents(examples: Iterable[Example], tokenizer, *,
 
     def flush(texts: list[str]) -> None:
         for e in encode(texts):
-            ids = np.asarray(e.ids[:max_tokens] if max_tokens else e.ids, dtype=np.int32)
+            ids = np.asarray(kept_tokens(e.ids, max_tokens, keep) if max_tokens else e.ids,
+                             dtype=np.int32)
             parts.append(ids)
             lengths.append(len(ids))
 
@@ -108,10 +110,11 @@ def encode_documents(examples: Iterable[Example], tokenizer, *,
 
 
 def make_batch(docs: Documents, targets: np.ndarray, rows: np.ndarray, *, backward: bool,
-               max_tokens: int) -> Batch:
+               max_tokens: int, keep: str = "first") -> Batch:
     """Documents `rows` as the classifier reads them: right-padded ids, mask, labels."""
     ids, lengths = pad_batch([document_ids(docs.tokens(int(i)), backward=backward,
-                                           max_tokens=max_tokens)[0] for i in rows])
+                                           max_tokens=max_tokens, keep=keep)[0]
+                              for i in rows])
     mask = torch.arange(ids.size(1))[None, :] < lengths[:, None]  # (B, T)
     return Batch(ids, torch.from_numpy(targets[rows].astype(np.int64)), mask)
 
@@ -120,10 +123,11 @@ class DocumentBatches(BatchSource):
     """Shuffled, length-sorted batches of labelled documents (see the module doc)."""
 
     def __init__(self, docs: Documents, targets: np.ndarray, batch_size: int, seed: int, *,
-                 backward: bool, max_tokens: int, rank: int = 0, world_size: int = 1):
+                 backward: bool, max_tokens: int, keep: str = "first", rank: int = 0,
+                 world_size: int = 1):
         self.docs, self.targets = docs, targets
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.backward, self.max_tokens = backward, max_tokens
+        self.backward, self.max_tokens, self.keep = backward, max_tokens, keep
         global_batch = batch_size * world_size
         n = len(docs)
         if n < 2 * world_size:
@@ -155,7 +159,7 @@ class DocumentBatches(BatchSource):
     def batch(self, epoch: int, index: int) -> Batch:
         rows = self._epoch(epoch)[index][self.rank :: self.world_size]
         return make_batch(self.docs, self.targets, rows, backward=self.backward,
-                          max_tokens=self.max_tokens)
+                          max_tokens=self.max_tokens, keep=self.keep)
 
 
 class DocumentEval(EvalSource):
@@ -163,9 +167,9 @@ class DocumentEval(EvalSource):
     documents' indices. Rank r of W takes every W-th batch."""
 
     def __init__(self, docs: Documents, targets: np.ndarray, batch_size: int, *,
-                 backward: bool, max_tokens: int):
+                 backward: bool, max_tokens: int, keep: str = "first"):
         self.docs, self.targets, self.batch_size = docs, targets, batch_size
-        self.backward, self.max_tokens = backward, max_tokens
+        self.backward, self.max_tokens, self.keep = backward, max_tokens, keep
 
     def batches(self, rank: int = 0, world_size: int = 1) -> Iterator[tuple[list[int], Batch]]:
         order = np.argsort(-np.minimum(self.docs.lengths, self.max_tokens), kind="stable")
@@ -174,4 +178,4 @@ class DocumentEval(EvalSource):
                 rows = order[start : start + self.batch_size]
                 yield rows.tolist(), make_batch(self.docs, self.targets, rows,
                                                 backward=self.backward,
-                                                max_tokens=self.max_tokens)
+                                                max_tokens=self.max_tokens, keep=self.keep)

@@ -155,18 +155,22 @@ def resolve_configs(*, objective: str | None, arch: str | None, preset: str | No
     return model, train, preset
 
 
+REGULARISERS = ("dropout", "ar", "tar")  # model fields a fine-tune may change
+
+
 def finetune_configs(base: dict, defaults: dict, flags: TrainFlags, command: str, *,
                      model_changes: dict | None = None) -> tuple[ModelConfig, TrainConfig]:
     """A fine-tune's configs: the base run's model (with `model_changes`, e.g. the
     classifier's dropouts) and training settings, the task's `defaults` over those, then
-    the flags. Model fields but `dropout` are fixed by the base run: `command` refuses them."""
-    fixed = sorted(k for k in flags.given() if k in MODEL_FIELDS and k != "dropout")
+    the flags. Model fields but the regularisers (`dropout`, `ar`, `tar`) are fixed by
+    the base run: `command` refuses them."""
+    fixed = sorted(k for k in flags.given() if k in MODEL_FIELDS and k not in REGULARISERS)
     if fixed:
         raise BadInput(f"{command} cannot change " + ", ".join(
             f"--{k.replace('_', '-')}" for k in fixed), "those are fixed by the base run")
     model = replace(ModelConfig.from_dict(base["model"]), **(model_changes or {}))
     train = TrainConfig.from_dict({**base.get("training", {}), **defaults})
-    return apply_flags(model, train, flags, model_fields={"dropout"})
+    return apply_flags(model, train, flags, model_fields=set(REGULARISERS))
 
 
 # When to stop. They count from the start of the run (steps, seconds, epochs in total),

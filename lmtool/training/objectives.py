@@ -272,19 +272,13 @@ class ClassificationObjective(Objective):
 
     def _logits(self, model, batch: Batch) -> torch.Tensor:
         lengths = batch.mask.sum(dim=1)  # (B,) real tokens per row
-        logits = model(batch.inputs, lengths).float()  # (B, K)
-        # The AWD-LSTM leaves its AR/TAR penalty of the last chunk read, padding
-        # included: the classifier does not use it; dropping it frees its graph.
-        take = getattr(getattr(unwrap(model), "backbone", None), "take_penalty", None)
-        if take is not None:
-            take()
-        return logits
+        return model(batch.inputs, lengths).float()  # (B, K)
 
     def loss(self, model, batch: Batch, state=None) -> tuple[torch.Tensor, dict]:
         logits = self._logits(model, batch)
         weight = self.weights.to(logits.device) if self.weights is not None else None
         loss = F.cross_entropy(logits, batch.targets, weight=weight, ignore_index=-1)
-        return loss, {"documents": batch.targets.numel()}
+        return _with_penalty(model, loss), {"documents": batch.targets.numel()}
 
     @torch.no_grad()
     def sums(self, model, batch: Batch, state=None) -> Sums:
