@@ -132,6 +132,14 @@ def _evaluate_classifier(run: Path, sources: list[str], *, ensemble: list[Path],
     for name, n in result["unseen_labels"].items():
         warn(f"label {name!r} ({count(n, 'example')}) is not one the classifier knows: "
              "counted as wrong")
+    if plot is not None:  # first: a reader closing stdout early (| head) must not stop it
+        from lmtool.plots.files import save_figure
+        from lmtool.plots.heatmap import confusion_figure
+
+        confusion = result["confusion"]
+        save_figure(confusion_figure(confusion["labels"], confusion["matrix"],
+                                     title=f"{run}: accuracy {result['accuracy']:.3f}"),
+                    plot, force=force)
     if format in (OutputFormat.json, OutputFormat.jsonl):
         typer.echo(json.dumps(result, indent=2 if format == OutputFormat.json else None))
     elif format == OutputFormat.tsv:
@@ -141,14 +149,6 @@ def _evaluate_classifier(run: Path, sources: list[str], *, ensemble: list[Path],
                        f"{c['support']}")
     else:
         _print_evaluation(result)
-    if plot is not None:
-        from lmtool.plots.files import save_figure
-        from lmtool.plots.heatmap import confusion_figure
-
-        confusion = result["confusion"]
-        save_figure(confusion_figure(confusion["labels"], confusion["matrix"],
-                                     title=f"{run}: accuracy {result['accuracy']:.3f}"),
-                    plot, force=force)
 
 
 def _print_evaluation(result: dict) -> None:

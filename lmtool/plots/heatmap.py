@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-CELL_MAX, CELL_MIN = 0.5, 0.16  # inches per cell: 2 classes and 77 classes (BANKING77) fit
+CELL_MAX, CELL_MIN = 0.4, 0.16  # inches per cell: 2 classes and 77 classes (BANKING77) fit
 TEXT_MIN_PT = 3.5  # smaller cell text would be unreadable even zoomed in: left out
 MARGIN = 1.4  # inches around the grid for the title, axis names and the colour bar
 
