@@ -114,14 +114,21 @@ def test_a_run_without_evaluations_plots_training_loss_alone_with_a_note(run, tm
     assert result.stdout == ""
 
 
-def test_a_run_still_training_is_read_up_to_its_torn_last_line(run, tmp_path):
+def test_a_run_still_training_is_read_up_to_its_torn_last_line(run, tmp_path, cli,
+                                                                 monkeypatch):
     from lmtool.plots.curves import read_curves
 
     live = _copy(run, tmp_path / "live")
     with open(live / "metrics.jsonl", "a") as f:
+        f.write('{"step": 21, "loss": NaN, "lr": 0.001, "tokens": 9999}\n')  # diverged: no point
         f.write('{"step": 22, "loss": 1.2')  # a row being written
     curves = read_curves([live], smooth=0.0)
     assert curves.panels["loss"][0].x == [r["step"] for r in _rows(run) if "loss" in r]
+    assert curves.panels["learning rate"][0].x[-1] == 21
+    from lmtool.plots import terminal
+
+    monkeypatch.setattr(terminal, "stdout_is_terminal", lambda: True)
+    assert cli("plot", live).exit_code == 0
 
 
 def test_nothing_logged_yet_is_one_line(run, tmp_path, cli):

@@ -21,7 +21,7 @@ SUMMARY = (
     "rate, when logged) against steps, tokens or time, several runs overlaid and named "
     "in the legend: in the terminal, or to a PNG, SVG or PDF file with -o (the format "
     "from the suffix). A run still training is drawn as far as its metrics.jsonl goes. "
-    "Needs the plot extra: pip install 'lmtool[plot]'."
+    "Files need the plot extra: pip install 'lmtool[plot]'."
 )
 
 XAxis = Annotated[Literal["step", "tokens", "time"], typer.Option(
@@ -41,7 +41,7 @@ def terminal_size(fallback: tuple[int, int] = (100, 30)) -> tuple[int, int]:
 
 
 def plot(
-    runs: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Run directories.")],
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN", help="Run directories.")],
     x: XAxis = "step",
     smooth: Smooth = 0.6,
     no_smooth: NoSmooth = False,

@@ -12,6 +12,7 @@ training is read as far as it got (a torn last line is left out, checkpoint.read
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +87,9 @@ def run_series(run: Path, name: str, x: str, smooth: float) -> list[Series]:
     train = [r for r in rows if isinstance(r.get("loss"), (int, float))]
     series = []
     for _, metric, _ in METRICS:
-        have = [r for r in rows if isinstance(r.get(metric), (int, float))]
+        # A diverged step's NaN or inf is no point on a line (JSON writes them as NaN).
+        have = [r for r in rows if isinstance(r.get(metric), (int, float))
+                and math.isfinite(r[metric])]
         if not have:
             continue
         y = [float(r[metric]) for r in have]
