@@ -100,6 +100,24 @@ def test_several_runs_get_several_series_named_in_the_legend(run, tmp_path):
     assert figure.axes[0].get_lines()[0].get_color() != figure.axes[0].get_lines()[-1].get_color()
 
 
+def test_a_classifier_gets_an_accuracy_panel(tmp_path):
+    from clf_fixtures import make_classifier_run
+
+    from lmtool.plots.curves import curves_figure, read_curves
+
+    clf = make_classifier_run(tmp_path, "causal")
+    rows = [{"step": s, "loss": 1.0 / s, "lr": 0.01, "tokens": 100 * s, "elapsed_s": s,
+             "stage": 1 + s // 4} for s in range(1, 9)]
+    rows += [{"step": s, "val_loss": 0.9 / s, "val_accuracy": 0.5 + s / 20, "epoch": s / 4,
+              "elapsed_s": s} for s in (4, 8)]
+    (clf / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    curves = read_curves([clf], smooth=0.0, names=["clf"])
+    assert list(curves.panels) == ["loss", "accuracy", "learning rate"]
+    figure = curves_figure(curves)
+    assert [ax.get_title() for ax in figure.axes] == ["loss", "accuracy", "learning rate"]
+    assert _lines(figure)["clf:val_accuracy"] == ([4, 8], [0.7, 0.9])
+
+
 def test_a_run_without_evaluations_plots_training_loss_alone_with_a_note(run, tmp_path, cli):
     from lmtool.plots.curves import curves_figure, read_curves
 
@@ -246,6 +264,34 @@ def test_info_shows_a_sparkline_on_a_terminal_only(run, cli, monkeypatch):
     data = cli("info", run, "--format", "json")
     assert "▁" not in data.stdout
     json.loads(data.stdout)
+
+
+def test_info_on_a_real_terminal_and_in_a_pipe(run):
+    """The real check (sys.stdout.isatty), in a child process on a pseudo-terminal."""
+    import os
+    import pty
+    import subprocess
+
+    command = [sys.executable, "-m", "lmtool", "info", str(run)]
+    piped = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and "▁" not in piped.stdout
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(command, stdout=follower, stderr=subprocess.PIPE, timeout=120)
+        os.close(follower)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed: everything was read
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0, proc.stderr
+    assert "loss        " in out.decode() and "▁" in out.decode()
 
 
 # --- confusion matrix --------------------------------------------------------------
