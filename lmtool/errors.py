@@ -2,7 +2,7 @@
 
 Exit codes (DESIGN.md): 2 usage / bad input, 1 runtime failure, 130 interrupted, 141
 stdout closed early; 3 when the work was done but some inputs were skipped (each reported
-on stderr).
+on stderr); 4 when an optional part of lmtool is not installed (`pip install 'lmtool[plot]'`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3  # done, but some inputs were skipped: a script can tell
+EXIT_MISSING_EXTRA = 4  # an optional extra (lmtool[plot]) is not installed
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a writer killed by SIGPIPE
 
@@ -54,6 +55,15 @@ class Interrupted(LmtoolError):
     """The user pressed Ctrl-C; whatever could be saved was saved: exit 130."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class MissingExtra(LmtoolError):
+    """A command needs an optional extra that is not installed: exit 4."""
+
+    exit_code = EXIT_MISSING_EXTRA
+
+    def __init__(self, package: str, extra: str):
+        super().__init__(f"{package} is not installed", f"pip install 'lmtool[{extra}]'")
 
 
 class SomeSkipped(LmtoolError):

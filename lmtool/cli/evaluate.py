@@ -16,6 +16,7 @@ from lmtool.cli.common import (
     DocumentMode,
     EncodingErrors,
     Errors,
+    Force,
     Format,
     OutputFormat,
     Precision,
@@ -65,6 +66,11 @@ def evaluate(
     ensemble: Annotated[list[Path] | None, typer.Option(
         "--ensemble", help="Classifiers: average with this one's probabilities (repeatable).",
         show_default=False)] = None,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Classifiers: also draw the confusion matrix to this .png, .svg or "
+                       ".pdf (rows normalised, counts in the cells; needs lmtool[plot]).",
+        show_default=False)] = None,
+    force: Force = False,
     quiet: Quiet = False,
 ) -> None:
     from lmtool.checkpoint import read_run_config, run_task
@@ -72,12 +78,19 @@ def evaluate(
     from lmtool.training.evaluate import evaluate as run_evaluate
 
     if run_task(read_run_config(run)) == "classifier":
+        if plot is not None:
+            from lmtool.plots.files import check_picture
+
+            check_picture(plot, force=force)  # before scoring anything
         return _evaluate_classifier(
             run, sources, ensemble=ensemble or [], batch_size=batch_size,
             encoding_errors=encoding_errors.value, device=device, precision=precision,
-            format=format)
+            format=format, plot=plot, force=force)
     if ensemble:
         raise BadInput("--ensemble is for classifiers", f"{run} is a language model")
+    if plot is not None:
+        raise BadInput("--plot draws a classifier's confusion matrix", f"{run} is a language "
+                       "model; lmtool plot draws its curves")
     report = ReadReport()
     result = run_evaluate(
         run, sources, split=split.value, seed=seed, batch_size=batch_size,
@@ -101,7 +114,7 @@ def evaluate(
 
 def _evaluate_classifier(run: Path, sources: list[str], *, ensemble: list[Path], batch_size: int,
                          encoding_errors: str, device: str, precision: str,
-                         format: OutputFormat) -> None:
+                         format: OutputFormat, plot: Path | None, force: bool) -> None:
     """Score a classifier on a labelled source and print accuracy, macro-F1, per-class
     precision/recall/F1 and the confusion matrix."""
     from lmtool.inference.evaluate import evaluate_classifier
@@ -119,6 +132,14 @@ def _evaluate_classifier(run: Path, sources: list[str], *, ensemble: list[Path],
     for name, n in result["unseen_labels"].items():
         warn(f"label {name!r} ({count(n, 'example')}) is not one the classifier knows: "
              "counted as wrong")
+    if plot is not None:  # first: a reader closing stdout early (| head) must not stop it
+        from lmtool.plots.files import save_figure
+        from lmtool.plots.heatmap import confusion_figure
+
+        confusion = result["confusion"]
+        save_figure(confusion_figure(confusion["labels"], confusion["matrix"],
+                                     title=f"{run}: accuracy {result['accuracy']:.3f}"),
+                    plot, force=force)
     if format in (OutputFormat.json, OutputFormat.jsonl):
         typer.echo(json.dumps(result, indent=2 if format == OutputFormat.json else None))
     elif format == OutputFormat.tsv:

@@ -62,6 +62,9 @@ def info(
         f"            last loss {_fmt(h['last_loss'])}, val loss last {_fmt(h['last_val_loss'])}"
         f" / best {_fmt(h['best_val_loss'])}",
     ]
+    spark = _loss_sparkline(run)
+    if spark:
+        lines.append(spark)
     if "classifier" in data:
         lines += _classifier_lines(data["classifier"])
     elif data.get("base"):  # a fine-tuned language model
@@ -71,6 +74,21 @@ def info(
             lines.append(f"weights     step {kept['step']}'s, the best held-out "
                          f"(val loss {_fmt(kept['val_loss'])})")
     typer.echo("\n".join(lines))
+
+
+def _loss_sparkline(run: Path) -> str:
+    """"loss        ▇▅▄▃▂▂▁▁ 6.22 → 2.31": the training loss at a glance, on a terminal only
+    (a pipe gets the lines above alone)."""
+    from lmtool.plots import terminal
+
+    if not terminal.stdout_is_terminal():
+        return ""
+    from lmtool.checkpoint import read_metrics
+
+    losses = [r["loss"] for r in read_metrics(run) if isinstance(r.get("loss"), (int, float))]
+    if len(losses) < 2:
+        return ""
+    return f"loss        {terminal.sparkline(losses)} {_fmt(losses[0])} → {_fmt(losses[-1])}"
 
 
 def _classifier_lines(c: dict) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from lmtool import __version__
+from lmtool.cli import attention as attention_cmd
 from lmtool.cli import classify as classify_cmd
 from lmtool.cli import complete as complete_cmd
 from lmtool.cli import corpus, finetune, tokenize
@@ -15,6 +16,7 @@ from lmtool.cli import evaluate as evaluate_cmd
 from lmtool.cli import fill_mask as fill_mask_cmd
 from lmtool.cli import generate as generate_cmd
 from lmtool.cli import info as info_cmd
+from lmtool.cli import plot as plot_cmd
 from lmtool.cli import pretrain as pretrain_cmd
 from lmtool.cli.common import with_examples
 from lmtool.cli.errors import LmtoolGroup
@@ -38,7 +40,8 @@ app.add_typer(tokenize.app, name="tokenize")
 app.add_typer(corpus.app, name="corpus")
 app.add_typer(finetune.app, name="finetune")
 for _cmd, _name in ((pretrain_cmd, "pretrain"), (evaluate_cmd, "evaluate"), (info_cmd, "info"),
-                   (classify_cmd, "classify")):
+                   (classify_cmd, "classify"), (plot_cmd, "plot"),
+                   (attention_cmd, "attention")):
     app.command(_name, help=with_examples(_cmd.SUMMARY, *_cmd.HELP_EXAMPLES))(
         getattr(_cmd, _name)
     )

@@ -24,6 +24,7 @@ from lmtool import __version__
 from lmtool.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
+    EXIT_MISSING_EXTRA,
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_RUNTIME,
@@ -40,6 +41,8 @@ EXIT_STATUS = [
                       "an output that exists (without --force), a path that cannot be written."),
     (str(EXIT_PARTIAL), "Done, but some inputs got no result, each reported on stderr "
                         "(classify, generate and fill-mask write one result per input)."),
+    (str(EXIT_MISSING_EXTRA), "An optional part of lmtool is not installed; the line says what "
+                              "to install (pictures: pip install 'lmtool[plot]')."),
     (str(EXIT_INTERRUPTED), "Interrupted (Ctrl-C); whatever could be saved was saved."),
     (str(EXIT_BROKEN_PIPE), "stdout was closed early (as in `| head`)."),
 ]

@@ -67,6 +67,18 @@ def attention(q, k, v, causal: bool, dropout: float, mask: torch.Tensor | None =
     )
 
 
+def attention_weights(q, k, causal: bool, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D) + mask) written out, (B, H, T, L): what `attention` weighs
+    v by, for `lmtool attention` to draw (SDPA never returns it). Rows sum to 1."""
+    scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, L)
+    if causal:
+        T, L = scores.shape[-2:]
+        mask = torch.ones(T, L, dtype=torch.bool, device=q.device).tril()  # top-left, as SDPA's
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1)  # (B, H, T, L)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention through F.scaled_dot_product_attention.
 
@@ -87,6 +99,10 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(config.dim, 3 * config.dim, bias=False)
         self.proj = nn.Linear(config.dim, config.dim, bias=False)
         self.resid_dropout = nn.Dropout(config.dropout)
+        # Set by inference/attention.py for one forward: the weights are then computed
+        # explicitly and kept in `weights` (B, H, T, T); training never pays for it.
+        self.keep_weights = False
+        self.weights: torch.Tensor | None = None
 
     def forward(
         self,
@@ -104,7 +120,11 @@ class SelfAttention(nn.Module):
             q, k, v = qkv.unbind(0)  # 3 x (B, H, T, D)
         dropout = self.dropout if self.training else 0.0
         # A padding mask (from encode's `real`) already holds the causal rule.
-        y = attention(q, k, v, self.causal and mask is None, dropout, mask)  # (B, H, T, D)
+        if self.keep_weights:
+            self.weights = attention_weights(q, k, self.causal and mask is None, mask)
+            y = (self.weights @ v.float()).to(v.dtype)  # (B, H, T, D), no dropout: eval only
+        else:
+            y = attention(q, k, v, self.causal and mask is None, dropout, mask)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.proj(y))  # (B, T, C)
     def step(self, x: torch.Tensor, rope, cache: KVCache, mask: torch.Tensor | None):
