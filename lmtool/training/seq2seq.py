@@ -118,6 +118,8 @@ def _plan(pairs, output: Path, *, tokenizer, source, target, valid, arch, attent
         if changed:
             raise BadInput("--resume cannot change the run's settings: " + ", ".join(changed))
         preset = saved.get("preset")
+        if train_config.epochs is None:  # a cap given with --resume caps the run's plan
+            train_config.epochs = saved.get("training", {}).get("epochs")
         tok_file = output / "tokenizer.json"
         if tokenizer is not None:
             tok_file = find_tokenizer_file(Path(tokenizer))
