@@ -1,14 +1,15 @@
 """The LSTM encoder–decoder: a bidirectional LSTM reads the source; an LSTM decoder,
 started from the encoder's final states, writes the target.
 
-attention "none" (Sutskever et al. 2014): the encoder's final states are all the
-decoder ever sees of the source, a fixed-size vector however long the sentence.
+attention "none" (Sutskever et al. 2014; as Cho et al. 2014 do, the vector is also fed
+to every decoder step and to the readout): the encoder's final states are all the
+decoder ever sees of the source, a fixed-size vector c however long the sentence.
 attention "bahdanau" (Bahdanau et al. 2015): before each target step the decoder's
 previous state s_{t-1} scores every source position additively,
 e_tj = v . tanh(W s_{t-1} + U h_j), softmax over j (pads excluded) gives weights a_tj,
 and the context c_t = sum_j a_tj h_j is fed to the LSTM beside the previous target
-word. Both read out tanh(W_o [s_t; c_t]) (just s_t without attention) into the output
-layer, which is the tied embedding.
+word. Both read out tanh(W_o [s_t; c_t]) into the output layer (the tied embedding):
+the two differ only in where c_t comes from.
 
 Shapes: B batch, S source, T target, E embedding (config.dim), N hidden, L layers.
 """
@@ -59,7 +60,7 @@ class LSTMSeq2Seq(EncoderDecoder):
         # Each layer's (forward, backward) final states → that decoder layer's start.
         self.bridge_h = nn.Linear(2 * N, N)
         self.bridge_c = nn.Linear(2 * N, N)
-        context = 2 * N if self.attend else 0
+        context = 2 * N  # c_t: attention's, or the fixed vector
         self.attention = AdditiveAttention(N, 2 * N, N) if self.attend else None
         self.decoder = nn.LSTM(E + context, N, L, batch_first=True, dropout=between)
         self.readout = nn.Linear(N + context, E)
@@ -86,6 +87,8 @@ class LSTMSeq2Seq(EncoderDecoder):
         if self.attend:
             rows["memory"] = memory
             rows["keys"] = self.attention.keys(memory)  # (B, S, N): once per source
+        else:
+            rows["context"] = h[-1]  # (B, 2N): the top layer's final states, both ways
         return Seq2SeqState(rows)
 
     def decode(self, target, state: Seq2SeqState, weights: list | None = None) -> torch.Tensor:
@@ -94,8 +97,9 @@ class LSTMSeq2Seq(EncoderDecoder):
         h = rows["h"].transpose(0, 1).contiguous()  # (L, B, N)
         c = rows["c"].transpose(0, 1).contiguous()
         if not self.attend:
-            out, (h, c) = self.decoder(x, (h, c))  # (B, T, N): the whole target at once
-            features = out
+            fixed = rows["context"][:, None].expand(-1, x.size(1), -1).to(x.dtype)  # (B, T, 2N)
+            out, (h, c) = self.decoder(torch.cat([x, fixed], -1), (h, c))  # the whole target
+            features = torch.cat([out, fixed.to(out.dtype)], -1)  # (B, T, 3N)
         else:
             steps = []
             for t in range(x.size(1)):  # each step's context needs the step before
