@@ -109,10 +109,11 @@ def _plan(pairs, output: Path, *, tokenizer, source, target, valid, arch, attent
     if resume:
         given = {k: v for k, v in (("arch", arch), ("attention", attention), ("preset", preset),
                                    ("label_smoothing", label_smoothing)) if v is not None}
+        from lmtool.checkpoint import check_task, read_run_config
+
+        check_task(output, read_run_config(output), "seq2seq")
         saved, model_config, train_config = resume_configs(output, flags,
                                                            model_class=Seq2SeqConfig)
-        if saved.get("task") != "seq2seq":
-            raise BadInput(f"--resume: {output} is not a sequence-to-sequence run")
         changed = [f"--{k.replace('_', '-')} {v}" for k, v in given.items()
                    if k != "preset" and getattr(model_config, k) != v]
         if changed:
