@@ -254,7 +254,7 @@ def load_checkpoint(run_dir: Path, device: str | torch.device = "cpu", *,
                            "the checkpoint is corrupt")
         model = build_classifier(config["model"], config["classifier"])
     elif run_task(config) == "seq2seq":
-        from lmtool.models.seq2seq import build_seq2seq
+        from lmtool.models import build_seq2seq
 
         model = build_seq2seq(config["model"])
     else:

@@ -12,7 +12,8 @@ import torch
 from gen_fixtures import word_tokenizer
 
 from lmtool.inference.runs import LoadedLM
-from lmtool.models.seq2seq import EncoderDecoder, Seq2SeqState, build_seq2seq, pad_rows
+from lmtool.models import build_seq2seq
+from lmtool.models.seq2seq import EncoderDecoder, Seq2SeqState, pad_rows
 from lmtool.models.seq2seq_config import Seq2SeqConfig, resolve_seq2seq_config
 from lmtool.text.specials import SPECIAL_IDS
 

@@ -1,7 +1,7 @@
 """Encoder–decoders: what the LSTM (models/seq2seq_lstm.py) and the Transformer
 (models/seq2seq_transformer.py) share, and the state decoding carries.
 
-    model = build_seq2seq(config)                         # Seq2SeqConfig
+    model = build_seq2seq(config)                 # lmtool.models; a Seq2SeqConfig
     logits = model(source, source_mask, target_in)        # teacher forcing: (B, T, V)
     state, hidden = model.start(sources)                  # encode once, read [BOS]
     hidden = model.decode(next_ids[:, None], state)       # one more target token
@@ -137,18 +137,3 @@ class EncoderDecoder(nn.Module):
             raise BadInput(
                 f"a sequence of {idx.size(1)} tokens is longer than the model's context of "
                 f"{self.config.context}", "shorten the input or train with a larger --context")
-
-
-def build_seq2seq(config: Seq2SeqConfig | dict) -> EncoderDecoder:
-    """A freshly initialised encoder–decoder for `config` (its vocab_size set)."""
-    if isinstance(config, dict):
-        config = Seq2SeqConfig.from_dict(config)
-    if config.vocab_size < 1:
-        raise BadInput("the model config has no vocab_size", "set it from the tokenizer")
-    if config.arch == "lstm":
-        from lmtool.models.seq2seq_lstm import LSTMSeq2Seq
-
-        return LSTMSeq2Seq(config)
-    from lmtool.models.seq2seq_transformer import TransformerSeq2Seq
-
-    return TransformerSeq2Seq(config)

@@ -169,7 +169,7 @@ def _plan(pairs, output: Path, *, tokenizer, source, target, valid, arch, attent
         import torch
 
         from lmtool.checkpoint import TrainerState
-        from lmtool.models.seq2seq import build_seq2seq
+        from lmtool.models import build_seq2seq
         from lmtool.training.objectives import Seq2SeqObjective
         from lmtool.training.optimizers import ulmfit_optimizer
         from lmtool.training.pairs import PairBatches, PairEval
