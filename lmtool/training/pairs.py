@@ -141,7 +141,8 @@ class PairBatches(BatchSource):
         if n < world_size:
             raise BadInput(f"{count(n, 'training pair')}: too few for a batch",
                            "pass more pairs")
-        self.batches_per_epoch = max(1, -(-n // (batch_size * world_size)))
+        # Near-equal batches, each with a row for every rank.
+        self.batches_per_epoch = max(1, min(-(-n // (batch_size * world_size)), n // world_size))
         self.lengths = pairs.lengths
         self._cached: tuple[int, list[np.ndarray]] | None = None
 
