@@ -48,7 +48,6 @@ class Decoder:
         self.limit = self.model.max_positions  # the most tokens a state holds; None: any
         self.padded = self.model.left_padding  # a batch is read left-padded, at once
         self.seq2seq = getattr(self.model, "encoder_decoder", False)  # rows are sources
-        self.read = self.model.decode if self.seq2seq else self.model.encode
         self.keep = self.limit - self.limit // 4 if self.limit is not None else None
         # Added to every row of logits: -inf on the special tokens a generator never
         # writes (one add instead of an indexed write per step).
@@ -73,7 +72,9 @@ class Decoder:
     def step(self, state: State, ids: torch.Tensor) -> torch.Tensor:
         """Append one token per row, (B,) → the next logits (B, V). The caller checks
         `full(state)` first."""
-        hidden = self.read(ids[:, None], state)  # (B, 1, C)
+        # Looked up at each call (not kept): a caller may wrap the model's methods.
+        read = self.model.decode if self.seq2seq else self.model.encode
+        hidden = read(ids[:, None], state)  # (B, 1, C)
         return self.logits(hidden[:, -1])
 
     def full(self, state: State) -> bool:
