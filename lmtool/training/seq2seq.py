@@ -10,7 +10,7 @@ twentieth held out for validation unless `valid` is given; the encoder–decoder
 (models/seq2seq_config.py: preset, then flags); the objective (teacher-forced
 cross-entropy with label smoothing, training/objectives.py). The run builder
 (training/builder.py) does the rest: -o, device, precision, DDP, resume, limits,
-metrics, checkpoints.
+metrics, checkpoints; the end of a run shows a held-out source and its output.
 """
 
 from __future__ import annotations
@@ -180,6 +180,11 @@ def _plan(pairs, output: Path, *, tokenizer, source, target, valid, arch, attent
             torch.manual_seed(train_config.seed)  # the initial weights
             model = build_seq2seq(model_config).to(env.device)
             state, rows = TrainerState(), []
+        def finish(result: RunResult, trainer, metrics) -> RunResult:
+            if result.is_main and result.stop_reason != "done":
+                return replace(result, sample=_sample(model, tok, valid_pairs.source(0)))
+            return result
+
         source_ = PairBatches(train_pairs, train_config.batch_size, train_config.seed,
                               rank=env.dist.rank, world_size=env.dist.world_size)
         return Parts(
@@ -203,7 +208,24 @@ def _plan(pairs, output: Path, *, tokenizer, source, target, valid, arch, attent
                 },
             },
             tokenizer_json=tok_file.read_text("utf-8"),
-            state=state, rows=rows,
+            state=state, rows=rows, finish=finish,
         )
 
     return RunPlan(train_config, model_config, parts)  # type: ignore[arg-type]
+
+
+def _sample(model, tokenizer, source_ids: list[int]) -> str:
+    """A held-out source and the model's greedy output for it (what the end of a run shows)."""
+    from lmtool.inference.runs import LoadedLM
+    from lmtool.inference.translate import translate
+
+    was_training = model.training
+    model.eval()
+    try:
+        weight = next(model.parameters())
+        lm = LoadedLM(model, tokenizer, weight.device, weight.dtype)
+        source = tokenizer.decode(source_ids[:-1])  # without its [EOS]
+        [g] = translate(lm, source)
+        return f"{source}\n→ {g.text}"
+    finally:
+        model.train(was_training)
