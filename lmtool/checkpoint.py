@@ -204,7 +204,8 @@ def read_trainer_state(run_dir: Path) -> TrainerState:
 
 def run_task(config: dict) -> str:
     """What a run holds: "lm" (pretrain, finetune lm; runs from before the field say
-    nothing) or "classifier" (finetune classifier)."""
+    nothing), "classifier" (finetune classifier) or "seq2seq" (an encoder–decoder,
+    pretrain --objective seq2seq)."""
     return config.get("task", "lm")
 
 
@@ -213,6 +214,14 @@ def check_task(run_dir: Path, config: dict, task: str | None) -> None:
     actual = run_task(config)
     if task is None or actual == task:
         return
+    if actual == "seq2seq":
+        raise BadInput(f"{run_dir} is a sequence-to-sequence (encoder–decoder) run",
+                       f"translate with: lmtool generate {run_dir} TEXT, or score it with "
+                       f"lmtool evaluate {run_dir} PAIRS")
+    if task == "seq2seq":
+        raise BadInput(f"{run_dir} is a {'language model' if actual == 'lm' else actual}, "
+                       "not a sequence-to-sequence run", "make one with: lmtool pretrain "
+                       "PAIRS --objective seq2seq --tokenizer TOK -o RUN")
     if task == "classifier":
         raise BadInput(f"{run_dir} is a language model, not a classifier",
                        f"make one with: lmtool finetune classifier {run_dir} LABELLED -o CLF")
@@ -232,7 +241,8 @@ def load_checkpoint(run_dir: Path, device: str | torch.device = "cpu", *,
     from lmtool.text.tokenizer import load_tokenizer
 
     run_dir = Path(run_dir)
-    made_by = "lmtool finetune classifier" if task == "classifier" else "lmtool pretrain"
+    made_by = {"classifier": "lmtool finetune classifier",
+               "seq2seq": "lmtool pretrain --objective seq2seq"}.get(task or "", "lmtool pretrain")
     config = read_run_config(run_dir, made_by)
     check_task(run_dir, config, task)
     need_file(run_dir / TOKENIZER)
@@ -243,6 +253,10 @@ def load_checkpoint(run_dir: Path, device: str | torch.device = "cpu", *,
             raise BadInput(f"{run_dir / CONFIG} has no classifier config",
                            "the checkpoint is corrupt")
         model = build_classifier(config["model"], config["classifier"])
+    elif run_task(config) == "seq2seq":
+        from lmtool.models import build_seq2seq
+
+        model = build_seq2seq(config["model"])
     else:
         model = build_model(ModelConfig.from_dict(config["model"]))
     try:

@@ -48,6 +48,22 @@ def test_reviews_script_reproduces_committed_files(tmp_path):
     assert fresh == committed, "corpora/reviews is stale: run python corpora/make_reviews.py"
 
 
+def test_dates_script_reproduces_committed_files(tmp_path):
+    _load("make_dates").write_dates(tmp_path / "dates")
+    fresh, committed = _digests(tmp_path / "dates"), _digests(CORPORA / "dates")
+    assert fresh == committed, "corpora/dates is stale: run python corpora/make_dates.py"
+
+
+def test_dates_test_pairs_are_held_out():
+    def targets(name):
+        lines = (CORPORA / "dates" / name).read_text(encoding="utf-8").splitlines()
+        assert lines[0] == "source\ttarget"
+        return {line.split("\t")[1] for line in lines[1:]}
+
+    assert len(targets("train.tsv")) == 3000 and len(targets("test.tsv")) == 300
+    assert not targets("train.tsv") & targets("test.tsv")
+
+
 def test_demo_corpus_shape():
     files = sorted((CORPORA / "demo").rglob("*.txt"))
     assert len(files) >= 100

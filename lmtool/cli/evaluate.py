@@ -32,6 +32,7 @@ HELP_EXAMPLES = (
     "lmtool evaluate runs/lm held_out/*.txt --format json",
     "cat notes.txt | lmtool evaluate runs/mlm - --seed 1",
     "lmtool evaluate runs/clf reviews/test.tsv --format json | jq .macro_f1",
+    "lmtool evaluate runs/mt test.tsv --beams 5 --format json",
 )
 SUMMARY = (
     "Score a run on text (files, directories, globs or - for stdin, tokenized with the "
@@ -41,7 +42,12 @@ SUMMARY = (
     "A classifier is scored on one labelled source (TSV/CSV with label and text columns, "
     "JSONL, or a folder per class): accuracy, macro-F1, per-class precision/recall/F1 and "
     "the confusion matrix (--format json: keys accuracy, macro_f1, per_class, confusion); "
-    "a source with none of the classifier's labels is refused."
+    "a source with none of the classifier's labels is refused. "
+    "A sequence-to-sequence run is scored on one pairs file (TSV, CSV or JSONL with "
+    "source and target columns): teacher-forced loss and perplexity of the references, "
+    "then BLEU and chrF of its outputs (greedy, or --beams N) by sacrebleu, whose "
+    "signatures are printed beside them (--format json: loss, perplexity, bleu, chrf, "
+    "bleu_signature, chrf_signature, ...)."
 )
 
 
@@ -71,13 +77,28 @@ def evaluate(
                        ".pdf (rows normalised, counts in the cells; needs lmtool[plot]).",
         show_default=False)] = None,
     force: Force = False,
+    beams: Annotated[int, typer.Option(
+        "--beams", help="Sequence to sequence: beam search with N beams (1: greedy).")] = 1,
+    length_penalty: Annotated[float | None, typer.Option(
+        "--length-penalty", help="Beam score = log-prob / length ** this (1.0).",
+        show_default=False)] = None,
     quiet: Quiet = False,
 ) -> None:
     from lmtool.checkpoint import read_run_config, run_task
     from lmtool.text.sources import ReadReport
     from lmtool.training.evaluate import evaluate as run_evaluate
 
-    if run_task(read_run_config(run)) == "classifier":
+    task = run_task(read_run_config(run))
+    if task == "seq2seq":
+        return _evaluate_seq2seq(run, sources, beams=beams, length_penalty=length_penalty,
+                                 batch_size=batch_size, device=device, precision=precision,
+                                 format=format)
+    if beams != 1 or length_penalty is not None:
+        raise BadInput("--beams and --length-penalty are for sequence-to-sequence runs",
+                       f"{run} is a {'classifier' if task == 'classifier' else 'language model'}")
+    if task == "lm":
+        _refuse_pairs(run, sources)
+    if task == "classifier":
         if plot is not None:
             from lmtool.plots.files import check_picture
 
@@ -110,6 +131,43 @@ def evaluate(
     else:
         typer.echo(f"masked loss {result['loss']:.4f}  accuracy {result['accuracy']:.4f}  "
                    f"({count(result['tokens'], 'masked token')})")
+
+
+def _refuse_pairs(run: Path, sources: list[str]) -> None:
+    """A file of source/target pairs given to a language model: say what fits."""
+    from lmtool.text.pairs import looks_like_pairs
+
+    for source in sources:
+        if source != "-" and looks_like_pairs(source):
+            raise BadInput(f"{source} holds source/target pairs, and {run} is a language model",
+                           "score pairs with a sequence-to-sequence run (pretrain "
+                           "--objective seq2seq)")
+
+
+def _evaluate_seq2seq(run: Path, sources: list[str], *, beams: int,
+                      length_penalty: float | None, batch_size: int, device: str,
+                      precision: str, format: OutputFormat) -> None:
+    """Loss and perplexity of the references, BLEU and chrF of the outputs."""
+    from lmtool.inference.evaluate_seq2seq import evaluate_seq2seq
+
+    if len(sources) != 1:
+        raise BadInput(f"a sequence-to-sequence run is scored on one file of pairs, not "
+                       f"{len(sources)}", "pass one TSV, CSV or JSONL file")
+    result = evaluate_seq2seq(run, sources[0], beams=beams, length_penalty=length_penalty,
+                              batch_size=batch_size, device=device, precision=precision)
+    if format in (OutputFormat.json, OutputFormat.jsonl):
+        typer.echo(json.dumps(result, indent=2 if format == OutputFormat.json else None))
+    elif format == OutputFormat.tsv:
+        typer.echo("\t".join(result))
+        typer.echo("\t".join(str(v) for v in result.values()))
+    else:
+        search = f"beam search ({beams})" if beams > 1 else "greedy"
+        typer.echo(f"BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  ({search}, "
+                   f"{count(result['pairs'], 'pair')})")
+        typer.echo(f"loss {result['loss']:.4f}  perplexity {result['perplexity']:.3f}  "
+                   f"({count(result['tokens'], 'target token')})")
+        typer.echo(f"BLEU signature: {result['bleu_signature']}")
+        typer.echo(f"chrF signature: {result['chrf_signature']}")
 
 
 def _evaluate_classifier(run: Path, sources: list[str], *, ensemble: list[Path], batch_size: int,

@@ -28,6 +28,8 @@ HELP_EXAMPLES = (
     'lmtool generate runs/lm "The river" --temperature 0 --stop "."',
     'lmtool generate runs/lm "The river" --beams 4 --num-return 2 --format jsonl',
     "lmtool generate runs/lm --file prompts.txt --format jsonl > out.jsonl",
+    'lmtool generate runs/mt "Ein Mann fährt Fahrrad." --beams 5',
+    "lmtool generate runs/mt --file test.de > test.hyp.en",
     'echo \'{"prompt": "Hello", "max_new_tokens": 5}\' | lmtool generate runs/lm -',
 )
 SUMMARY = (
@@ -45,7 +47,11 @@ SUMMARY = (
     "greedy (--temperature 0) and beam search do not. "
     "One prompt to a terminal streams as it is written. "
     "A bad line of several is reported and skipped, and the exit code is then 3. "
-    "--max-new-tokens 0 writes nothing and exits 0."
+    "--max-new-tokens 0 writes nothing and exits 0. "
+    "A sequence-to-sequence run (pretrain --objective seq2seq) maps each source (the "
+    "argument, or one per line of --file or -) to its output, in input order, batched, "
+    "greedy unless --beams or a sampling option is given; it prints the output alone "
+    "(jsonl: source, text, tokens, stop_reason)."
 )
 
 
@@ -112,6 +118,13 @@ def generate(
     options.validate()
     if max_new_tokens == 0:
         return
+    from lmtool.checkpoint import read_run_config, run_task
+
+    if run_task(read_run_config(run)) == "seq2seq":
+        failed = _translate(run, prompt, file, options, batch_size, device, precision, format)
+        if failed:
+            raise SomeSkipped(f"skipped {count(failed, 'source')}", "see the errors above")
+        return
     from lmtool.inference.runs import load_lm
 
     lm = load_lm(run, device=device, precision=precision)
@@ -128,6 +141,29 @@ def generate(
     failed = _generate_many(lm, _lines(file), options, batch_size, format)
     if failed:  # the others were written: exit 3, as for any input left out
         raise SomeSkipped(f"skipped {count(failed, 'prompt')}", "see the errors above")
+
+
+def _translate(run: Path, source: str | None, file: Path | None, options, batch_size: int,
+               device: str, precision: str, format) -> int:
+    """Each source to its output, in input order (a source longer than the context is
+    cut to it, with a warning); returns how many were skipped."""
+    from lmtool.inference.translate import load_seq2seq, translate
+
+    lm = load_seq2seq(run, device=device, precision=precision)
+    if source is None and file is None:
+        raise BadInput("give a source, --file, or - for stdin")
+    if file is not None or source == "-":
+        sources = [line.rstrip("\r\n") for line in _lines(file)]
+    else:
+        sources = [source]
+    for g in translate(lm, sources, options, batch_size=batch_size, on_warning=warn):
+        if format == OutputFormat.jsonl:
+            row = {"source": g.prompt, **g.to_dict()}
+            row.pop("prompt")
+            typer.echo(json.dumps(row, ensure_ascii=False))
+        else:
+            typer.echo(g.text)
+    return 0
 
 
 def _stream(lm, prompt: str, options) -> None:

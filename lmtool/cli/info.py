@@ -47,7 +47,9 @@ def info(
         f"            layers {m['layers']}, dim {m['dim']}, context {m['context']}, "
         f"dropout {m['dropout']}, "
         + (f"hidden {m['hidden']}" if m.get("arch") == "lstm"
-           else f"heads {m['heads']}, positions {m['positions']}"),
+           else f"heads {m['heads']}, positions {m['positions']}")
+        + (f", attention {m['attention']}" if "attention" in m and m.get("arch") == "lstm"
+           else ""),
         f"training    {t.get('optimizer', 'adamw')}, batch {_fmt(t.get('batch_size'))}, "
         f"lr {_fmt(t.get('lr'))}, "
         f"schedule {t.get('schedule')}, weight decay {_fmt(t.get('weight_decay'))}, "

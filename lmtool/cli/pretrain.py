@@ -1,4 +1,5 @@
-"""`lmtool pretrain`: train a causal or masked language model from token shards."""
+"""`lmtool pretrain`: train a causal or masked language model from token shards, or
+(--objective seq2seq) an encoder–decoder from source/target pairs."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ from lmtool.cli.options import (
 )
 from lmtool.cli.progress import Reporter
 from lmtool.cli.run_report import report_run, run_summary
+from lmtool.errors import BadInput
 from lmtool.models.config import ARCHS, OBJECTIVES, POSITIONS
+from lmtool.models.seq2seq_config import ATTENTIONS
 
 if TYPE_CHECKING:
     from lmtool.training.flags import TrainFlags
@@ -39,6 +42,12 @@ HELP_EXAMPLES = (
     "lmtool pretrain data/ -o runs/lm --resume --epochs 4",
     "lmtool pretrain data/ -o runs/lm --max-steps 500 --format json | jq .last_eval",
     "torchrun --nproc_per_node 2 -m lmtool pretrain data/ -o runs/lm",
+    "lmtool pretrain pairs.tsv --objective seq2seq --arch transformer --tokenizer tok.json "
+    "--preset small -o runs/mt",
+    "lmtool pretrain pairs.tsv --objective seq2seq --arch lstm --attention bahdanau "
+    "--tokenizer tok.json -o runs/mt-lstm",
+    "lmtool pretrain --source train.de --target train.en --objective seq2seq "
+    "--tokenizer tok.json -o runs/mt",
 )
 SUMMARY = (
     "Pre-train a language model on token shards (from `lmtool tokenize encode`). "
@@ -51,11 +60,18 @@ SUMMARY = (
     "the learning-rate schedule keeps the horizon the run started with (steps past it "
     "run at the final rate; for a new schedule, fine-tune from the run); a run that has "
     "nothing left to do says so and exits 0. --format json prints the run's figures on stdout "
-    "as one object."
+    "as one object. "
+    "--objective seq2seq trains an encoder–decoder (--arch transformer, or lstm with "
+    "--attention none or bahdanau) on source/target pairs: a TSV (a header naming source "
+    "and target, or exactly source<TAB>target), CSV or JSONL file with source and target "
+    "columns, or --source FILE --target FILE aligned line by line; tokenized with "
+    "--tokenizer; a twentieth held out unless --valid PAIRS; teacher-forced cross-entropy "
+    "with --label-smoothing (0.1); 10 epochs unless --epochs."
 )
 
 
-Objective = choices("Objective", OBJECTIVES)
+Objective = choices("Objective", (*OBJECTIVES, "seq2seq"))
+Attention = choices("Attention", ATTENTIONS)
 Arch = choices("Arch", ARCHS)
 Positions = choices("Positions", POSITIONS)
 
@@ -69,9 +85,13 @@ Int, Float = int | None, float | None  # None: not given (the config file or def
 
 @with_blocks(flags=(run_flags, lm_flags), options=run_options)
 def pretrain(
-    data: Annotated[Path, typer.Argument(help="A shard directory from lmtool tokenize encode.")],
-    output: RunOutput,
-    objective: Annotated[Objective | None, _model("--objective", "causal or masked.")] = None,
+    data: Annotated[Path | None, typer.Argument(
+        metavar="DATA", show_default=False,
+        help="A shard directory from lmtool tokenize encode; with --objective seq2seq, a "
+             "pairs file (TSV, CSV or JSONL).")] = None,
+    output: RunOutput = ...,  # type: ignore[assignment]  # required (after optional DATA)
+    objective: Annotated[Objective | None, _model(
+        "--objective", "causal, masked, or seq2seq (an encoder–decoder on pairs).")] = None,
     arch: Annotated[Arch | None, _model("--arch", "transformer (default) or lstm.")] = None,
     preset: Preset = None,
     layers: Annotated[Int, _model("--layers", "Transformer blocks / LSTM layers.")] = None,
@@ -89,6 +109,19 @@ def pretrain(
     backward: Annotated[bool | None, _model(
         "--backward/--forward", "Causal: read text right to left (ULMFiT's backward LM)."
     )] = None,
+    attention: Annotated[Attention | None, _model(
+        "--attention", "seq2seq LSTM: none (a fixed context vector) or bahdanau (default).")
+    ] = None,
+    label_smoothing: Annotated[Float, _model(
+        "--label-smoothing", "seq2seq: smooth the targets by this much (0.1).")] = None,
+    source: Annotated[Path | None, option(
+        "--source", "seq2seq: source sentences, one a line (with --target).", panel="Data")
+    ] = None,
+    target: Annotated[Path | None, option(
+        "--target", "seq2seq: their targets, line for line.", panel="Data")] = None,
+    valid: Annotated[Path | None, option(
+        "--valid", "seq2seq: held-out pairs (default: a twentieth of the pairs).",
+        panel="Data")] = None,
     optimizer: OptimizerFlag = None,
     flags: TrainFlags = None,  # type: ignore[assignment]  # run_flags, lm_flags: with_blocks
     config: Annotated[Path | None, option("--config", "JSON file of these fields.")] = None,
@@ -104,6 +137,35 @@ def pretrain(
     flags = replace(flags, layers=layers, heads=heads, dim=dim, context=context,
                     dropout=dropout, positions=positions, hidden=hidden, ar=ar, tar=tar,
                     backward=backward, optimizer=optimizer)
+    seq2seq = objective is not None and objective.value == "seq2seq"
+    if objective is None and options.resume and _is_seq2seq_run(output):
+        seq2seq = True  # resuming: the run says what it is
+    pairs_only = {"--attention": attention, "--label-smoothing": label_smoothing,
+                  "--source": source, "--target": target, "--valid": valid}
+    if not seq2seq:
+        given = [flag for flag, value in pairs_only.items() if value is not None]
+        if given:
+            raise BadInput(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for "
+                           "--objective seq2seq")
+        if data is None:
+            raise BadInput("missing DATA: a shard directory from lmtool tokenize encode")
+        _refuse_pairs(data)
+    else:
+        if config is not None:
+            raise BadInput("--config is for language models", "give seq2seq settings as flags")
+        from lmtool.training.seq2seq import train_seq2seq
+
+        with Reporter(options.quiet) as reporter:
+            result = train_seq2seq(
+                data, output, tokenizer=tokenizer, source=source, target=target, valid=valid,
+                arch=arch.value if arch else None,
+                attention=attention.value if attention else None, preset=preset,
+                label_smoothing=label_smoothing, overrides=flags, resume=options.resume,
+                force=options.force, callbacks=[reporter])
+        report_run(result, options.quiet)
+        if options.format == "json" and result.is_main:
+            typer.echo(json.dumps(run_summary(result)))
+        return
     with Reporter(options.quiet) as reporter:
         result = run_pretrain(
             data, output,
@@ -116,3 +178,22 @@ def pretrain(
     report_run(result, options.quiet)
     if options.format == "json" and result.is_main:
         typer.echo(json.dumps(run_summary(result)))
+
+
+def _is_seq2seq_run(output: Path) -> bool:
+    config = output / "config.json"
+    try:
+        return json.loads(config.read_text("utf-8")).get("task") == "seq2seq"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _refuse_pairs(data: Path) -> None:
+    """A pairs file given to a language model: say what fits."""
+    from lmtool.text.pairs import looks_like_pairs
+
+    if data.is_file() and (data.suffix.lower() in (".tsv", ".csv", ".jsonl")
+                           or looks_like_pairs(data)):
+        raise BadInput(f"{data} is a file of pairs, and a language model trains on token "
+                       "shards", "train an encoder–decoder with --objective seq2seq "
+                       "--tokenizer TOK, or encode text with lmtool tokenize encode")

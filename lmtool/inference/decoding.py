@@ -14,6 +14,12 @@ Prompts of different lengths in one batch:
 - otherwise (an AWD-LSTM: it cannot skip pad tokens): rows of equal length are read
   together, then their states are joined and put back in input order.
 
+An encoder–decoder (models/seq2seq.py, `encoder_decoder`): the rows are its sources;
+`start` encodes them once (the cross-attention's keys and values, or Bahdanau's keys,
+are kept in the state) and reads [BOS], and every step reads one target token with
+`decode`. Its callers keep max_new_tokens within the target context, so it never
+reaches the limit below.
+
 At the state's limit (`max_positions`: a Transformer's context; an LSTM has none): when
 the cache is full, the rows are re-read from their last `keep` = limit - limit // 4
 tokens into a fresh cache, and generation goes on. So the model always sees between 3/4
@@ -41,6 +47,7 @@ class Decoder:
         config = lm.config
         self.limit = self.model.max_positions  # the most tokens a state holds; None: any
         self.padded = self.model.left_padding  # a batch is read left-padded, at once
+        self.seq2seq = getattr(self.model, "encoder_decoder", False)  # rows are sources
         self.keep = self.limit - self.limit // 4 if self.limit is not None else None
         # Added to every row of logits: -inf on the special tokens a generator never
         # writes (one add instead of an indexed write per step).
@@ -55,6 +62,9 @@ class Decoder:
         """Read each row into a fresh state: the state and the logits of each row's next
         token, (B, V). `new_tokens`: how many more tokens the caller may add (sizes the
         KV cache)."""
+        if self.seq2seq:
+            state, hidden = self.model.start(rows, capacity=new_tokens + 1)
+            return state, self.logits(hidden)
         if self.padded:
             return self._start_padded(rows, new_tokens)
         return self._start_grouped(rows)
@@ -62,7 +72,9 @@ class Decoder:
     def step(self, state: State, ids: torch.Tensor) -> torch.Tensor:
         """Append one token per row, (B,) → the next logits (B, V). The caller checks
         `full(state)` first."""
-        hidden = self.model.encode(ids[:, None], state)  # (B, 1, C)
+        # Looked up at each call (not kept): a caller may wrap the model's methods.
+        read = self.model.decode if self.seq2seq else self.model.encode
+        hidden = read(ids[:, None], state)  # (B, 1, C)
         return self.logits(hidden[:, -1])
 
     def full(self, state: State) -> bool:

@@ -98,6 +98,10 @@ def load_lm(
 
     config = read_run_config(Path(run))
     task = config.get("task", "lm")
+    if task == "seq2seq":
+        from lmtool.checkpoint import check_task
+
+        check_task(Path(run), config, "lm")  # says what a seq2seq run is for
     if task != "lm":
         raise BadInput(f"{run} is a {task} run, not a language model",
                        "use lmtool classify for a classifier")

@@ -16,8 +16,9 @@ from lmtool.training.evaluate import evaluate
 from lmtool.training.finetune import FinetuneResult, finetune_lm
 from lmtool.training.flags import TrainFlags
 from lmtool.training.pretrain import PretrainResult, pretrain
+from lmtool.training.seq2seq import train_seq2seq
 from lmtool.training.trainer import Callback, Trainer, train
 
 __all__ = ["Callback", "ClassifierResult", "FinetuneResult", "PretrainResult", "TrainConfig",
            "TrainFlags", "Trainer", "evaluate", "finetune_classifier", "finetune_lm", "pretrain",
-           "train"]
+           "train", "train_seq2seq"]

@@ -188,13 +188,15 @@ RESUMABLE_FIELDS = {
 
 
 def resume_configs(run_dir: Path, flags: TrainFlags, *, objective: str | None = None,
-                   arch: str | None = None) -> tuple[dict, ModelConfig, TrainConfig]:
+                   arch: str | None = None, model_class: type = ModelConfig
+                   ) -> tuple[dict, ModelConfig, TrainConfig]:
     """The saved config.json and configs, with only what a resumed run may change taken
-    from `flags`; BadInput naming every flag that would change more."""
+    from `flags`; BadInput naming every flag that would change more. `model_class`: the
+    model config's type (an encoder–decoder's is models/seq2seq_config.Seq2SeqConfig)."""
     from lmtool.checkpoint import read_run_config
 
     saved = read_run_config(run_dir)
-    model = ModelConfig.from_dict(saved["model"])
+    model = model_class.from_dict(saved["model"])
     train = TrainConfig.from_dict(saved.get("training", {}))
     given = {**flags.given(), **{k: v for k, v in (("objective", objective), ("arch", arch))
                                  if v is not None}}
@@ -205,9 +207,9 @@ def resume_configs(run_dir: Path, flags: TrainFlags, *, objective: str | None = 
         if key in RESUMABLE_FIELDS:
             train = replace(train, **{key: value})
         elif key in MODEL_FIELDS or key in ("objective", "arch"):
-            if getattr(model, key) != value:
+            if getattr(model, key, None) != value:
                 conflicts.append(f"--{key.replace('_', '-')} {value} (the run has "
-                                 f"{getattr(model, key)})")
+                                 f"{getattr(model, key, None)})")
         elif getattr(train, key) != value:
             conflicts.append(f"--{key.replace('_', '-')} {value} (the run has "
                              f"{getattr(train, key)})")

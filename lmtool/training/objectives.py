@@ -1,5 +1,5 @@
 """Training objectives: how a batch becomes (inputs, targets) and a loss: causal and
-masked language modelling, and classification.
+masked language modelling, classification, and sequence to sequence.
 
 The trainer knows nothing of GPT, BERT or LSTM; it asks an objective for a batch and for
 `(loss, metrics)`. Models return logits; the losses live here, so one backbone serves
@@ -310,6 +310,62 @@ class ClassificationObjective(Objective):
         return {"loss": sums.loss / max(sums.extra["known"], 1.0),
                 "accuracy": sums.correct / sums.tokens, "macro_f1": report["macro_f1"],
                 "documents": sums.tokens}
+
+
+@dataclass
+class Seq2SeqBatch:
+    """Pairs for an encoder–decoder (training/pairs.py makes them)."""
+
+    source: torch.Tensor  # (B, S) source ids, right-padded
+    source_mask: torch.Tensor  # (B, S) bool, True at real source tokens
+    inputs: torch.Tensor  # (B, T) what the decoder reads: [BOS] + target
+    targets: torch.Tensor  # (B, T) what it predicts: target + [EOS], IGNORE at padding
+
+    def to(self, device: torch.device) -> Seq2SeqBatch:
+        return Seq2SeqBatch(*(t.to(device, non_blocking=True) for t in (
+            self.source, self.source_mask, self.inputs, self.targets)))
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens read (real source and target tokens), for tokens/s. Ask on the CPU."""
+        return int(self.source_mask.sum()) + int((self.targets != IGNORE).sum())
+
+
+class Seq2SeqObjective(Objective):
+    """Teacher forcing: the decoder reads [BOS] + target and each position predicts the
+    next target token (then [EOS]); cross-entropy against targets smoothed by
+    `label_smoothing` for training, plain for evaluation (so perplexity is the model's)."""
+
+    name = "seq2seq"
+
+    def __init__(self, label_smoothing: float = 0.1):
+        self.label_smoothing = label_smoothing
+
+    def make_batch(self, raw: Seq2SeqBatch, generator: torch.Generator) -> Seq2SeqBatch:
+        return raw  # the source made it whole: nothing random here
+
+    def _logits(self, model, batch: Seq2SeqBatch) -> torch.Tensor:
+        return model(batch.source, batch.source_mask, batch.inputs).float()  # (B, T, V)
+
+    def loss(self, model, batch, state=None) -> tuple[torch.Tensor, dict]:
+        logits = self._logits(model, batch)
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(),
+                               ignore_index=IGNORE, label_smoothing=self.label_smoothing)
+        return loss, {"tokens": int((batch.targets != IGNORE).sum())}
+
+    @torch.no_grad()
+    def sums(self, model, batch, state=None) -> Sums:
+        logits = self._logits(model, batch).flatten(0, 1)  # (B*T, V)
+        targets = batch.targets.flatten()  # (B*T,)
+        scored = targets != IGNORE
+        loss = F.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="sum")
+        correct = ((logits.argmax(-1) == targets) & scored).sum()
+        return Sums(float(loss), int(scored.sum()), int(correct))
+
+    def metrics(self, sums: Sums) -> dict[str, float]:
+        loss = sums.loss / max(sums.tokens, 1)
+        return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)),
+                "accuracy": sums.correct / max(sums.tokens, 1), "tokens": sums.tokens}
 
 
 def make_objective(config: ModelConfig) -> Objective:

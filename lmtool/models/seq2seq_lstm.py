@@ -1,0 +1,140 @@
+"""The LSTM encoder–decoder: a bidirectional LSTM reads the source; an LSTM decoder,
+started from the encoder's final states, writes the target.
+
+attention "none" (Sutskever et al. 2014; as Cho et al. 2014 do, the vector is also fed
+to every decoder step and to the readout): the encoder's final states are all the
+decoder ever sees of the source, a fixed-size vector c however long the sentence.
+attention "bahdanau" (Bahdanau et al. 2015): before each target step the decoder's
+previous state s_{t-1} scores every source position additively,
+e_tj = v . tanh(W s_{t-1} + U h_j), softmax over j (pads excluded) gives weights a_tj,
+and the context c_t = sum_j a_tj h_j is fed to the LSTM beside the previous target
+word. Both read out tanh(W_o [s_t; c_t]) into the output layer (the tied embedding):
+the two differ only in where c_t comes from.
+
+Shapes: B batch, S source, T target, E embedding (config.dim), N hidden, L layers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from lmtool.errors import BadInput
+from lmtool.models.seq2seq import EncoderDecoder, Seq2SeqState
+from lmtool.models.seq2seq_config import Seq2SeqConfig
+
+
+class AdditiveAttention(nn.Module):
+    """Bahdanau's scoring: v . tanh(W q + U h_j). U h_j depends on the source alone, so
+    `keys` computes it once per source."""
+
+    def __init__(self, query: int, memory: int, width: int):
+        super().__init__()
+        self.key = nn.Linear(memory, width, bias=False)  # U
+        self.query = nn.Linear(query, width)  # W (and the bias)
+        self.v = nn.Linear(width, 1, bias=False)
+
+    def keys(self, memory: torch.Tensor) -> torch.Tensor:
+        return self.key(memory)  # (B, S, A)
+
+    def forward(self, query, keys, memory, mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """query (B, N), keys (B, S, A), memory (B, S, 2N), mask (B, S) → context
+        (B, 2N) and weights (B, S), which sum to one over the real positions."""
+        scores = self.v(torch.tanh(keys + self.query(query)[:, None])).squeeze(-1)  # (B, S)
+        weights = scores.float().masked_fill(~mask, float("-inf")).softmax(-1)  # (B, S)
+        context = torch.bmm(weights.to(memory.dtype)[:, None], memory)[:, 0]  # (B, 2N)
+        return context, weights
+
+
+class LSTMSeq2Seq(EncoderDecoder):
+    def __init__(self, config: Seq2SeqConfig):
+        super().__init__()
+        self.config = c = config
+        E, N, L = c.dim, c.hidden, c.layers
+        self.attend = c.attention == "bahdanau"
+        between = c.dropout if L > 1 else 0.0
+        self.tok_emb = nn.Embedding(c.vocab_size, E)
+        self.drop = nn.Dropout(c.dropout)
+        self.encoder = nn.LSTM(E, N, L, batch_first=True, bidirectional=True, dropout=between)
+        # Each layer's (forward, backward) final states → that decoder layer's start.
+        self.bridge_h = nn.Linear(2 * N, N)
+        self.bridge_c = nn.Linear(2 * N, N)
+        context = 2 * N  # c_t: attention's, or the fixed vector
+        self.attention = AdditiveAttention(N, 2 * N, N) if self.attend else None
+        self.decoder = nn.LSTM(E + context, N, L, batch_first=True, dropout=between)
+        self.readout = nn.Linear(N + context, E)
+        self.lm_head = nn.Linear(E, c.vocab_size, bias=False)
+        nn.init.uniform_(self.tok_emb.weight, -0.1, 0.1)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+
+    def remember(self, source, source_mask, *, cache=False, capacity=None) -> Seq2SeqState:
+        B, S = source.shape
+        L, N = self.config.layers, self.config.hidden
+        x = self.drop(self.tok_emb(source))  # (B, S, E)
+        lengths = source_mask.sum(1).cpu()
+        if bool((lengths == 0).any()):
+            raise BadInput("an empty source: every source needs at least one token")
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, (h, c) = self.encoder(packed)  # h, c: (2L, B, N), the last real position's
+        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=S)  # (B, S, 2N)
+        h = h.view(L, 2, B, N).permute(0, 2, 1, 3).reshape(L, B, 2 * N)  # (L, B, 2N)
+        c = c.view(L, 2, B, N).permute(0, 2, 1, 3).reshape(L, B, 2 * N)
+        rows = {"mask": source_mask,
+                "h": torch.tanh(self.bridge_h(h)).transpose(0, 1),  # (B, L, N)
+                "c": self.bridge_c(c).transpose(0, 1)}
+        if self.attend:
+            rows["memory"] = memory
+            rows["keys"] = self.attention.keys(memory)  # (B, S, N): once per source
+        else:
+            rows["context"] = h[-1]  # (B, 2N): the top layer's final states, both ways
+        return Seq2SeqState(rows)
+
+    def decode(self, target, state: Seq2SeqState, weights: list | None = None) -> torch.Tensor:
+        rows = state.rows
+        x = self.drop(self.tok_emb(target))  # (B, T, E)
+        h = rows["h"].transpose(0, 1).contiguous()  # (L, B, N)
+        c = rows["c"].transpose(0, 1).contiguous()
+        if not self.attend:
+            fixed = rows["context"][:, None].expand(-1, x.size(1), -1).to(x.dtype)  # (B, T, 2N)
+            out, (h, c) = self.decoder(torch.cat([x, fixed], -1), (h, c))  # the whole target
+            features = torch.cat([out, fixed.to(out.dtype)], -1)  # (B, T, 3N)
+        else:
+            steps = []
+            for t in range(x.size(1)):  # each step's context needs the step before
+                context, w = self.attention(h[-1], rows["keys"], rows["memory"], rows["mask"])
+                if weights is not None:
+                    weights.append(w)  # (B, S)
+                inp = torch.cat([x[:, t], context.to(x.dtype)], -1)[:, None]  # (B, 1, E + 2N)
+                out, (h, c) = self.decoder(inp, (h, c))  # (B, 1, N)
+                steps.append(torch.cat([out[:, 0], context.to(out.dtype)], -1))  # (B, 3N)
+            features = torch.stack(steps, 1)  # (B, T, 3N)
+        rows["h"], rows["c"] = h.transpose(0, 1), c.transpose(0, 1)
+        state.advance(target.size(1))
+        return self.drop(torch.tanh(self.readout(features)))  # (B, T, E)
+
+    @torch.no_grad()
+    def cross_attention(self, source: list[int], target: list[int], **options) -> torch.Tensor:
+        from lmtool.text.specials import SPECIAL_IDS
+
+        if not self.attend:
+            raise BadInput("this LSTM has no attention (--attention none): its decoder sees "
+                           "only the encoder's final states", "train with --attention bahdanau")
+        device = self.tok_emb.weight.device
+        was = self.training
+        self.eval()
+        try:
+            src = torch.tensor([source], device=device)
+            tgt = torch.tensor([[SPECIAL_IDS.bos, *target]], device=device)
+            state = self.remember(src, torch.ones_like(src, dtype=torch.bool))
+            weights: list[torch.Tensor] = []
+            self.decode(tgt, state, weights)
+        finally:
+            self.train(was)
+        return torch.stack(weights, 1)[0]  # (T, S)
+
+    def layer_groups(self) -> list[list[nn.Module]]:
+        encoder = [self.encoder, self.bridge_h, self.bridge_c]
+        decoder = [self.decoder] + ([self.attention] if self.attention is not None else [])
+        return [[self.tok_emb], encoder, decoder, [self.readout, self.lm_head]]
