@@ -14,6 +14,7 @@ from lmtool.cli import corpus, finetune, tokenize
 from lmtool.cli import evaluate as evaluate_cmd
 from lmtool.cli import fill_mask as fill_mask_cmd
 from lmtool.cli import generate as generate_cmd
+from lmtool.cli import import_ as import_cmd
 from lmtool.cli import info as info_cmd
 from lmtool.cli import pretrain as pretrain_cmd
 from lmtool.cli.common import with_examples
@@ -46,6 +47,7 @@ for _cmd, _name, _func in (
     (generate_cmd, "generate", "generate"),
     (complete_cmd, "complete", "complete"),
     (fill_mask_cmd, "fill-mask", "fill_mask"),
+    (import_cmd, "import", "import_"),
 ):
     app.command(_name, help=with_examples(_cmd.SUMMARY, *_cmd.HELP_EXAMPLES))(
         getattr(_cmd, _func)

@@ -6,7 +6,7 @@ user's overrides, and reports every problem at once, naming the flag to fix.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from lmtool.errors import BadInput
 from lmtool.wording import plural
@@ -93,6 +93,10 @@ class ModelConfig:
     # Rows of a token-type (segment) embedding; row 0, BERT's single-text segment, is
     # added to every token. 0: none.
     token_types: int = 0
+    # An imported tokenizer's own special-token ids and conventions (lmtool/hub/specials.py):
+    # {"pad": 50256, ..., "start": [ids before a text], "end": [ids after it]}, as its
+    # tokenizer adds them. Empty: lmtool's [PAD] ... [SEP] at ids 0..6, [EOS] before a text.
+    specials: dict = field(default_factory=dict)
 
     @property
     def n_kv_heads(self) -> int:
