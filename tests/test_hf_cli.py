@@ -155,3 +155,84 @@ def test_a_hub_id_offline_says_what_to_download(tmp_path, cli, monkeypatch):
     line = one_error_line(result)
     assert "nobody-here/no-such-model" in line and "lmtool import DIR" in line
     assert not (tmp_path / "run").exists()
+
+
+def bert_dir(tmp_path):
+    """A tiny BertForMaskedLM with a WordPiece tokenizer whose template is [CLS] ... [SEP]."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(TEXTS * 5, trainer=trainers.WordPieceTrainer(
+        vocab_size=120, special_tokens=specials))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    torch.manual_seed(0)
+    config = transformers.BertConfig(hidden_size=32, intermediate_size=48,
+                                     num_hidden_layers=2, num_attention_heads=4,
+                                     vocab_size=tok.get_vocab_size(),
+                                     max_position_embeddings=64)
+    model = transformers.BertForMaskedLM(config).eval()
+    folder = tmp_path / "bert-hf"
+    model.save_pretrained(folder)
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "cls_token": "[CLS]",
+        "sep_token": "[SEP]", "mask_token": "[MASK]", "pad_token": "[PAD]",
+        "unk_token": "[UNK]"}))
+    return folder, model
+
+
+def test_imported_bert_fills_masks_as_transformers_does(tmp_path, cli):
+    from lmtool.inference.fill_mask import fill_mask
+
+    folder, hf = bert_dir(tmp_path)
+    assert cli("import", folder, "-o", tmp_path / "run").exit_code == 0
+    hf_tok = transformers.AutoTokenizer.from_pretrained(folder)
+    text = "the cat [MASK] on the mat"
+    ids = hf_tok(text, return_tensors="pt")["input_ids"]  # [CLS] ... [SEP]
+    assert ids[0, 0] == hf_tok.cls_token_id and ids[0, -1] == hf_tok.sep_token_id
+    with torch.no_grad():
+        logits = hf(ids).logits[0, (ids[0] == hf_tok.mask_token_id).nonzero()[0, 0]]
+    logits[hf_tok.all_special_ids] = float("-inf")
+    filled = fill_mask(tmp_path / "run", text, top_k=3, device="cpu")[0]
+    assert [c.id for c in filled.masks[0]] == logits.topk(3).indices.tolist()
+
+
+def test_an_imported_bert_becomes_a_classifier_reading_its_own_template(tmp_path, cli):
+    from lmtool.checkpoint import load_checkpoint
+
+    folder, _ = bert_dir(tmp_path)
+    assert cli("import", folder, "-o", tmp_path / "run").exit_code == 0
+    rows = [("pos" if i % 2 else "neg", TEXTS[i % 3]) for i in range(24)]
+    train = tmp_path / "train.tsv"
+    train.write_text("label\ttext\n" + "".join(f"{lab}\t{t}\n" for lab, t in rows))
+    r = cli("finetune", "classifier", tmp_path / "run", train, "-o", tmp_path / "clf",
+            "--batch-size", "8", "--device", "cpu", "--max-steps", "2")
+    assert r.exit_code == 0, r.stderr
+    clf = load_checkpoint(tmp_path / "clf", task="classifier").model
+    hf_tok = transformers.AutoTokenizer.from_pretrained(folder)
+    tokens = hf_tok(TEXTS[0], add_special_tokens=False)["input_ids"]
+    assert clf.encode_documents([tokens])[0][0] == hf_tok(TEXTS[0])["input_ids"]
+    out = cli("classify", tmp_path / "clf", "-", "--format", "jsonl", input=TEXTS[1] + "\n")
+    assert out.exit_code == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[0])["label"] in ("pos", "neg")
+
+
+def test_evaluate_and_finetune_lm_read_an_imported_run(tmp_path, cli):
+    folder, _ = gpt2_dir(tmp_path)
+    assert cli("import", folder, "-o", tmp_path / "run").exit_code == 0
+    text = tmp_path / "text.txt"
+    text.write_text("\n\n".join(TEXTS * 30) + "\n")
+    ev = cli("evaluate", tmp_path / "run", text, "--device", "cpu", "--format", "json")
+    assert ev.exit_code == 0, ev.stderr
+    assert json.loads(ev.stdout)["perplexity"] > 1
+    ft = cli("finetune", "lm", tmp_path / "run", text, "-o", tmp_path / "ft",
+             "--max-steps", "2", "--device", "cpu", "--batch-size", "2")
+    assert ft.exit_code == 0, ft.stderr
+    gen = cli("generate", tmp_path / "ft", "the cat", "--max-new-tokens", "3",
+              "--temperature", "0", "--device", "cpu")
+    assert gen.exit_code == 0, gen.stderr

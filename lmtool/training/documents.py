@@ -28,6 +28,7 @@ import torch
 from lmtool.errors import BadInput
 from lmtool.models.classifier import document_ids, pad_batch
 from lmtool.text.labelled import Example, LabelVocab
+from lmtool.text.specials import SPECIAL_IDS, SpecialIds
 from lmtool.training.objectives import Batch
 from lmtool.training.protocol import BatchSource, EvalSource
 from lmtool.training.seeds import seed_for
@@ -108,10 +109,11 @@ def encode_documents(examples: Iterable[Example], tokenizer, *,
 
 
 def make_batch(docs: Documents, targets: np.ndarray, rows: np.ndarray, *, backward: bool,
-               max_tokens: int) -> Batch:
+               max_tokens: int, specials: SpecialIds = SPECIAL_IDS) -> Batch:
     """Documents `rows` as the classifier reads them: right-padded ids, mask, labels."""
     ids, lengths = pad_batch([document_ids(docs.tokens(int(i)), backward=backward,
-                                           max_tokens=max_tokens)[0] for i in rows])
+                                           max_tokens=max_tokens, specials=specials)[0]
+                              for i in rows])
     mask = torch.arange(ids.size(1))[None, :] < lengths[:, None]  # (B, T)
     return Batch(ids, torch.from_numpy(targets[rows].astype(np.int64)), mask)
 
@@ -120,10 +122,12 @@ class DocumentBatches(BatchSource):
     """Shuffled, length-sorted batches of labelled documents (see the module doc)."""
 
     def __init__(self, docs: Documents, targets: np.ndarray, batch_size: int, seed: int, *,
-                 backward: bool, max_tokens: int, rank: int = 0, world_size: int = 1):
+                 backward: bool, max_tokens: int, rank: int = 0, world_size: int = 1,
+                 specials: SpecialIds = SPECIAL_IDS):
         self.docs, self.targets = docs, targets
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.backward, self.max_tokens = backward, max_tokens
+        self.specials = specials  # the run's ids around each document (an import's own)
         global_batch = batch_size * world_size
         n = len(docs)
         if n < 2 * world_size:
@@ -155,7 +159,7 @@ class DocumentBatches(BatchSource):
     def batch(self, epoch: int, index: int) -> Batch:
         rows = self._epoch(epoch)[index][self.rank :: self.world_size]
         return make_batch(self.docs, self.targets, rows, backward=self.backward,
-                          max_tokens=self.max_tokens)
+                          max_tokens=self.max_tokens, specials=self.specials)
 
 
 class DocumentEval(EvalSource):
@@ -163,9 +167,10 @@ class DocumentEval(EvalSource):
     documents' indices. Rank r of W takes every W-th batch."""
 
     def __init__(self, docs: Documents, targets: np.ndarray, batch_size: int, *,
-                 backward: bool, max_tokens: int):
+                 backward: bool, max_tokens: int, specials: SpecialIds = SPECIAL_IDS):
         self.docs, self.targets, self.batch_size = docs, targets, batch_size
         self.backward, self.max_tokens = backward, max_tokens
+        self.specials = specials  # the run's ids around each document (an import's own)
 
     def batches(self, rank: int = 0, world_size: int = 1) -> Iterator[tuple[list[int], Batch]]:
         order = np.argsort(-np.minimum(self.docs.lengths, self.max_tokens), kind="stable")
@@ -174,4 +179,5 @@ class DocumentEval(EvalSource):
                 rows = order[start : start + self.batch_size]
                 yield rows.tolist(), make_batch(self.docs, self.targets, rows,
                                                 backward=self.backward,
-                                                max_tokens=self.max_tokens)
+                                                max_tokens=self.max_tokens,
+                                                specials=self.specials)
