@@ -12,8 +12,9 @@ import torch
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 
-from lmtool.hub.gguf import permute, unpermute  # noqa: E402
 from test_hf_cli import TEXTS, bpe_tokenizer  # noqa: E402
+
+from lmtool.hub.gguf import permute, unpermute  # noqa: E402
 
 
 def write_gguf(path, hf, tok, qtype):
