@@ -12,6 +12,7 @@ from lmtool.cli import classify as classify_cmd
 from lmtool.cli import complete as complete_cmd
 from lmtool.cli import corpus, finetune, tokenize
 from lmtool.cli import evaluate as evaluate_cmd
+from lmtool.cli import export as export_cmd
 from lmtool.cli import fill_mask as fill_mask_cmd
 from lmtool.cli import generate as generate_cmd
 from lmtool.cli import import_ as import_cmd
@@ -39,7 +40,7 @@ app.add_typer(tokenize.app, name="tokenize")
 app.add_typer(corpus.app, name="corpus")
 app.add_typer(finetune.app, name="finetune")
 for _cmd, _name in ((pretrain_cmd, "pretrain"), (evaluate_cmd, "evaluate"), (info_cmd, "info"),
-                   (classify_cmd, "classify")):
+                   (classify_cmd, "classify"), (export_cmd, "export")):
     app.command(_name, help=with_examples(_cmd.SUMMARY, *_cmd.HELP_EXAMPLES))(
         getattr(_cmd, _name)
     )

@@ -23,6 +23,8 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "LlamaForCausalLM": ("llama", "causal"),
     "BertForMaskedLM": ("bert", "masked"),
     "BertModel": ("bert", "masked"),
+    "Starcoder2ForCausalLM": ("starcoder2", "causal"),
+    "MegatronBertForMaskedLM": ("megatron_bert", "masked"),
 }
 
 

@@ -38,7 +38,7 @@ def hf_config(c: ModelConfig) -> dict:
         "architectures": [ARCHITECTURE], "model_type": "bert", "vocab_size": c.vocab_size,
         "hidden_size": c.dim, "num_hidden_layers": c.layers, "num_attention_heads": c.heads,
         "intermediate_size": c.inner_width, "max_position_embeddings": c.context,
-        "type_vocab_size": c.token_types, "layer_norm_eps": c.norm_eps,
+        "type_vocab_size": max(c.token_types, 1), "layer_norm_eps": c.norm_eps,
         "hidden_act": "gelu" if c.gelu == "exact" else "gelu_pytorch_tanh",
         "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
         "tie_word_embeddings": c.tie_embeddings,
@@ -95,6 +95,13 @@ def from_hf(get, c: ModelConfig, prefix: str = "bert.", head: bool = True) -> di
 
 
 def to_hf(tensors: dict, c: ModelConfig) -> dict:
+    """HF-named tensors. BERT always has linear biases and a token-type embedding: a run
+    whose import dropped all-zero ones (lmtool.hub.source) gets zeros back."""
+    tensors = dict(tensors)
+    for name, t in list(tensors.items()):
+        if name.startswith("blocks.") and name.endswith(".weight") and t.dim() == 2:
+            tensors.setdefault(name.replace(".weight", ".bias"), t.new_zeros(t.size(0)))
+    tensors.setdefault("type_emb.weight", tensors["tok_emb.weight"].new_zeros(1, c.dim))
     out = {hf: tensors[ours] for hf, ours in _plain(c, "bert.", True)}
     for i in range(c.layers):
         s = f"bert.encoder.layer.{i}.attention.self."

@@ -73,6 +73,13 @@ def from_hf(get, c: ModelConfig) -> dict:
 
 
 def to_hf(tensors: dict, c: ModelConfig) -> dict:
-    """HF-named tensors from lmtool's state dict (a tied head is stored once, as wte)."""
-    return {hf: (tensors[ours].t() if t else tensors[ours]).contiguous()
-            for hf, ours, t in _table(c)}
+    """HF-named tensors from lmtool's state dict (a tied head is stored once, as wte).
+    GPT-2's linears always have biases: a run without (lmtool's own) exports zeros."""
+    out = {}
+    for hf, ours, t in _table(c):
+        if ours not in tensors:  # a bias lmtool's run does not have: (out,) zeros
+            weight = tensors[ours.replace(".bias", ".weight")]
+            out[hf] = weight.new_zeros(weight.size(0))
+        else:
+            out[hf] = (tensors[ours].t() if t else tensors[ours]).contiguous()
+    return out

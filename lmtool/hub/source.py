@@ -103,8 +103,25 @@ def read_hf_dir(folder: Path) -> Pretrained:
         tensors = family.from_hf(get, config, family.prefix_of(handles), not new_head)
     else:
         tensors = family.from_hf(get, config)
+    drop_zero_extras(config, tensors)
     return Pretrained(config, tensors, (folder / "tokenizer.json").read_text("utf-8"),
                       architecture, hf, new_head)
+
+
+def drop_zero_extras(config: ModelConfig, tensors: dict) -> None:
+    """Linear biases or a token-type embedding that are all zeros change nothing: drop
+    them (config and tensors, in place). Families whose checkpoints always have them
+    (GPT-2, Megatron-BERT) then bring lmtool's own exported runs back exactly."""
+    biases = [n for n in tensors if n.startswith("blocks.") and n.endswith(".bias")
+              and (".attn." in n or ".mlp." in n)]
+    if config.bias and biases and not any(tensors[n].any() for n in biases):
+        for n in biases:
+            del tensors[n]
+        config.bias = False
+    types = tensors.get("type_emb.weight")
+    if config.token_types and types is not None and not types.any():
+        del tensors["type_emb.weight"]
+        config.token_types = 0
 
 
 def build_pretrained(p: Pretrained):
