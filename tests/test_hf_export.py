@@ -11,8 +11,9 @@ from gen_fixtures import save_run, tiny_lm, word_tokenizer
 
 transformers = pytest.importorskip("transformers")
 
-from lmtool.checkpoint import load_checkpoint  # noqa: E402
 from test_hf_cli import bert_dir, gpt2_dir, llama_dir  # noqa: E402
+
+from lmtool.checkpoint import load_checkpoint  # noqa: E402
 
 V = 37
 
