@@ -166,3 +166,15 @@ def test_config_contradicting_tensors_is_refused(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(BadInput, match="contradicts its tensors: blocks.0.mlp.fc.weight"):
         build_pretrained(read_hf_dir(folder))
+
+
+def test_sharded_safetensors_import_as_one(tmp_path):
+    hf = llama(tmp_path, tied=False).eval()
+    hf.save_pretrained(tmp_path / "hf", max_shard_size="20KB")
+    (tmp_path / "hf" / "tokenizer.json").write_text(tiny_tokenizer_json())
+    assert not (tmp_path / "hf" / "model.safetensors").exists()
+    assert len(list((tmp_path / "hf").glob("model-*.safetensors"))) > 1
+    model = ours(tmp_path / "hf")
+    ids = torch.randint(0, V, (1, T), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), hf_logits(hf, ids), atol=1e-4, rtol=0)

@@ -9,7 +9,6 @@ metrics.jsonl) and no trainer state: every command that reads a run reads it, an
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,24 +69,14 @@ def read_source(source: str) -> Pretrained:
                    "pass a Hugging Face model directory, a hub id (org/name) or a .gguf file")
 
 
-def _tokenizer_config(source: str) -> dict:
-    path = Path(source) / "tokenizer_config.json"
-    try:
-        data = json.loads(path.read_text("utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
-        data = {}
-    return data if isinstance(data, dict) else {}
-
-
 def import_run(source: str, output: Path, *, force: bool = False) -> ImportResult:
     """Write the run for `source` at `output` (lmtool.outputs' rule: an earlier run
     only with `force`). Nothing is written when the source is refused."""
     from tokenizers import Tokenizer
 
-    from lmtool.checkpoint import save_checkpoint
     from lmtool.hub.specials import find_specials
     from lmtool.outputs import RUN, check_output
-    from lmtool.text.tokenizer import tokenizer_sha256
+    from lmtool.rundir import claim_run
 
     output = Path(output)
     check_output(output, RUN, force=force)
@@ -100,12 +89,23 @@ def import_run(source: str, output: Path, *, force: bool = False) -> ImportResul
         raise BadInput(f"{source}: the tokenizer has {tok.get_vocab_size():,} tokens, the "
                        f"model {pretrained.config.vocab_size:,} rows",
                        "the config contradicts the tensors or the tokenizer is another model's")
-    folder = source if Path(source).is_dir() else ""
     pretrained.config.specials = find_specials(tok, pretrained.hf_config,
-                                               _tokenizer_config(folder) if folder else {})
+                                               pretrained.tokenizer_config)
     model = build_pretrained(pretrained)
     config = pretrained.config
     parameters = sum(p.numel() for p in model.parameters())
+    with claim_run(output, resume=False, force=force):  # one writer, as for training
+        _save(output, model, pretrained, tok, source, parameters)
+    return ImportResult(output, pretrained.architecture, config.objective, parameters,
+                        config.vocab_size, pretrained.new_head)
+
+
+def _save(output: Path, model, pretrained: Pretrained, tok, source: str, parameters: int):
+    """The run directory, as a pre-training run's first checkpoint (no trainer state)."""
+    from lmtool.checkpoint import save_checkpoint
+    from lmtool.text.tokenizer import tokenizer_sha256
+
+    config = pretrained.config
     save_checkpoint(output, model=model, config={
         "task": "lm", "arch": config.arch, "objective": config.objective, "preset": None,
         "model": config.to_dict(), "training": {},
@@ -115,5 +115,3 @@ def import_run(source: str, output: Path, *, force: bool = False) -> ImportResul
                      "new_head": pretrained.new_head},
         "num_parameters": parameters,
     }, tokenizer_json=pretrained.tokenizer_json, metrics=[])
-    return ImportResult(output, pretrained.architecture, config.objective, parameters,
-                        config.vocab_size, pretrained.new_head)

@@ -9,7 +9,7 @@ weights (pytorch_model.bin, *.pt) is refused, never unpickled.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmtool.errors import BadInput
@@ -30,6 +30,16 @@ class Pretrained:
     architecture: str  # the HF architecture it came from, e.g. "LlamaForCausalLM"
     hf_config: dict  # its config.json
     new_head: bool = False  # True: the checkpoint had no LM head (BertModel)
+    tokenizer_config: dict = field(default_factory=dict)  # its tokenizer_config.json
+
+
+def _lenient_json(path: Path) -> dict:
+    """An optional JSON file's object, or {} when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text("utf-8")) if path.is_file() else {}
+    except (OSError, ValueError, UnicodeDecodeError):
+        data = {}
+    return data if isinstance(data, dict) else {}
 
 
 def _json(path: Path) -> dict:
@@ -105,7 +115,8 @@ def read_hf_dir(folder: Path) -> Pretrained:
         tensors = family.from_hf(get, config)
     drop_zero_extras(config, tensors)
     return Pretrained(config, tensors, (folder / "tokenizer.json").read_text("utf-8"),
-                      architecture, hf, new_head)
+                      architecture, hf, new_head,
+                      _lenient_json(folder / "tokenizer_config.json"))
 
 
 def drop_zero_extras(config: ModelConfig, tensors: dict) -> None:

@@ -1,7 +1,9 @@
 """The transformer: a GPT-style decoder (causal) or a BERT-style encoder (masked).
 
-Read top to bottom: rotary positions → attention → MLP → block → heads → model. One
-backbone serves both objectives; only the attention's causality and the head differ.
+Read top to bottom: rotary positions → norms → attention → MLP → block → heads → model.
+One backbone serves both objectives; only the attention's causality and the head differ.
+Its config's family fields (models/config.py) also make it GPT-2, Llama or BERT, so
+published checkpoints load into this one class (lmtool/hub maps their tensor names).
 Shapes: B batch, T time (tokens), C width (config.dim), H heads, D = C / H head size,
 V vocabulary.
 """
