@@ -178,3 +178,24 @@ def test_sharded_safetensors_import_as_one(tmp_path):
     ids = torch.randint(0, V, (1, T), generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         torch.testing.assert_close(model(ids), hf_logits(hf, ids), atol=1e-4, rtol=0)
+
+
+def test_a_config_file_can_ask_for_a_llama_shaped_model(tmp_path):
+    import json
+
+    from lmtool.models import build_model
+    from lmtool.training.flags import TrainFlags, resolve_configs
+
+    path = tmp_path / "llama.json"
+    path.write_text(json.dumps({"norm": "rmsnorm", "mlp": "swiglu", "kv_heads": 2,
+                                "rope_theta": 500000.0, "mlp_width": 200}))
+    model_config, _, _ = resolve_configs(objective="causal", arch="transformer", preset="tiny",
+                                         flags=TrainFlags(), config_file=path, vocab_size=50)
+    model = build_model(model_config)
+    assert isinstance(model.blocks[0].ln1, torch.nn.RMSNorm)
+    assert model.blocks[0].attn.qkv.weight.shape == ((4 + 2 * 2) * 32, 128)
+    assert model.blocks[0].mlp.fc.weight.shape == (400, 128)
+    path.write_text(json.dumps({"kv_heads": 3}))
+    with pytest.raises(BadInput, match="kv_heads"):
+        resolve_configs(objective="causal", arch="transformer", preset="tiny",
+                        flags=TrainFlags(), config_file=path, vocab_size=50)
