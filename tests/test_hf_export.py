@@ -119,3 +119,11 @@ def test_an_earlier_export_needs_force_and_other_files_are_never_replaced(tmp_pa
     refused = cli("export", run, "-o", tmp_path / "mine", "--force")
     assert refused.exit_code == 2
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_a_masked_run_with_rotary_positions_is_refused(tmp_path, cli):
+    run = own_run(tmp_path, "masked", "rotary")
+    r = cli("export", run, "-o", tmp_path / "hf")
+    assert r.exit_code == 2
+    assert "no transformers class" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "hf").exists()
