@@ -267,7 +267,9 @@ def load_checkpoint(run_dir: Path, device: str | torch.device = "cpu", *,
                        + " ".join(str(e).split())[:300],
                        "the checkpoint is corrupt or was edited") from None
     model.to(torch.device(device)).eval()
-    tokenizer = load_tokenizer(run_dir / TOKENIZER)
+    # An imported run's tokenizer keeps its own special ids (recorded in its model config).
+    imported = bool(config["model"].get("specials"))
+    tokenizer = load_tokenizer(run_dir / TOKENIZER, lmtool_specials=not imported)
     state = read_trainer_state(run_dir) if trainer else None
     return Checkpoint(run_dir, config, model, tokenizer, state, read_metrics(run_dir))
 

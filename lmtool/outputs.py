@@ -97,12 +97,21 @@ class Kind:
     names: frozenset[str] = frozenset()
 
 
+def _holds_export(path: Path) -> bool:
+    """A model directory `lmtool export` wrote (its config.json says so)."""
+    data = _json(Path(path) / CONFIG)
+    return isinstance(data, dict) and "lmtool_export" in data
+
+
 RUN = Kind("a run", "a run directory", True, _holds_run,
            frozenset({CONFIG, WEIGHTS, RUN_TOKENIZER, METRICS, TRAINER}))
 SHARDS = Kind("token shards", "a shard directory", True, is_shards,
               frozenset({META, SHARDS_TOKENIZER, "train.bin", "val.bin"}))
 TOKENIZER = Kind("a tokenizer", "the tokenizer file", False, is_tokenizer)
-_DIRECTORIES = (RUN, SHARDS)  # outputs that are replaced as a whole, what is inside too
+EXPORT = Kind("an exported model", "an export directory", True, _holds_export,
+              frozenset({CONFIG, WEIGHTS, RUN_TOKENIZER, "tokenizer_config.json"}))
+# outputs that are replaced as a whole, what is inside too
+_DIRECTORIES = (RUN, SHARDS, EXPORT)
 
 
 def _guarded(real: Path) -> str | None:

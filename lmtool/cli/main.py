@@ -13,8 +13,10 @@ from lmtool.cli import classify as classify_cmd
 from lmtool.cli import complete as complete_cmd
 from lmtool.cli import corpus, finetune, tokenize
 from lmtool.cli import evaluate as evaluate_cmd
+from lmtool.cli import export as export_cmd
 from lmtool.cli import fill_mask as fill_mask_cmd
 from lmtool.cli import generate as generate_cmd
+from lmtool.cli import import_ as import_cmd
 from lmtool.cli import info as info_cmd
 from lmtool.cli import plot as plot_cmd
 from lmtool.cli import pretrain as pretrain_cmd
@@ -41,7 +43,7 @@ app.add_typer(corpus.app, name="corpus")
 app.add_typer(finetune.app, name="finetune")
 for _cmd, _name in ((pretrain_cmd, "pretrain"), (evaluate_cmd, "evaluate"), (info_cmd, "info"),
                    (classify_cmd, "classify"), (plot_cmd, "plot"),
-                   (attention_cmd, "attention")):
+                   (attention_cmd, "attention"), (export_cmd, "export")):
     app.command(_name, help=with_examples(_cmd.SUMMARY, *_cmd.HELP_EXAMPLES))(
         getattr(_cmd, _name)
     )
@@ -49,6 +51,7 @@ for _cmd, _name, _func in (
     (generate_cmd, "generate", "generate"),
     (complete_cmd, "complete", "complete"),
     (fill_mask_cmd, "fill-mask", "fill_mask"),
+    (import_cmd, "import", "import_"),
 ):
     app.command(_name, help=with_examples(_cmd.SUMMARY, *_cmd.HELP_EXAMPLES))(
         getattr(_cmd, _func)

@@ -157,7 +157,7 @@ def beam_search(
 
 def _ends(lm: LoadedLM, prompt: Prompt, seq: list[int], token: int, options) -> str | None:
     """Why the text ends with `token` after `seq` ("eos", "stop"), or None."""
-    if token == SPECIAL_IDS.eos and options.stop_at_eos:
+    if token == lm.specials.eos and options.stop_at_eos:
         return "eos"
     if options.stop:
         text = _text(lm, prompt, seq + [token])

@@ -50,7 +50,6 @@ from lmtool.inference.generation import GenerateOptions
 from lmtool.inference.healing import Heal, back_up, token_texts
 from lmtool.inference.runs import LoadedLM, load_lm
 from lmtool.inference.text import Prompt, continuation_text
-from lmtool.text.specials import SPECIAL_IDS
 
 SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
 WORD = re.compile(r"\S+")
@@ -233,7 +232,8 @@ class CompletionEngine:
             tokens, healing = back_up(self.lm.tokenizer, self.texts, text)
         else:
             tokens, healing = self.lm.tokenizer.encode(text, add_special_tokens=False).ids, None
-        prompt = Prompt(text, [SPECIAL_IDS.eos, *tokens], tokens)
+        start = list(self.lm.specials.start) or [self.lm.specials.bos]  # [EOS] for lmtool's
+        prompt = Prompt(text, [*start, *tokens], tokens)
         if self.decoder.limit is not None:
             limit = self.decoder.limit - self.max_tokens
             step = max(1, self.decoder.limit // 4)
@@ -313,7 +313,7 @@ class CompletionEngine:
                 if spell:
                     logits = logits + self.texts.bias(spell, logits.size(-1), self.lm.device)
                 token = int(logits.argmax(dim=-1))
-                if token == SPECIAL_IDS.eos or logits[0, token] == float("-inf"):
+                if token == self.lm.specials.eos or logits[0, token] == float("-inf"):
                     break  # the end, or nothing can spell what is left (healing)
                 new.append(token)
                 logprob += float(torch.log_softmax(logits[0], dim=-1)[token])

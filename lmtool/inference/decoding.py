@@ -34,9 +34,7 @@ from __future__ import annotations
 import torch
 
 from lmtool.inference.runs import LoadedLM
-from lmtool.inference.sampling import SUPPRESSED
 from lmtool.models.state import State
-from lmtool.text.specials import SPECIAL_IDS
 
 
 class Decoder:
@@ -52,7 +50,7 @@ class Decoder:
         # Added to every row of logits: -inf on the special tokens a generator never
         # writes (one add instead of an indexed write per step).
         self.bias = torch.zeros(config.vocab_size, device=lm.device)  # (V,)
-        self.bias[list(SUPPRESSED)] = float("-inf")
+        self.bias[list(lm.specials.never_generated())] = float("-inf")
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits in fp32 with the special tokens ruled out, (B, C) → (B, V)."""
@@ -88,7 +86,7 @@ class Decoder:
         longest = max(len(r) for r in rows)
         pads = [longest - len(r) for r in rows]
         ids = torch.tensor(
-            [[SPECIAL_IDS.pad] * p + r for p, r in zip(pads, rows, strict=True)],
+            [[self.lm.specials.pad] * p + r for p, r in zip(pads, rows, strict=True)],
             device=self.device,
         )  # (B, T)
         capacity = longest + new_tokens

@@ -98,23 +98,37 @@ def _encode_around_masks(tokenizer, text: str) -> list[int]:
     return ids
 
 
-def _fill_one(lm: LoadedLM, text: str, top_k: int, index: int) -> MaskFill:
-    tokenizer, model = lm.tokenizer, lm.model
-    where = f"input {index + 1}"
-    if MASK not in text:
-        raise BadInput(f"{where} has no {MASK}", f"write {MASK} where a word should be guessed")
+def _ids(lm: LoadedLM, text: str, where: str) -> tuple[list[int], int, int]:
+    """The ids the model reads for `text`, and how many of them its marks take before
+    and after the text. lmtool's runs: [EOS] text [EOS], around [MASK]s encoded apart.
+    An imported run: its tokenizer's own encoding (its template, e.g. [CLS] ... [SEP],
+    and its own mask token), as `transformers` would give it."""
+    specials, tokenizer = lm.specials, lm.tokenizer
+    mask = tokenizer.id_to_token(specials.mask) if specials.imported else MASK
+    if mask not in text:
+        raise BadInput(f"{where} has no {mask}", f"write {mask} where a word should be guessed")
+    if specials.imported:
+        return tokenizer.encode(text).ids, len(specials.start), len(specials.end)
     source = SPACE_BEFORE_MASK.sub("", text) if _attaches_space(tokenizer) else text
-    ids = [SPECIAL_IDS.eos, *_encode_around_masks(tokenizer, source), SPECIAL_IDS.eos]
+    return [SPECIAL_IDS.eos, *_encode_around_masks(tokenizer, source), SPECIAL_IDS.eos], 1, 1
+
+
+def _fill_one(lm: LoadedLM, text: str, top_k: int, index: int) -> MaskFill:
+    tokenizer, model, specials = lm.tokenizer, lm.model, lm.specials
+    where = f"input {index + 1}"
+    ids, before, after = _ids(lm, text, where)
     if len(ids) > lm.config.context:
         raise BadInput(
             f"{where} has {len(ids)} tokens with its [EOS] marks; the model reads at most "
             f"{lm.config.context}", "shorten it",
         )
     x = torch.tensor([ids], device=lm.device)  # (1, T)
-    where_mask = x == SPECIAL_IDS.mask  # (1, T)
+    where_mask = x == specials.mask  # (1, T)
     with torch.inference_mode():
         logits = model(x, where=where_mask).float()  # (M, V): one row per mask
-        logits[:, : len(SPECIAL_TOKENS)] = float("-inf")  # never a special token
+        never = list(specials.never_generated()) + [specials.eos] if specials.imported \
+            else list(range(len(SPECIAL_TOKENS)))
+        logits[:, never] = float("-inf")  # never a special token
         probs = torch.softmax(logits, dim=-1)
         top = probs.topk(min(top_k, probs.size(-1)), dim=-1)
     masks = [
@@ -123,7 +137,8 @@ def _fill_one(lm: LoadedLM, text: str, top_k: int, index: int) -> MaskFill:
         for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)
     ]
     best = iter(top.indices[:, 0].tolist())
-    filled_ids = [next(best) if t == SPECIAL_IDS.mask else t for t in ids[1:-1]]
+    filled_ids = [next(best) if t == specials.mask else t
+                  for t in ids[before : len(ids) - after]]
     filled = tokenizer.decode(filled_ids)
     if not text[:1].isspace():  # a guess at the start keeps no space the text did not have
         filled = filled.lstrip()

@@ -96,7 +96,7 @@ def prepare(
     config = lm.config
     limit = lm.model.max_positions
     fits = limit - 1 if limit is not None else 1 << 62
-    prompt = encode_prompt(lm.tokenizer, text, config.backward, fits, index)
+    prompt = encode_prompt(lm.tokenizer, text, config.backward, fits, index, lm.specials)
     if prompt.truncated and on_warning:
         kept = "first" if config.backward else "last"
         on_warning(
@@ -194,7 +194,7 @@ class _Row:
 
     def push(self, token: int) -> str:
         """Take the next token; return the text it makes visible (streaming)."""
-        if token == SPECIAL_IDS.eos and self.options.stop_at_eos:
+        if token == self.lm.specials.eos and self.options.stop_at_eos:
             self.reason = "eos"
             return ""
         self.ids.append(token)
@@ -223,7 +223,8 @@ class _Row:
             self.finish_text()
             text = self.stream.text
         else:
-            text = _documents_text(self.lm.tokenizer, self.prompt, tokens, backward)
+            text = _documents_text(self.lm.tokenizer, self.prompt, tokens, backward,
+                                   self.lm.specials.eos)
             if backward and self.options.stop:
                 text = cut_backward(text, self.options.stop)[0]
         return Generation(
@@ -233,13 +234,14 @@ class _Row:
         )
 
 
-def _documents_text(tokenizer, prompt: Prompt, tokens: list[int], backward: bool) -> str:
+def _documents_text(tokenizer, prompt: Prompt, tokens: list[int], backward: bool,
+                    eos: int = SPECIAL_IDS.eos) -> str:
     """Decode generated ids; an [EOS] inside them (stop_at_eos=False) becomes a newline."""
-    if SPECIAL_IDS.eos not in tokens:
+    if eos not in tokens:
         return continuation_text(tokenizer, prompt, tokens, backward)
     docs: list[list[int]] = [[]]
     for t in tokens:
-        if t == SPECIAL_IDS.eos:
+        if t == eos:
             docs.append([])
         else:
             docs[-1].append(t)

@@ -164,7 +164,8 @@ def _inner_texts(tokenizer) -> list[bytes]:
     from lmtool.text.tokenizer import is_byte_level
 
     size = tokenizer.get_vocab_size()
-    specials = range(len(SPECIAL_TOKENS))
+    # The tokenizer's own special tokens: lmtool's 0..6, or an imported tokenizer's.
+    specials = [i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special]
     if is_byte_level(tokenizer):
         # The token's characters stand for bytes one to one (_byte_of).
         table = _byte_of()

@@ -45,6 +45,13 @@ class LoadedLM:
     def config(self):
         return self.model.config
 
+    @property
+    def specials(self):
+        """The run's special ids: lmtool's 0..6, or an imported tokenizer's own."""
+        from lmtool.text.specials import special_ids
+
+        return special_ids(self.model.config)
+
 
 @functools.cache
 def last_level_cache_bytes() -> int:

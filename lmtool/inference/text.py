@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lmtool.text.boundaries import document_text
-from lmtool.text.specials import SPECIAL_IDS
+from lmtool.text.specials import SPECIAL_IDS, SpecialIds
 
 # Prompt tokens decoded together with a continuation, so that the tokenizer's decoder
 # joins them as it would in the whole text (a leading space, a WordPiece "##").
@@ -27,7 +27,8 @@ class Prompt:
     space: str = ""
 
 
-def encode_prompt(tokenizer, text: str, backward: bool, fits: int, index: int = 0) -> Prompt:
+def encode_prompt(tokenizer, text: str, backward: bool, fits: int, index: int = 0,
+                  specials: SpecialIds = SPECIAL_IDS) -> Prompt:
     """The ids a causal model reads for `text`: [EOS] (a document starts after one, as
     in the shards it was trained on) then the prompt, reversed for a backward model.
     The prompt is a document's beginning (its end, backward), so it loses the
@@ -36,15 +37,18 @@ def encode_prompt(tokenizer, text: str, backward: bool, fits: int, index: int = 
     → "time", not " time"). An empty prompt is just [EOS]: the model starts a new
     document. A prompt longer than `fits` tokens keeps the `fits` tokens nearest to
     where the writing goes on (the end; the start for a backward model) and drops the
-    [EOS]."""
+    [EOS]. An imported run reads what its own tokenizer puts before a text instead of
+    the [EOS] (`specials.start`: Llama's <s>; nothing for GPT-2, whose empty prompt is
+    its <|endoftext|>), so it sees the ids `transformers` would give it."""
     body = document_text(text)
     space = (text[: len(text) - len(text.lstrip())] if backward
              else text[len(text.rstrip()) :]) if body else ""
     tokens = tokenizer.encode(body, add_special_tokens=False).ids if body else []
-    ids = [SPECIAL_IDS.eos, *(tokens[::-1] if backward else tokens)]
+    start = list(specials.start) if (tokens or specials.start) else [specials.bos]
+    ids = [*start, *(tokens[::-1] if backward else tokens)]
     truncated = 0
     if len(ids) > fits:
-        truncated = len(ids) - 1 - fits
+        truncated = len(ids) - len(start) - fits
         ids = ids[-fits:]
     return Prompt(text, ids, tokens, truncated, index, space)
 

@@ -34,7 +34,7 @@ from torch import nn
 from lmtool.errors import BadInput
 from lmtool.models.base import LanguageModel
 from lmtool.models.config import ModelConfig, dataclass_from_dict
-from lmtool.text.specials import SPECIAL_IDS
+from lmtool.text.specials import SPECIAL_IDS, SpecialIds, special_ids
 
 # fastai's ULMFiT classifier multiplies every dropout of its AWD-LSTM config
 # (awd_lstm_clas_config in fastai/text/models/awdlstm.py: embed_p 0.05, input_p 0.4,
@@ -81,25 +81,29 @@ def kept_tokens(tokens, max_tokens: int, keep: str):
     return tokens[-max_tokens:] if keep == "last" and max_tokens > 0 else tokens[:max_tokens]
 
 
-def document_ids(tokens: list[int], *, backward: bool, max_tokens: int,
-                 keep: str = "first") -> tuple[list[int], bool]:
+def document_ids(tokens: list[int], *, backward: bool, max_tokens: int, keep: str = "first",
+                 specials: SpecialIds = SPECIAL_IDS) -> tuple[list[int], bool]:
     """The ids the classifier reads for a document's tokens, and whether it was cut.
 
     [EOS] first, then at most max_tokens - 1 of the document's first (or, with `keep`
     "last", last) tokens, in the backbone's reading order (reversed for a backward LM,
-    so both directions of an ensemble see the same text).
+    so both directions of an ensemble see the same text). An imported run reads its
+    own tokenizer's template around them instead (BERT: [CLS] ... [SEP]; Llama: <s> ...).
     """
-    room = max(max_tokens - 1, 0)
+    start = list(specials.start)
+    end = list(specials.end) if specials.imported else []
+    room = max(max_tokens - len(start) - len(end), 0)
     cut = len(tokens) > room
     tokens = kept_tokens(tokens, room, keep)
     if backward:
         tokens = tokens[::-1]
-    return [SPECIAL_IDS.eos, *tokens], cut
+    return [*start, *tokens, *end], cut
 
 
 def pad_batch(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids (B, T) and lengths (B,) for rows of token ids."""
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)  # (B,)
+    # Any id serves as padding: no real position attends to it or pools it.
     ids = torch.full((len(rows), int(lengths.max())), SPECIAL_IDS.pad, dtype=torch.long)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
@@ -213,8 +217,10 @@ class Classifier(nn.Module):
 
     def encode_documents(self, token_lists: list[list[int]]) -> list[tuple[list[int], bool]]:
         """(ids, cut) for each document's tokens (see `document_ids`)."""
+        specials = special_ids(self.model_config)
         return [document_ids(t, backward=self.model_config.backward,
-                             max_tokens=self.config.max_tokens, keep=self.config.keep)
+                             max_tokens=self.config.max_tokens, keep=self.config.keep,
+                             specials=specials)
                 for t in token_lists]
 
     def read(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ user's overrides, and reports every problem at once, naming the flag to fix.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from lmtool.errors import BadInput
 from lmtool.wording import plural
@@ -14,9 +14,17 @@ from lmtool.wording import plural
 ARCHS = ("transformer", "lstm")
 OBJECTIVES = ("causal", "masked")
 POSITIONS = ("learned", "rotary")
+NORMS = ("layernorm", "rmsnorm")
+NORM_PLACES = ("pre", "post")
+MLPS = ("gelu", "swiglu")
+GELUS = ("exact", "tanh")
+# The transformer's family fields: the defaults are lmtool's own Transformer; GPT-2,
+# Llama and BERT checkpoints set them (lmtool/hub). Runs from before they existed omit them.
+FAMILY_FIELDS = ("norm", "norm_eps", "norm_place", "mlp", "gelu", "mlp_width", "bias",
+                 "kv_heads", "rope_theta", "embed_norm", "token_types")
 # Fields only one backbone reads (`info` shows a run's own and leaves the others out).
 ARCH_FIELDS = {
-    "transformer": ("heads", "mlp_ratio", "positions"),
+    "transformer": ("heads", "mlp_ratio", "positions", *FAMILY_FIELDS),
     "lstm": ("hidden", "embed_dropout", "input_dropout", "hidden_dropout", "weight_dropout",
              "output_dropout", "ar", "tar"),
 }
@@ -66,6 +74,39 @@ class ModelConfig:
     # Causal only: read and predict the text right to left (ULMFiT's backward LM, which
     # it ensembles with the forward one). Training reverses each window.
     backward: bool = False
+    # --- Transformer family fields: what published checkpoints differ in. The defaults
+    # are lmtool's own; GPT-2 sets bias, gelu "tanh", learned positions; Llama sets
+    # rmsnorm, swiglu, kv_heads, rope_theta; BERT sets norm_place "post", embed_norm,
+    # token_types and bias (lmtool/hub maps each family's weights).
+    norm: str = "layernorm"  # "layernorm" (weight + bias) or "rmsnorm" (weight only)
+    norm_eps: float = 1e-5  # added to the variance in every norm (BERT 1e-12)
+    # "pre": x + f(norm(x)) and a final norm (GPT-2, Llama); "post": norm(x + f(x)) and
+    # no final norm (BERT)
+    norm_place: str = "pre"
+    mlp: str = "gelu"  # "gelu": fc, GELU, proj; "swiglu": silu(gate) * up, proj (Llama)
+    gelu: str = "exact"  # "exact" (erf) or "tanh" (its approximation: GPT-2's gelu_new)
+    mlp_width: int = 0  # the MLP's inner width; 0 means mlp_ratio * dim
+    bias: bool = False  # biases on the attention and MLP linears (GPT-2, BERT)
+    kv_heads: int = 0  # key/value heads, grouped-query attention; 0 means heads
+    rope_theta: float = 10000.0  # rotary base: position t turns pair i by t * theta^(-2i/D)
+    embed_norm: bool = False  # a norm right after the embeddings (BERT)
+    # Rows of a token-type (segment) embedding; row 0, BERT's single-text segment, is
+    # added to every token. 0: none.
+    token_types: int = 0
+    # An imported tokenizer's own special-token ids and conventions (lmtool/hub/specials.py):
+    # {"pad": 50256, ..., "start": [ids before a text], "end": [ids after it]}, as its
+    # tokenizer adds them. Empty: lmtool's [PAD] ... [SEP] at ids 0..6, [EOS] before a text.
+    specials: dict = field(default_factory=dict)
+
+    @property
+    def n_kv_heads(self) -> int:
+        """Key/value heads actually used (kv_heads, or heads when 0)."""
+        return self.kv_heads or self.heads
+
+    @property
+    def inner_width(self) -> int:
+        """The MLP's inner width actually used."""
+        return self.mlp_width or self.mlp_ratio * self.dim
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,6 +175,14 @@ def validate_model_config(c: ModelConfig) -> None:
         problems.append(f"--dim ({c.dim}) must be divisible by --heads ({c.heads})")
     if c.arch == "transformer" and c.positions == "rotary" and (c.dim // max(c.heads, 1)) % 2:
         problems.append("rotary positions need an even head size (--dim / --heads)")
+    for name, allowed in (("norm", NORMS), ("norm_place", NORM_PLACES), ("mlp", MLPS),
+                          ("gelu", GELUS)):
+        if getattr(c, name) not in allowed:
+            problems.append(f"{name} must be one of {', '.join(allowed)}")
+    if c.kv_heads < 0 or (c.kv_heads and c.heads % c.kv_heads):
+        problems.append(f"kv_heads ({c.kv_heads}) must divide --heads ({c.heads})")
+    if c.mlp_width < 0 or c.token_types < 0 or c.norm_eps <= 0 or c.rope_theta <= 0:
+        problems.append("mlp_width and token_types must be >= 0, norm_eps and rope_theta > 0")
     if c.arch == "transformer" and not 0 <= c.dropout < 1:
         problems.append("--dropout must be in [0, 1)")
     if c.arch == "lstm" and c.dropout < 0:

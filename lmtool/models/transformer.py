@@ -1,7 +1,9 @@
 """The transformer: a GPT-style decoder (causal) or a BERT-style encoder (masked).
 
-Read top to bottom: rotary positions → attention → MLP → block → heads → model. One
-backbone serves both objectives; only the attention's causality and the head differ.
+Read top to bottom: rotary positions → norms → attention → MLP → block → heads → model.
+One backbone serves both objectives; only the attention's causality and the head differ.
+Its config's family fields (models/config.py) also make it GPT-2, Llama or BERT, so
+published checkpoints load into this one class (lmtool/hub maps their tensor names).
 Shapes: B batch, T time (tokens), C width (config.dim), H heads, D = C / H head size,
 V vocabulary.
 """
@@ -44,18 +46,44 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -
     return x * cos + swapped * signed_sin  # (..., T, D)
 
 
+def make_norm(config: ModelConfig) -> nn.Module:
+    """The config's norm over the width: LayerNorm (weight + bias) or RMSNorm (weight)."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.dim, eps=config.norm_eps)
+    return nn.LayerNorm(config.dim, eps=config.norm_eps)
+
+
+def norm(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """`module(x)` for a `make_norm` module (or an Identity), without the module call."""
+    if isinstance(module, nn.LayerNorm):
+        return F.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
+    if isinstance(module, nn.RMSNorm):
+        return F.rms_norm(x, module.normalized_shape, module.weight, module.eps)
+    return x  # nn.Identity: a post-norm model's missing final norm
+
+
+def gelu_approximation(config: ModelConfig) -> str:
+    """F.gelu's `approximate` for the config: "none" (erf) or "tanh" (GPT-2's gelu_new)."""
+    return "tanh" if config.gelu == "tanh" else "none"
+
+
 def attention(q, k, v, causal: bool, dropout: float, mask: torch.Tensor | None = None):
     """softmax(q k^T / sqrt(D)) v over (B, H, T, D) tensors, via PyTorch's fused kernels.
 
     q may have fewer positions than k and v (a KV cache: T new queries, L + T keys);
     `mask` (bool, True = may attend) then says which keys each query sees, and `causal`
-    must be False (SDPA's is_causal aligns top-left, see models/state.py).
+    must be False (SDPA's is_causal aligns top-left, see models/state.py). k and v may
+    have fewer heads than q (grouped-query attention, (B, KV, L, D)): each key/value
+    head serves H / KV consecutive query heads.
 
     On the CPU under bf16 autocast the attention itself runs in fp32: PyTorch's CPU
     flash-attention backward is several times slower in bf16 than in fp32 (6x at
     B=12, H=4, T=64, D=32 on a 2-core AMX CPU, torch 2.13; no faster at T=256, D=64),
     while the matmuls around it gain 4x from bf16. The upcast costs three copies.
     """
+    if k.size(1) != q.size(1):  # grouped-query: query heads 0..H/KV-1 share kv head 0, ...
+        group = q.size(1) // k.size(1)
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, H, L, D)
     if q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu"):
         with torch.autocast("cpu", enabled=False):  # else autocast casts back to bf16
             return F.scaled_dot_product_attention(
@@ -82,27 +110,41 @@ def attention_weights(q, k, causal: bool, mask: torch.Tensor | None = None) -> t
 class SelfAttention(nn.Module):
     """Multi-head self-attention through F.scaled_dot_product_attention.
 
-    One fused linear makes q, k and v (one matmul instead of three). Causal attention
-    passes is_causal=True and no mask tensor, so PyTorch can pick its flash kernels.
-    With a KV cache, this call's k and v (after the rotary step) are appended to the
-    cached ones and the queries attend over all of them: one new token with no mask (it
-    may see everything), a chunk with the cache's bottom-right causal mask.
+    One fused linear makes q, k and v (one matmul instead of three): H query heads, then
+    KV key heads and KV value heads (KV = H unless grouped-query), each D wide. Causal
+    attention passes is_causal=True and no mask tensor, so PyTorch can pick its flash
+    kernels. With a KV cache, this call's k and v (after the rotary step) are appended
+    to the cached ones and the queries attend over all of them: one new token with no
+    mask (it may see everything), a chunk with the cache's bottom-right causal mask.
     """
 
     def __init__(self, config: ModelConfig, causal: bool, layer: int = 0):
         super().__init__()
         self.heads = config.heads
+        self.kv_heads = config.n_kv_heads
         self.causal = causal
         self.layer = layer  # which of the KV cache's blocks is ours
         self.dropout = config.dropout
-        # bias=False: a little faster and no worse (nanoGPT's finding); LayerNorms keep theirs.
-        self.qkv = nn.Linear(config.dim, 3 * config.dim, bias=False)
-        self.proj = nn.Linear(config.dim, config.dim, bias=False)
+        D = config.dim // config.heads
+        # bias=False by default: a little faster and no worse (nanoGPT's finding); norms
+        # keep theirs. GPT-2 and BERT checkpoints have biases (config.bias).
+        self.qkv = nn.Linear(config.dim, (self.heads + 2 * self.kv_heads) * D, bias=config.bias)
+        self.proj = nn.Linear(config.dim, config.dim, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         # Set by inference/attention.py for one forward: the weights are then computed
         # explicitly and kept in `weights` (B, H, T, T); training never pays for it.
         self.keep_weights = False
         self.weights: torch.Tensor | None = None
+
+    def _split(self, qkv: torch.Tensor, B: int, T: int, rope):
+        """The fused projection (B, T, (H + 2KV) D) → q (B, H, T, D), k and v (B, KV, T, D),
+        q and k rotated when `rope` is given."""
+        H, KV = self.heads, self.kv_heads
+        qkv = qkv.view(B, T, H + 2 * KV, -1).transpose(1, 2)  # (B, H + 2KV, T, D), no copy
+        if rope is not None:
+            qk = apply_rotary(qkv[:, : H + KV], *rope)  # (B, H + KV, T, D), q and k in one go
+            return qk[:, :H], qk[:, H:], qkv[:, H + KV :]
+        return qkv.split([H, KV, KV], dim=1)
 
     def forward(
         self,
@@ -111,13 +153,7 @@ class SelfAttention(nn.Module):
         mask: torch.Tensor | None = None,
     ):
         B, T, C = x.shape
-        qkv = self.qkv(x).view(B, T, 3, self.heads, C // self.heads)  # (B, T, 3, H, D)
-        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, T, D), no copy
-        if rope is not None:
-            q, k = apply_rotary(qkv[:2], *rope).unbind(0)  # 2 x (B, H, T, D), in one go
-            v = qkv[2]  # (B, H, T, D)
-        else:
-            q, k, v = qkv.unbind(0)  # 3 x (B, H, T, D)
+        q, k, v = self._split(self.qkv(x), B, T, rope)  # (B, H, T, D), 2 x (B, KV, T, D)
         dropout = self.dropout if self.training else 0.0
         # A padding mask (from encode's `real`) already holds the causal rule.
         if self.keep_weights:
@@ -127,48 +163,62 @@ class SelfAttention(nn.Module):
             y = attention(q, k, v, self.causal and mask is None, dropout, mask)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.proj(y))  # (B, T, C)
+
     def step(self, x: torch.Tensor, rope, cache: KVCache, mask: torch.Tensor | None):
         """`forward` after the KV cache's positions, for inference: this call's k and v
         join the cache and the queries attend over all of them. The same arithmetic as
         `forward` in fewer PyTorch calls (no dropout, no module calls): decoding one
         token at batch 1 costs about 3 us per call on a CPU, more than the maths."""
         B, T, C = x.shape
-        qkv = F.linear(x, self.qkv.weight).view(B, T, 3, self.heads, C // self.heads)
-        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, T, D), no copy
-        qk = apply_rotary(qkv[:2], *rope) if rope is not None else qkv[:2]  # (2, B, H, T, D)
-        k, v = cache.update(self.layer, qk[1], qkv[2])  # (B, H, L + T, D) each
-        q = qk[0] if qk.dtype == k.dtype else qk[0].to(k.dtype)  # an fp32 cache, bf16 weights
+        q, k, v = self._split(F.linear(x, self.qkv.weight, self.qkv.bias), B, T, rope)
+        k, v = cache.update(self.layer, k, v)  # (B, KV, L + T, D) each
+        q = q if q.dtype == k.dtype else q.to(k.dtype)  # an fp32 cache, bf16 weights
         # No mask: either one new token (sees all) or a first chunk (plain causal).
         y = attention(q, k, v, mask is None and T > 1, 0.0, mask)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C).to(x.dtype)  # (B, T, C): heads side by side
-        return F.linear(y, self.proj.weight)  # (B, T, C)
-
-
+        return F.linear(y, self.proj.weight, self.proj.bias)  # (B, T, C)
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward: widen by mlp_ratio, GELU, project back."""
+    """Position-wise feed-forward. "gelu": widen, GELU, project back. "swiglu" (Llama):
+    one fused linear makes gate and up side by side, silu(gate) * up, project back."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        width = config.mlp_ratio * config.dim
-        self.fc = nn.Linear(config.dim, width, bias=False)
-        self.proj = nn.Linear(width, config.dim, bias=False)
+        width = config.inner_width
+        self.swiglu = config.mlp == "swiglu"
+        self.fc = nn.Linear(config.dim, 2 * width if self.swiglu else width, bias=config.bias)
+        self.proj = nn.Linear(width, config.dim, bias=config.bias)
+        self.approximate = gelu_approximation(config)
         self.dropout = nn.Dropout(config.dropout)
 
+    def inner(self, h: torch.Tensor) -> torch.Tensor:
+        """The activation on fc's output (B, T, width or 2 * width) → (B, T, width)."""
+        if self.swiglu:
+            gate, up = h.chunk(2, dim=-1)  # (B, T, width) each
+            return F.silu(gate) * up
+        return F.gelu(h, approximate=self.approximate)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.gelu(self.fc(x))  # (B, T, mlp_ratio * C)
+        h = self.inner(self.fc(x))  # (B, T, width)
         return self.dropout(self.proj(h))  # (B, T, C)
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` without module calls or dropout (inference)."""
+        h = self.inner(F.linear(x, self.fc.weight, self.fc.bias))  # (B, T, width)
+        return F.linear(h, self.proj.weight, self.proj.bias)  # (B, T, C)
 
 
 class Block(nn.Module):
-    """Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Residual block. Pre-norm (lmtool, GPT-2, Llama): x + attn(ln1(x)), then
+    x + mlp(ln2(x)). Post-norm (BERT): ln1(x + attn(x)), then ln2(x + mlp(x))."""
 
     def __init__(self, config: ModelConfig, causal: bool, layer: int = 0):
         super().__init__()
-        self.ln1 = nn.LayerNorm(config.dim)
+        self.post_norm = config.norm_place == "post"
+        self.ln1 = make_norm(config)
         self.attn = SelfAttention(config, causal, layer)
-        self.ln2 = nn.LayerNorm(config.dim)
+        self.ln2 = make_norm(config)
         self.mlp = MLP(config)
 
     def forward(
@@ -177,36 +227,39 @@ class Block(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         mask: torch.Tensor | None = None,
     ):
+        if self.post_norm:
+            x = self.ln1(x + self.attn(x, rope, mask))  # (B, T, C)
+            return self.ln2(x + self.mlp(x))  # (B, T, C)
         x = x + self.attn(self.ln1(x), rope, mask)  # (B, T, C)
         return x + self.mlp(self.ln2(x))  # (B, T, C)
+
     def step(self, x: torch.Tensor, rope, cache: KVCache, mask: torch.Tensor | None):
         """`forward` with a KV cache, for inference, in as few PyTorch calls as it can."""
-        ln1, ln2, mlp = self.ln1, self.ln2, self.mlp
-        h = F.layer_norm(x, ln1.normalized_shape, ln1.weight, ln1.bias, ln1.eps)  # (B, T, C)
-        x = x + self.attn.step(h, rope, cache, mask)  # (B, T, C)
-        h = F.layer_norm(x, ln2.normalized_shape, ln2.weight, ln2.bias, ln2.eps)
-        h = F.gelu(F.linear(h, mlp.fc.weight))  # (B, T, mlp_ratio * C)
-        return x + F.linear(h, mlp.proj.weight)  # (B, T, C)
-
-
+        if self.post_norm:
+            x = norm(x + self.attn.step(x, rope, cache, mask), self.ln1)  # (B, T, C)
+            return norm(x + self.mlp.step(x), self.ln2)  # (B, T, C)
+        x = x + self.attn.step(norm(x, self.ln1), rope, cache, mask)  # (B, T, C)
+        return x + self.mlp.step(norm(x, self.ln2))  # (B, T, C)
 
 
 class MLMHead(nn.Module):
-    """BERT's masked-LM head: dense → GELU → LayerNorm → decoder (tied) + bias."""
+    """BERT's masked-LM head: dense → GELU → norm → decoder (tied) + bias."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.dense = nn.Linear(config.dim, config.dim)
-        self.ln = nn.LayerNorm(config.dim)
+        self.approximate = gelu_approximation(config)
+        self.ln = make_norm(config)
         self.decoder = nn.Linear(config.dim, config.vocab_size)  # weight tied by the model
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        h = self.ln(F.gelu(self.dense(hidden)))  # (B, T, C)
+        h = self.ln(F.gelu(self.dense(hidden), approximate=self.approximate))  # (B, T, C)
         return self.decoder(h)  # (B, T, V)
 
 
 class Transformer(LanguageModel):
-    """Token embedding (+ learned positions) → blocks → final LayerNorm → head.
+    """Token embedding (+ learned positions, + segment 0, → norm) → blocks → final norm
+    (pre-norm only) → head.
 
     causal: each position sees itself and the past, the head predicts the next token.
     masked: every position sees the whole sequence, the MLM head predicts each token.
@@ -226,14 +279,18 @@ class Transformer(LanguageModel):
         self.tok_emb = nn.Embedding(V, C)
         # Rotary positions live in the attention, learned ones are added to the input.
         self.pos_emb = nn.Embedding(config.context, C) if config.positions == "learned" else None
+        # BERT: a segment embedding (row 0 for a single text) and a norm on the sum.
+        self.type_emb = nn.Embedding(config.token_types, C) if config.token_types else None
+        self.emb_norm = make_norm(config) if config.embed_norm else nn.Identity()
         if config.positions == "rotary":
-            cos, sin = rotary_tables(C // config.heads, config.context)
+            cos, sin = rotary_tables(C // config.heads, config.context, config.rope_theta)
             # Not persistent: derived from the config, so they stay out of the weights file.
             self.register_buffer("rope_cos", cos, persistent=False)  # (context, D)
             self.register_buffer("rope_sin", sin, persistent=False)  # (context, D)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, causal, i) for i in range(config.layers))
-        self.ln_f = nn.LayerNorm(C)
+        # A post-norm block's output is already normed: no final norm.
+        self.ln_f = make_norm(config) if config.norm_place == "pre" else nn.Identity()
         if causal:
             self.lm_head = nn.Linear(C, V, bias=False)
             head_weight = self.lm_head
@@ -274,14 +331,14 @@ class Transformer(LanguageModel):
         # without AMX, torch 2.13). Elsewhere it follows the keys' dtype.
         dtype = torch.float32 if device.type == "cpu" else None
         return KVCache(
-            c.layers, batch_size, c.heads, c.dim // c.heads, c.context, device, capacity,
+            c.layers, batch_size, c.n_kv_heads, c.dim // c.heads, c.context, device, capacity,
             left_pad, dtype,
         )
 
     def encode(
         self, idx: torch.Tensor, state: KVCache | None = None, *, real: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Token ids (B, T) → final hidden states (B, T, C), after the last LayerNorm.
+        """Token ids (B, T) → final hidden states (B, T, C), after the last norm.
         With a KV cache, the tokens continue the cached ones and are appended to it.
         `real` (B, T) bool, False at padding: no query attends to a padding key (what a
         bidirectional model needs for padded batches; each row must start real)."""
@@ -300,8 +357,10 @@ class Transformer(LanguageModel):
         x = self.tok_emb(idx)  # (B, T, C)
         if self.pos_emb is not None:
             x = x + self.pos_emb.weight[:T]  # (B, T, C) + (T, C)
+        if self.type_emb is not None:
+            x = x + self.type_emb.weight[0]  # (B, T, C) + (C,): segment 0
         rope = (self.rope_cos[:T], self.rope_sin[:T]) if self.pos_emb is None else None
-        x = self.drop(x)  # (B, T, C)
+        x = self.drop(self.emb_norm(x))  # (B, T, C)
         for block in self.blocks:
             x = block(x, rope, mask)  # (B, T, C)
         return self.ln_f(x)  # (B, T, C)
@@ -336,17 +395,20 @@ class Transformer(LanguageModel):
             rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])  # (T, D)
         else:  # per row: (B, 1, T, D), broadcast over the heads
             rope = (self.rope_cos[pos][:, None], self.rope_sin[pos][:, None])
+        if self.type_emb is not None:
+            x = x + self.type_emb.weight[0]  # (B, T, C): segment 0
+        x = norm(x, self.emb_norm)  # (B, T, C)
         if rope is not None and rope[0].dtype != self.tok_emb.weight.dtype:
             rope = tuple(t.to(self.tok_emb.weight.dtype) for t in rope)  # bf16 weights
         mask = cache.attention_mask(T)  # built once for every block
         for block in self.blocks:
             x = block.step(x, rope, cache, mask)  # (B, T, C)
         cache.advance(T)
-        ln = self.ln_f
-        return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)  # (B, T, C)
+        return norm(x, self.ln_f)  # (B, T, C)
 
     def layer_groups(self) -> list[list[nn.Module]]:
-        """[embeddings], [block 0], ..., [block L-1], [final LayerNorm + head]."""
-        bottom = [self.tok_emb] + ([self.pos_emb] if self.pos_emb is not None else [])
+        """[embeddings], [block 0], ..., [block L-1], [final norm + head]."""
+        extra = (self.pos_emb, self.type_emb, self.emb_norm)
+        bottom = [self.tok_emb, *(m for m in extra if m is not None)]
         top = [self.ln_f, self.lm_head]  # a tied decoder weight belongs to `bottom`
         return [bottom, *([block] for block in self.blocks), top]

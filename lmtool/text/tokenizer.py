@@ -223,8 +223,9 @@ def tokenizer_kind(path: Path) -> str:
     return "char" if kind == "wordlevel" else kind
 
 
-def load_tokenizer(path: Path) -> Tokenizer:
-    """Load a tokenizer file (or a directory holding tokenizer.json) and check it is lmtool's."""
+def load_tokenizer(path: Path, lmtool_specials: bool = True) -> Tokenizer:
+    """Load a tokenizer file (or a directory holding tokenizer.json) and check it is
+    lmtool's (`lmtool_specials=False`: an imported run's, which keeps its own ids)."""
     from tokenizers import Tokenizer
 
     file = find_tokenizer_file(path)
@@ -236,7 +237,8 @@ def load_tokenizer(path: Path) -> Tokenizer:
         tok = Tokenizer.from_str(text)
     except Exception:  # decoding, JSON errors, and the Rust parser's bare Exception
         raise BadInput(f"{file} is not a tokenizer file", hint) from None
-    _check_specials(tok, str(file))
+    if lmtool_specials:
+        _check_specials(tok, str(file))
     return tok
 
 

@@ -48,6 +48,7 @@ import torch
 from lmtool.checkpoint import TOKENIZER, WEIGHTS, TrainerState
 from lmtool.errors import BadInput
 from lmtool.models.classifier import CLASSIFIER_DROP_MULT, OUTPUT_P
+from lmtool.text.specials import special_ids
 from lmtool.training.base_run import file_sha256, read_base
 from lmtool.training.builder import Env, Parts, RunPlan, build_run
 from lmtool.training.flags import TrainFlags
@@ -199,7 +200,7 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, flags: TrainF
                            "several documents)")
 
     # 1. The data, tokenized with the base run's tokenizer.
-    tokenizer = load_tokenizer(run / TOKENIZER)
+    tokenizer = load_tokenizer(run / TOKENIZER, lmtool_specials=not model_config.specials)
     docs, report = _read(labelled, tokenizer, encoding_errors, max_tokens, keep, "training")
     if valid is not None:
         train_docs = docs
@@ -261,10 +262,11 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, flags: TrainF
         source = DocumentBatches(train_docs, train_targets, train_config.batch_size,
                                  train_config.seed, backward=model_config.backward,
                                  max_tokens=max_tokens, keep=keep, rank=env.dist.rank,
-                                 world_size=env.dist.world_size)
+                                 world_size=env.dist.world_size,
+                                 specials=special_ids(model_config))
         eval_source = DocumentEval(valid_docs, valid_targets, train_config.batch_size,
                                    backward=model_config.backward, max_tokens=max_tokens,
-                                   keep=keep)
+                                   keep=keep, specials=special_ids(model_config))
         spe = max(1, source.batches_per_epoch // train_config.grad_accum)
         groups = len(model.layer_groups())
         if env.resume:  # the plan the run started with (none: a run from before plans)

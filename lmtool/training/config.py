@@ -83,7 +83,9 @@ TRAIN_PRESETS: dict[str, dict[str, dict]] = {
     },
 }
 
-MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"arch", "objective", "vocab_size"}
+# `specials` is an imported tokenizer's, recorded by `lmtool import`: no flag sets it.
+MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"arch", "objective", "vocab_size",
+                                                        "specials"}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 TOP_FIELDS = {"arch", "objective", "preset"}
 

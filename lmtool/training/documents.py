@@ -28,6 +28,7 @@ import torch
 from lmtool.errors import BadInput
 from lmtool.models.classifier import document_ids, kept_tokens, pad_batch
 from lmtool.text.labelled import Example, LabelVocab
+from lmtool.text.specials import SPECIAL_IDS, SpecialIds
 from lmtool.training.objectives import Batch
 from lmtool.training.protocol import BatchSource, EvalSource
 from lmtool.training.seeds import seed_for
@@ -110,10 +111,12 @@ def encode_documents(examples: Iterable[Example], tokenizer, *,
 
 
 def make_batch(docs: Documents, targets: np.ndarray, rows: np.ndarray, *, backward: bool,
-               max_tokens: int, keep: str = "first") -> Batch:
+               max_tokens: int, keep: str = "first",
+               specials: SpecialIds = SPECIAL_IDS) -> Batch:
     """Documents `rows` as the classifier reads them: right-padded ids, mask, labels."""
     ids, lengths = pad_batch([document_ids(docs.tokens(int(i)), backward=backward,
-                                           max_tokens=max_tokens, keep=keep)[0]
+                                           max_tokens=max_tokens, keep=keep,
+                                           specials=specials)[0]
                               for i in rows])
     mask = torch.arange(ids.size(1))[None, :] < lengths[:, None]  # (B, T)
     return Batch(ids, torch.from_numpy(targets[rows].astype(np.int64)), mask)
@@ -124,10 +127,11 @@ class DocumentBatches(BatchSource):
 
     def __init__(self, docs: Documents, targets: np.ndarray, batch_size: int, seed: int, *,
                  backward: bool, max_tokens: int, keep: str = "first", rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, specials: SpecialIds = SPECIAL_IDS):
         self.docs, self.targets = docs, targets
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.backward, self.max_tokens, self.keep = backward, max_tokens, keep
+        self.specials = specials  # the run's ids around each document (an import's own)
         global_batch = batch_size * world_size
         n = len(docs)
         if n < 2 * world_size:
@@ -159,7 +163,8 @@ class DocumentBatches(BatchSource):
     def batch(self, epoch: int, index: int) -> Batch:
         rows = self._epoch(epoch)[index][self.rank :: self.world_size]
         return make_batch(self.docs, self.targets, rows, backward=self.backward,
-                          max_tokens=self.max_tokens, keep=self.keep)
+                          max_tokens=self.max_tokens, keep=self.keep,
+                          specials=self.specials)
 
 
 class DocumentEval(EvalSource):
@@ -167,9 +172,11 @@ class DocumentEval(EvalSource):
     documents' indices. Rank r of W takes every W-th batch."""
 
     def __init__(self, docs: Documents, targets: np.ndarray, batch_size: int, *,
-                 backward: bool, max_tokens: int, keep: str = "first"):
+                 backward: bool, max_tokens: int, keep: str = "first",
+                 specials: SpecialIds = SPECIAL_IDS):
         self.docs, self.targets, self.batch_size = docs, targets, batch_size
         self.backward, self.max_tokens, self.keep = backward, max_tokens, keep
+        self.specials = specials  # the run's ids around each document (an import's own)
 
     def batches(self, rank: int = 0, world_size: int = 1) -> Iterator[tuple[list[int], Batch]]:
         order = np.argsort(-np.minimum(self.docs.lengths, self.max_tokens), kind="stable")
@@ -178,4 +185,5 @@ class DocumentEval(EvalSource):
                 rows = order[start : start + self.batch_size]
                 yield rows.tolist(), make_batch(self.docs, self.targets, rows,
                                                 backward=self.backward,
-                                                max_tokens=self.max_tokens, keep=self.keep)
+                                                max_tokens=self.max_tokens, keep=self.keep,
+                                                specials=self.specials)

@@ -89,7 +89,7 @@ def _shard_tokens(path: Path, split: str, run_sha: str) -> np.ndarray:
 
 def _text_tokens(
     sources: Sequence[str | Path], tokenizer, document: str, encoding_errors: str,
-    report: ReadReport | None = None,
+    report: ReadReport | None = None, eos: int | None = None,
 ) -> np.ndarray:
     """The sources' documents encoded with the run's tokenizer, each followed by [EOS]
     as in the shards the run was trained on. A labelled file gives its text column, as
@@ -99,13 +99,14 @@ def _text_tokens(
     from lmtool.text.sources import ReadReport
     from lmtool.text.specials import SPECIAL_IDS
 
+    eos = SPECIAL_IDS.eos if eos is None else eos  # an imported run's own end of text
     parts: list[np.ndarray] = []
     report = report if report is not None else ReadReport()
     pieces = iter_text_pieces(list(sources), document=document,
                               encoding_errors=encoding_errors, report=report)
     for lasts, ids_list in iter_encoded(tokenizer, pieces):
         for last, ids in zip(lasts, ids_list, strict=True):
-            parts.append(np.asarray(ids + [SPECIAL_IDS.eos] if last else ids, dtype=np.int64))
+            parts.append(np.asarray(ids + [eos] if last else ids, dtype=np.int64))
     if report.documents == 0:
         raise report.no_text()
     tokens = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
@@ -139,6 +140,7 @@ def evaluate(
     """
     from lmtool.checkpoint import load_checkpoint
     from lmtool.device import resolve_device, resolve_precision
+    from lmtool.text.specials import special_ids
     from lmtool.training.data import lm_eval_source
     from lmtool.training.objectives import make_objective
 
@@ -157,7 +159,8 @@ def evaluate(
         data = _shard_tokens(Path(sources[0]), split, ckpt.config["tokenizer"]["sha256"])
     else:
         kind = "text"
-        data = _text_tokens(sources, ckpt.tokenizer, document, encoding_errors, report)
+        data = _text_tokens(sources, ckpt.tokenizer, document, encoding_errors, report,
+                            special_ids(config).eos)
     objective = make_objective(config)
     source = lm_eval_source(model, objective, data, batch_size)
     metrics = score(model, objective, source, seed=seed, device=dev,

@@ -55,6 +55,19 @@ class TrainFlags:
     tar: float | None = None
     tie_embeddings: bool | None = None
     backward: bool | None = None
+    # The Transformer's family fields (models/config.py): no command-line flags, but a
+    # --config file or Python may set them, e.g. to pre-train a Llama-shaped model.
+    norm: str | None = None
+    norm_eps: float | None = None
+    norm_place: str | None = None
+    mlp: str | None = None
+    gelu: str | None = None
+    mlp_width: int | None = None
+    bias: bool | None = None
+    kv_heads: int | None = None
+    rope_theta: float | None = None
+    embed_norm: bool | None = None
+    token_types: int | None = None
     # Training: TrainConfig's fields.
     batch_size: int | None = None
     lr: float | None = None

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from lmtool.models.config import ModelConfig
-from lmtool.text.specials import SPECIAL_IDS, SPECIAL_TOKENS
+from lmtool.text.specials import SPECIAL_IDS, SPECIAL_TOKENS, SpecialIds, special_ids
 from lmtool.training import fused_loss
 from lmtool.training.fused_loss import linear_cross_entropy
 from lmtool.training.seeds import seed_for
@@ -190,14 +190,24 @@ def mask_tokens(
     vocab_size: int,
     generator: torch.Generator,
     rate: float = 0.15,
+    specials: SpecialIds = SPECIAL_IDS,
 ) -> Batch:
     """BERT's masking rule on a (B, T) batch of ids (on the CPU, so any device agrees).
 
     1. Select `rate` of the non-special tokens (special tokens are never selected).
     2. Of the selected: 80% become [MASK], 10% a random non-special token, 10% stay.
     3. Only selected positions carry a target; the rest are IGNORE.
+    An imported run's specials lie anywhere in its vocabulary: they are told by id, and
+    its random replacements may (rarely) be one of them.
     """
-    special = ids < NUM_SPECIAL  # (B, T) ids 0..6 are [PAD] [UNK] [BOS] [EOS] [MASK] ...
+    if specials.imported:
+        special = torch.isin(ids, torch.tensor(sorted({
+            specials.pad, specials.unk, specials.bos, specials.eos, specials.mask,
+            specials.cls, specials.sep, *specials.others})))  # (B, T)
+        low = 0
+    else:
+        special = ids < NUM_SPECIAL  # (B, T) ids 0..6 are [PAD] [UNK] [BOS] [EOS] [MASK] ...
+        low = NUM_SPECIAL
     selected = (torch.rand(ids.shape, generator=generator) < rate) & ~special  # (B, T)
     if not selected.any():
         # Cannot happen in practice (B*T*0.15 tokens), but a batch with no target would
@@ -206,9 +216,9 @@ def mask_tokens(
         if len(candidates):
             selected.view(-1)[candidates[0]] = True
     roll = torch.rand(ids.shape, generator=generator)  # (B, T) decides mask / random / keep
-    random_ids = torch.randint(NUM_SPECIAL, vocab_size, ids.shape, generator=generator)
+    random_ids = torch.randint(low, vocab_size, ids.shape, generator=generator)
     inputs = ids.clone()
-    inputs[selected & (roll < 0.8)] = SPECIAL_IDS.mask
+    inputs[selected & (roll < 0.8)] = specials.mask
     swap = selected & (roll >= 0.8) & (roll < 0.9)
     inputs[swap] = random_ids[swap]
     targets = torch.where(selected, ids, torch.full_like(ids, IGNORE))
@@ -220,15 +230,17 @@ class MaskedObjective(Objective):
 
     name = "masked"
 
-    def __init__(self, vocab_size: int, rate: float = 0.15):
+    def __init__(self, vocab_size: int, rate: float = 0.15,
+                 specials: SpecialIds = SPECIAL_IDS):
         self.vocab_size = vocab_size
         self.rate = rate
+        self.specials = specials
 
     def window(self, context: int) -> int:
         return context
 
     def make_batch(self, windows: torch.Tensor, generator: torch.Generator) -> Batch:
-        return mask_tokens(windows, self.vocab_size, generator, self.rate)
+        return mask_tokens(windows, self.vocab_size, generator, self.rate, self.specials)
 
     def make_eval_batch(self, windows: torch.Tensor, keys, seed: int) -> Batch:
         return _per_row(self.make_batch, windows, keys, seed)
@@ -373,5 +385,5 @@ def make_objective(config: ModelConfig) -> Objective:
     if config.objective == "causal":
         return CausalObjective(config.backward)
     if config.objective == "masked":
-        return MaskedObjective(config.vocab_size)
+        return MaskedObjective(config.vocab_size, specials=special_ids(config))
     raise ValueError(f"unknown objective {config.objective!r}")

@@ -136,15 +136,16 @@ def _rate_scale(adjust: str | None, rows: int, cols: int) -> float:
 
 def fused_row_blocks(model: nn.Module) -> dict[nn.Parameter, int]:
     """The matrices that are several matrices side by side, with how many: a transformer
-    attention's q/k/v projection (3) and an LSTM layer's input and recurrent weights
-    (4 gates: input, forget, cell, output)."""
+    attention's q/k/v projection (3; with grouped-query attention H/KV blocks of query
+    heads, then k and v) and an LSTM layer's input and recurrent weights (4 gates:
+    input, forget, cell, output)."""
     from lmtool.models.lstm import WeightDroppedLSTM
     from lmtool.models.transformer import SelfAttention
 
     blocks: dict[nn.Parameter, int] = {}
     for module in model.modules():
         if isinstance(module, SelfAttention):
-            blocks[module.qkv.weight] = 3
+            blocks[module.qkv.weight] = module.heads // module.kv_heads + 2
         elif isinstance(module, nn.LSTM):
             for name, p in module.named_parameters():
                 if name.startswith("weight_"):  # weight_ih_l0, weight_hh_l0 (4H, ·)

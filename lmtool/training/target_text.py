@@ -32,18 +32,20 @@ def tokens_sha256(*arrays: np.ndarray | None) -> str:
 
 
 def encode_target(sources: Sequence[str | Path], tokenizer_path: Path, out_dir: Path, *,
-                  seed: int, document: str, encoding_errors: str) -> tuple[np.ndarray, np.ndarray]:
-    """Encode the target text into out_dir/{train,val}.bin; (train, val) memmaps."""
+                  seed: int, document: str, encoding_errors: str,
+                  specials: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Encode the target text into out_dir/{train,val}.bin; (train, val) memmaps.
+    `specials`: an imported run's recorded ids (its end-of-text ends each document)."""
     from lmtool.text.encode import ShardWriter, in_val, iter_encoded
     from lmtool.text.labelled import iter_text_pieces
     from lmtool.text.shards import dtype_for_vocab
     from lmtool.text.sources import ReadReport
     from lmtool.text.tokenizer import load_tokenizer
 
-    tok = load_tokenizer(tokenizer_path)
+    tok = load_tokenizer(tokenizer_path, lmtool_specials=not specials)
     dtype = dtype_for_vocab(tok.get_vocab_size())
     report = ReadReport()
-    writer = ShardWriter(out_dir, dtype)
+    writer = ShardWriter(out_dir, dtype, **({"eos": int(specials["eos"])} if specials else {}))
     try:
         index = 0
         pieces = iter_text_pieces(sources, document=document,
@@ -91,7 +93,8 @@ def target_data(sources, base_dir: Path, output: Path, base_config: dict, *, see
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=output.parent))
     try:
         train, val = encode_target(sources, base_dir / TOKENIZER, tmp, seed=seed,
-                                   document=document, encoding_errors=encoding_errors)
+                                   document=document, encoding_errors=encoding_errors,
+                                   specials=base_config.get("model", {}).get("specials"))
         paths = [stored_path(s) for s in sources]
         yield train, val, {"path": ", ".join(paths), "sources": paths, "document": document}
     finally:
