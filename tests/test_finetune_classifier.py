@@ -70,7 +70,7 @@ def test_gradual_unfreezing_epoch_by_epoch(lms, tmp_path, kind):
     data = write_tsv(tmp_path / "train.tsv", labelled_rows(40))
     weights = Weights()
     result = finetune_classifier(lms[kind], data, tmp_path / "clf", callbacks=[weights],
-                                 overrides=dict(batch_size=8, device="cpu"))
+                                 overrides=dict(batch_size=8, device="cpu", unfreeze_every=1))
     groups = 4  # embedding, 2 layers, head
     assert [r["trainable_groups"] for r in result.history] == [1, 2, 3, 4, 4]
     assert [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5]
@@ -221,7 +221,7 @@ def test_cli_finetune_classifier_then_classify_evaluate_info(cli, lms, tmp_path)
     train = write_tsv(tmp_path / "train.tsv", rows[:36])
     test = write_tsv(tmp_path / "test.tsv", rows[36:])
     r = cli("finetune", "classifier", lms["lstm"], train, "-o", tmp_path / "clf",
-            "--batch-size", "8", "--device", "cpu", "--format", "json")
+            "--batch-size", "8", "--device", "cpu", "--unfreeze-every", "1", "--format", "json")
     assert r.exit_code == 0, r.stderr
     result = json.loads(r.stdout)  # stdout holds this one object, the figures on stderr too
     assert result["labels"] == ["neg", "pos"] and len(result["history"]) == 5
@@ -242,7 +242,9 @@ def test_cli_finetune_classifier_then_classify_evaluate_info(cli, lms, tmp_path)
 
 
 @pytest.mark.parametrize("every, epochs, groups", [
-    ("0", 5, [4] * 5), ("0.5", 2.5, [2, 4, 4]), ("2", 10, [1, 1, 2, 2, 3, 3] + [4] * 4)])
+    # 0: as long as the default plan, whose stages are MIN_STAGE_STEPS (100) steps when
+    # an epoch is shorter: 25 epochs of 4 steps here, 5 stage lengths.
+    ("0", 125, [4] * 125), ("0.5", 2.5, [2, 4, 4]), ("2", 10, [1, 1, 2, 2, 3, 3] + [4] * 4)])
 def test_cli_unfreeze_every(cli, lms, tmp_path, every, epochs, groups):
     """--unfreeze-every sets the period of gradual unfreezing and, without a limit, the
     run's length (a stage per group, the last twice as long); 0 trains every group from
@@ -487,7 +489,8 @@ def test_from_scratch_every_group_trains_from_the_first_step(lms, tmp_path):
     for name, scratch in (("scratch", True), ("ulmfit", False)):
         first = FirstStep()
         finetune_classifier(lms["lstm"], data, tmp_path / name, from_scratch=scratch,
-                            callbacks=[first], overrides=dict(batch_size=8, device="cpu"))
+                            callbacks=[first], overrides=dict(batch_size=8, device="cpu",
+                                                              epochs=5))
         seen[name] = first.moved
         config = json.loads((tmp_path / name / "config.json").read_text())
         assert len(config["stages"]["stages"]) == (1 if scratch else 4)

@@ -76,3 +76,14 @@ def test_one_stage_when_not_gradual():
     plan, span = ulmfit_stages(4, 10, lr=1e-2, gradual=False)
     assert [(s.steps, s.trainable, s.peak) for s in plan.stages] == [(50, 4, 1e-2)]
     assert span == 5  # as long as the gradual plan
+
+
+def test_the_default_stage_is_an_epoch_or_enough_steps_to_train():
+    """fastai's epoch-long stages on a large set; on a small one a stage of a few steps
+    trains nothing, so the default stage runs MIN_STAGE_STEPS steps at least."""
+    from lmtool.training.freezing import MIN_STAGE_STEPS, default_stage_epochs
+
+    assert default_stage_epochs(2 * MIN_STAGE_STEPS) == 1.0
+    assert default_stage_epochs(MIN_STAGE_STEPS // 4) == 4.0
+    plan, _ = ulmfit_stages(5, 25, lr=0.02, every=default_stage_epochs(25))
+    assert [s.steps for s in plan.stages] == [100, 100, 100, 100, 200]

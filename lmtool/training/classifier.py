@@ -52,7 +52,7 @@ from lmtool.text.specials import special_ids
 from lmtool.training.base_run import file_sha256, read_base
 from lmtool.training.builder import Env, Parts, RunPlan, build_run
 from lmtool.training.flags import TrainFlags
-from lmtool.training.freezing import StagePlan, ulmfit_stages
+from lmtool.training.freezing import StagePlan, default_stage_epochs, ulmfit_stages
 from lmtool.training.run import RunResult, stored_path
 from lmtool.training.trainer import Callback
 from lmtool.wording import count, plural
@@ -277,8 +277,11 @@ def _plan(run: Path, base: dict, labelled, output: Path, *, valid, flags: TrainF
             # The limits cut the plan short (compressing it), never stretch it: without
             # --epochs the plan's own length is the run's.
             c = train_config
-            stages, span = ulmfit_stages(
-                groups, spe, lr=c.lr, every=c.unfreeze_every,
+            stage = default_stage_epochs(spe)  # long enough to train on a small set
+            if flags.unfreeze_every is None:
+                c.unfreeze_every = stage
+            stages, span = ulmfit_stages(  # --unfreeze-every 0: as long as the default plan
+                groups, spe, lr=c.lr, every=c.unfreeze_every or stage,
                 gradual=bool(c.unfreeze_start and c.unfreeze_every), epochs=c.epochs,
                 max_steps=c.max_steps, schedule=c.schedule)
             if c.max_time is not None:
