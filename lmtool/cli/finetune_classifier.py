@@ -38,9 +38,10 @@ SUMMARY = (
     "finetune lm makes) on labelled documents: TSV or CSV with label and text columns, "
     "JSONL with label and text fields, or a directory with one sub-directory per class. "
     "A new concat-pooling head, trained in a plan of stages printed at the start: the head "
-    "alone, then one more layer group each stage, each stage one epoch and its own slanted "
-    "triangular cycle at its own peak (--lr 2e-2, then halving; the last stage, every group "
-    "at --lr/20, two epochs); discriminative rates (/2.6 per group). --epochs and "
+    "alone, then one more layer group each stage, each stage one epoch (or 100 steps when "
+    "an epoch is shorter) and its own slanted triangular cycle at its own peak (--lr 2e-2, "
+    "then halving; the last stage, every group at --lr/20, twice as long); discriminative "
+    "rates (/2.6 per group). --epochs and "
     "--max-steps compress the plan so that every group trains. A tenth of "
     "the data is held out unless --valid is given; loss, accuracy and macro-F1 are printed "
     "after every epoch and the best epoch is the one kept (--format json: its figures, "
@@ -74,7 +75,8 @@ def classifier(
         "--from-scratch", "Start from random weights: RUN gives only the architecture and "
         "tokenizer (a baseline).", "Data")] = False,
     unfreeze_every: Annotated[float | None, option(
-        "--unfreeze-every", "Epochs of a stage of the plan (1; the last stage twice that; "
+        "--unfreeze-every", "Epochs of a stage of the plan (1, or 100 steps when an epoch is "
+        "shorter; the last stage twice that; "
         "0: one stage, all groups train from the start). Sets the default --epochs: one "
         "stage per group.")] = None,
     dropout: Annotated[float | None, option(
