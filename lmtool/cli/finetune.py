@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lmtool.cli import finetune_classifier
+from lmtool.cli import finetune_classifier, finetune_seq2seq
 from lmtool.cli.common import (
     Document,
     DocumentMode,
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help=with_examples(
         "Fine-tune a pre-trained run, as ULMFiT does: the language model on target text "
-        "(lm), then a classifier (classifier).",
+        "(lm), then a classifier (classifier); or an encoder–decoder on pairs (seq2seq).",
         "lmtool finetune lm runs/lm reviews/unlabelled.txt -o runs/lm-reviews",
         "lmtool finetune classifier runs/lm-reviews reviews/train.tsv -o runs/clf",
     ),
@@ -111,3 +111,5 @@ app.command("lm", help=with_examples(LM_SUMMARY, *LM_EXAMPLES))(lm)
 app.command("classifier", help=with_examples(finetune_classifier.SUMMARY,
                                               *finetune_classifier.EXAMPLES))(
     finetune_classifier.classifier)
+app.command("seq2seq", help=with_examples(finetune_seq2seq.SUMMARY,
+                                           *finetune_seq2seq.EXAMPLES))(finetune_seq2seq.seq2seq)

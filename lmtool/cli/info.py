@@ -67,10 +67,16 @@ def info(
     spark = _loss_sparkline(run)
     if spark:
         lines.append(spark)
+    if data.get("pretraining", {}).get("objective") == "denoising":
+        p = data["pretraining"]
+        lines.append(f"pretraining denoising: {p['mask_ratio']:.0%} of the tokens masked in "
+                     f"Poisson({p['span_lambda']:g}) spans"
+                     + (", sentences permuted" if p.get("permute_sentences") else ""))
     if "classifier" in data:
         lines += _classifier_lines(data["classifier"])
-    elif data.get("base"):  # a fine-tuned language model
-        lines.append(f"base LM     {data['base'].get('run')}")
+    elif data.get("base"):  # a fine-tuned language model or encoder–decoder
+        label = "base run   " if data.get("task") == "seq2seq" else "base LM    "
+        lines.append(f"{label} {data['base'].get('run')}")
         if data.get("kept"):
             kept = data["kept"]
             lines.append(f"weights     step {kept['step']}'s, the best held-out "

@@ -1,5 +1,6 @@
 """`lmtool pretrain`: train a causal or masked language model from token shards, or
-(--objective seq2seq) an encoder–decoder from source/target pairs."""
+(--objective seq2seq) an encoder–decoder from source/target pairs, or (--objective
+denoising) one that rebuilds plain text from a corrupted copy."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ HELP_EXAMPLES = (
     "--tokenizer tok.json -o runs/mt-lstm",
     "lmtool pretrain --source train.de --target train.en --objective seq2seq "
     "--tokenizer tok.json -o runs/mt",
+    "lmtool pretrain corpus/ --objective denoising --arch transformer --tokenizer tok.json "
+    "-o runs/bart",
 )
 SUMMARY = (
     "Pre-train a language model on token shards (from `lmtool tokenize encode`). "
@@ -66,11 +69,16 @@ SUMMARY = (
     "and target, or exactly source<TAB>target), CSV or JSONL file with source and target "
     "columns, or --source FILE --target FILE aligned line by line; tokenized with "
     "--tokenizer; a twentieth held out unless --valid PAIRS; teacher-forced cross-entropy "
-    "with --label-smoothing (0.1); 10 epochs unless --epochs."
+    "with --label-smoothing (0.1); 10 epochs unless --epochs. "
+    "--objective denoising pre-trains that encoder–decoder as BART does, on plain text "
+    "(files, directories, globs, or a shard directory) cut into segments of the context: "
+    "the encoder reads a copy with spans of Poisson(3) tokens covering 30% of it each "
+    "replaced by one [MASK] (and, with --permute-sentences, its sentences shuffled), the "
+    "decoder rebuilds the text; then lmtool finetune seq2seq trains it on pairs."
 )
 
 
-Objective = choices("Objective", (*OBJECTIVES, "seq2seq"))
+Objective = choices("Objective", (*OBJECTIVES, "seq2seq", "denoising"))
 Attention = choices("Attention", ATTENTIONS)
 Arch = choices("Arch", ARCHS)
 Positions = choices("Positions", POSITIONS)
@@ -88,10 +96,12 @@ def pretrain(
     data: Annotated[Path | None, typer.Argument(
         metavar="DATA", show_default=False,
         help="A shard directory from lmtool tokenize encode; with --objective seq2seq, a "
-             "pairs file (TSV, CSV or JSONL).")] = None,
+             "pairs file (TSV, CSV or JSONL); with --objective denoising, text (a file or "
+             "directory) or shards.")] = None,
     output: RunOutput = ...,  # type: ignore[assignment]  # required (after optional DATA)
     objective: Annotated[Objective | None, _model(
-        "--objective", "causal, masked, or seq2seq (an encoder–decoder on pairs).")] = None,
+        "--objective", "causal, masked, seq2seq (an encoder–decoder on pairs), or "
+        "denoising (an encoder–decoder rebuilding text, BART).")] = None,
     arch: Annotated[Arch | None, _model("--arch", "transformer (default) or lstm.")] = None,
     preset: Preset = None,
     layers: Annotated[Int, _model("--layers", "Transformer blocks / LSTM layers.")] = None,
@@ -114,6 +124,8 @@ def pretrain(
     ] = None,
     label_smoothing: Annotated[Float, _model(
         "--label-smoothing", "seq2seq: smooth the targets by this much (0.1).")] = None,
+    permute_sentences: Annotated[bool, _model(
+        "--permute-sentences", "denoising: also shuffle each segment's sentences.")] = False,
     source: Annotated[Path | None, option(
         "--source", "seq2seq: source sentences, one a line (with --target).", panel="Data")
     ] = None,
@@ -138,8 +150,17 @@ def pretrain(
                     dropout=dropout, positions=positions, hidden=hidden, ar=ar, tar=tar,
                     backward=backward, optimizer=optimizer)
     seq2seq = objective is not None and objective.value == "seq2seq"
-    if objective is None and options.resume and _is_seq2seq_run(output):
-        seq2seq = True  # resuming: the run says what it is
+    denoising = objective is not None and objective.value == "denoising"
+    if objective is None and options.resume:  # resuming: the run says what it is
+        kind = _resumed_kind(output)
+        seq2seq, denoising = kind == "seq2seq", kind == "denoising"
+    if permute_sentences and not denoising:
+        raise BadInput("--permute-sentences is for --objective denoising")
+    if denoising:
+        _denoise(data, output, arch, attention, preset, label_smoothing, permute_sentences,
+                 tokenizer, config, flags, options, {"--source": source, "--target": target,
+                                                     "--valid": valid})
+        return
     pairs_only = {"--attention": attention, "--label-smoothing": label_smoothing,
                   "--source": source, "--target": target, "--valid": valid}
     if not seq2seq:
@@ -180,12 +201,39 @@ def pretrain(
         typer.echo(json.dumps(run_summary(result)))
 
 
-def _is_seq2seq_run(output: Path) -> bool:
+def _denoise(data, output, arch, attention, preset, label_smoothing, permute, tokenizer,
+             config, flags, options, pairs_only: dict) -> None:
+    from lmtool.training.denoising import train_denoising
+
+    given = [flag for flag, value in pairs_only.items() if value is not None]
+    if given:
+        raise BadInput(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for "
+                       "--objective seq2seq", "denoising reads plain text: pass it as DATA")
+    if config is not None:
+        raise BadInput("--config is for language models", "give denoising settings as flags")
+    if data is None:
+        raise BadInput("missing DATA: text files, a directory or shards to denoise")
+    with Reporter(options.quiet) as reporter:
+        result = train_denoising(
+            [data], output, tokenizer=tokenizer, arch=arch.value if arch else None,
+            attention=attention.value if attention else None, preset=preset,
+            label_smoothing=label_smoothing, permute_sentences=permute, overrides=flags,
+            resume=options.resume, force=options.force, callbacks=[reporter])
+    report_run(result, options.quiet)
+    if options.format == "json" and result.is_main:
+        typer.echo(json.dumps(run_summary(result)))
+
+
+def _resumed_kind(output: Path) -> str | None:
+    """"seq2seq" or "denoising" for such a run in `output`, else None."""
     config = output / "config.json"
     try:
-        return json.loads(config.read_text("utf-8")).get("task") == "seq2seq"
+        saved = json.loads(config.read_text("utf-8"))
+        if saved.get("task") != "seq2seq":
+            return None
+        return saved.get("pretraining", {}).get("objective") or "seq2seq"
     except (OSError, ValueError, AttributeError):
-        return False
+        return None
 
 
 def _refuse_pairs(data: Path) -> None:

@@ -44,10 +44,13 @@ class AttentionMaps:
 
 def token_label(tokenizer, token_id: int) -> str:
     """A token as a person reads it: "[EOS]", "baker", "##er"; a leading space (byte-level
-    BPE's Ġ) dropped, any other whitespace shown as an escape."""
+    BPE's Ġ) dropped, a space alone (a character tokenizer's) shown as "␣", any other
+    whitespace shown as an escape."""
     if token_id < len(SPECIAL_TOKENS):
         return SPECIAL_TOKENS[token_id]
     text = tokenizer.decode([token_id], skip_special_tokens=False)
+    if text == " ":
+        return "\u2423"  # ␣: a blank label would hide which column it is
     text = text[1:] if text.startswith(" ") and len(text) > 1 else text
     return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
 

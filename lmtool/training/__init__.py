@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from lmtool.training.classifier import ClassifierResult, finetune_classifier
 from lmtool.training.config import TrainConfig
+from lmtool.training.denoising import train_denoising
 from lmtool.training.evaluate import evaluate
 from lmtool.training.finetune import FinetuneResult, finetune_lm
 from lmtool.training.flags import TrainFlags
 from lmtool.training.pretrain import PretrainResult, pretrain
-from lmtool.training.seq2seq import train_seq2seq
+from lmtool.training.seq2seq import finetune_seq2seq, train_seq2seq
 from lmtool.training.trainer import Callback, Trainer, train
 
 __all__ = ["Callback", "ClassifierResult", "FinetuneResult", "PretrainResult", "TrainConfig",
-           "TrainFlags", "Trainer", "evaluate", "finetune_classifier", "finetune_lm", "pretrain",
-           "train", "train_seq2seq"]
+           "TrainFlags", "Trainer", "evaluate", "finetune_classifier", "finetune_lm",
+           "finetune_seq2seq", "pretrain", "train", "train_denoising", "train_seq2seq"]

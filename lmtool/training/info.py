@@ -67,6 +67,7 @@ def run_info(run: Path) -> dict:
         "data": config.get("data", {}),
         "history": history,
         "task": config.get("task", "lm"),
+        **({"pretraining": config["pretraining"]} if "pretraining" in config else {}),
         **extra,
     }
 

@@ -113,10 +113,15 @@ def encode_pairs(pairs: Iterable[tuple[str, str]], tokenizer, *, max_tokens: int
 
 
 def make_batch(pairs: EncodedPairs, rows: Iterable[int]) -> Seq2SeqBatch:
-    """Pairs `rows` right-padded: source (B, S) + mask, decoder input [BOS] + target and
-    its targets target + [EOS] (B, T), IGNORE at padding."""
-    sources = [pairs.source(int(i)) for i in rows]
-    targets = [pairs.target(int(i)) for i in rows]
+    """Pairs `rows` right-padded (see `batch_of`)."""
+    rows = list(rows)
+    return batch_of([pairs.source(int(i)) for i in rows], [pairs.target(int(i)) for i in rows])
+
+
+def batch_of(sources: list[list[int]], targets: list[list[int]]) -> Seq2SeqBatch:
+    """Sources (ids, [EOS] included) and targets (ids alone) right-padded: source (B, S)
+    + mask, decoder input [BOS] + target and its targets target + [EOS] (B, T), IGNORE
+    at padding."""
     B = len(sources)
     S = max(len(s) for s in sources)
     T = max(len(t) for t in targets) + 1

@@ -11,6 +11,11 @@ twentieth held out for validation unless `valid` is given; the encoder–decoder
 cross-entropy with label smoothing, training/objectives.py). The run builder
 (training/builder.py) does the rest: -o, device, precision, DDP, resume, limits,
 metrics, checkpoints; the end of a run shows a held-out source and its output.
+
+`finetune_seq2seq` trains on pairs from a seq2seq run's weights (one pre-trained by
+denoising, training/denoising.py, or on other pairs): the base run's model and
+tokenizer, its preset's training settings under the flags, and its path and weights
+hash recorded (a changed base run refuses --resume).
 """
 
 from __future__ import annotations
@@ -60,6 +65,73 @@ def train_seq2seq(
     return build_run(output, prepare, resume=resume, force=force, callbacks=callbacks)
 
 
+def finetune_seq2seq(
+    run: str | Path,
+    pairs: str | Path | None,
+    output: Path,
+    *,
+    source: str | Path | None = None,
+    target: str | Path | None = None,
+    valid: str | Path | None = None,
+    label_smoothing: float | None = None,
+    overrides: TrainFlags | Mapping[str, Any] | None = None,
+    resume: bool = False,
+    force: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> RunResult:
+    """Train the seq2seq run `run` further on `pairs` (or aligned files) into `output`.
+    The model's shape and tokenizer are the base run's; `overrides` may change the
+    dropout and the training settings."""
+    output, flags = Path(output), TrainFlags.of(overrides)
+    base = _read_base(Path(run), output)
+
+    def prepare() -> RunPlan:
+        return _plan(pairs, output, tokenizer=None, source=source, target=target,
+                     valid=valid, arch=None, attention=None, preset=None,
+                     label_smoothing=label_smoothing, flags=flags, resume=resume,
+                     base=(Path(run), base))
+
+    return build_run(output, prepare, resume=resume, force=force, callbacks=callbacks)
+
+
+def _read_base(run: Path, output: Path) -> dict:
+    """The base run's config.json, refusing what is not a complete seq2seq run, and an
+    -o that names the base run itself."""
+    from lmtool.checkpoint import TOKENIZER, WEIGHTS, check_task, read_run_config
+
+    if not run.exists():
+        raise BadInput(f"{run} does not exist", "pass a run made by lmtool pretrain "
+                       "--objective denoising (or seq2seq)")
+    config = read_run_config(run)
+    check_task(run, config, "seq2seq")
+    for name in (WEIGHTS, TOKENIZER):
+        if not (run / name).is_file():
+            raise BadInput(f"{run / name} is missing", "the base run is incomplete")
+    if run.resolve() == output.resolve():
+        raise BadInput("-o must name a new run, not the base run", "pass another -o")
+    return config
+
+
+def base_configs(base: dict, label_smoothing: float | None, flags: TrainFlags):
+    """A fine-tune's (Seq2SeqConfig, TrainConfig, preset): the base run's model (its
+    dropout and label smoothing may change), its preset's training settings, the flags."""
+    from lmtool.models.seq2seq_config import FIELDS, TRAIN_PRESETS, Seq2SeqConfig
+    from lmtool.training.config import TRAIN_FIELDS, TrainConfig, validate_train_config
+
+    fixed = sorted(k for k in flags.given() if k in FIELDS and k != "dropout")
+    if fixed:
+        raise BadInput("finetune seq2seq cannot change " + ", ".join(
+            f"--{k.replace('_', '-')}" for k in fixed), "those are fixed by the base run")
+    model = Seq2SeqConfig.from_dict(base["model"])
+    changes = {"dropout": flags.given().get("dropout"), "label_smoothing": label_smoothing}
+    model = replace(model, **{k: v for k, v in changes.items() if v is not None})
+    preset = base.get("preset") or "tiny"
+    train = TrainConfig(**TRAIN_PRESETS[model.arch].get(preset, TRAIN_PRESETS[model.arch]["tiny"]))
+    train = replace(train, **{k: v for k, v in flags.given().items() if k in TRAIN_FIELDS})
+    validate_train_config(train)
+    return model, train, preset
+
+
 def resolve_configs(arch: str | None, attention: str | None, preset: str | None,
                     label_smoothing: float | None, flags: TrainFlags, vocab_size: int):
     """A new run's (Seq2SeqConfig, TrainConfig, preset): the preset, then the flags."""
@@ -91,7 +163,8 @@ def resolve_configs(arch: str | None, attention: str | None, preset: str | None,
 
 
 def _plan(pairs, output: Path, *, tokenizer, source, target, valid, arch, attention,
-          preset, label_smoothing, flags: TrainFlags, resume: bool) -> RunPlan:
+          preset, label_smoothing, flags: TrainFlags, resume: bool,
+          base: tuple[Path, dict] | None = None) -> RunPlan:
     import numpy as np
 
     from lmtool.models.seq2seq_config import Seq2SeqConfig
@@ -106,6 +179,11 @@ def _plan(pairs, output: Path, *, tokenizer, source, target, valid, arch, attent
     from lmtool.training.flags import resume_configs
     from lmtool.training.pairs import encode_pairs
 
+    if base is not None:
+        from lmtool.training.base_run import file_sha256
+
+        base_sha = file_sha256(base[0] / "model.safetensors")
+        tokenizer = base[0] / "tokenizer.json"
     if resume:
         given = {k: v for k, v in (("arch", arch), ("attention", attention), ("preset", preset),
                                    ("label_smoothing", label_smoothing)) if v is not None}
@@ -118,6 +196,9 @@ def _plan(pairs, output: Path, *, tokenizer, source, target, valid, arch, attent
                    if k != "preset" and getattr(model_config, k) != v]
         if changed:
             raise BadInput("--resume cannot change the run's settings: " + ", ".join(changed))
+        if base is not None and saved.get("base", {}).get("weights_sha256") != base_sha:
+            raise BadInput(f"the base run {base[0]} is not the one {output} was fine-tuned "
+                           "from, or it changed since", "resume with the same base run")
         preset = saved.get("preset")
         if train_config.epochs is None:  # a cap given with --resume caps the run's plan
             train_config.epochs = saved.get("training", {}).get("epochs")
@@ -135,7 +216,9 @@ def _plan(pairs, output: Path, *, tokenizer, source, target, valid, arch, attent
     if resume and saved.get("tokenizer", {}).get("sha256") != sha:
         raise BadInput(f"{tok_file} is not the tokenizer {output} was trained with",
                        "resume with the run's own tokenizer")
-    if not resume:
+    if not resume and base is not None:
+        model_config, train_config, preset = base_configs(base[1], label_smoothing, flags)
+    elif not resume:
         model_config, train_config, preset = resolve_configs(
             arch, attention, preset, label_smoothing, flags, tok.get_vocab_size())
 
@@ -176,6 +259,13 @@ def _plan(pairs, output: Path, *, tokenizer, source, target, valid, arch, attent
 
         if env.resume:
             model, state, rows = env.resumed(task="seq2seq")
+        elif base is not None:
+            from lmtool.checkpoint import load_checkpoint
+
+            weights = load_checkpoint(base[0], env.device, task="seq2seq").model.state_dict()
+            model = build_seq2seq(model_config).to(env.device)  # the fine-tune's dropout
+            model.load_state_dict(weights)
+            state, rows = TrainerState(), []
         else:
             torch.manual_seed(train_config.seed)  # the initial weights
             model = build_seq2seq(model_config).to(env.device)
@@ -194,6 +284,8 @@ def _plan(pairs, output: Path, *, tokenizer, source, target, valid, arch, attent
             config={
                 "task": "seq2seq",
                 "preset": preset,
+                **({"base": {"run": str(base[0].resolve()), "weights_sha256": base_sha}}
+                   if base is not None else {}),
                 "tokenizer": {"sha256": sha, "vocab_size": model_config.vocab_size,
                               "kind": tokenizer_kind(tok_file)},
                 "data": {
