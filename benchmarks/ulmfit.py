@@ -133,7 +133,7 @@ class Bench:
         command = [sys.executable, "-m", "lmtool", *argv, *extra]
         log(f"{'resuming' if '--resume' in extra else 'running'}: lmtool {' '.join(argv)}")
         start = time.time()
-        logfile = self.out / "logs" / f"{output.parent.name}-{output.name}.log"
+        logfile = self.out / "logs" / ("-".join(output.relative_to(self.out).parts) + ".log")
         with open(logfile, "a") as err:
             err.write(f"$ lmtool {' '.join(argv + extra)}\n")
             err.flush()
