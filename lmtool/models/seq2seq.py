@@ -81,6 +81,24 @@ class EncoderDecoder(nn.Module):
     encoder_decoder = True  # the generation library starts it from sources
     left_padding = False  # targets all start with [BOS]: a batch moves in step
 
+    @torch.no_grad()
+    def attention_steps(self, source: list[int], target: list[int]) -> list[torch.Tensor]:
+        """The cross-attention weights `decode` records while reading [BOS] + `target`
+        teacher-forced after `source`, in eval mode (per step for an LSTM, per layer
+        for a Transformer); `cross_attention` shapes them."""
+        device = self.tok_emb.weight.device
+        was = self.training
+        self.eval()
+        try:
+            src = torch.tensor([source], device=device)
+            tgt = torch.tensor([[SPECIAL_IDS.bos, *target]], device=device)
+            state = self.remember(src, torch.ones_like(src, dtype=torch.bool))
+            weights: list[torch.Tensor] = []
+            self.decode(tgt, state, weights)
+        finally:
+            self.train(was)
+        return weights
+
     @property
     def max_positions(self) -> int | None:
         """Target tokens a decoding state can hold; None: no limit."""

@@ -116,23 +116,10 @@ class LSTMSeq2Seq(EncoderDecoder):
 
     @torch.no_grad()
     def cross_attention(self, source: list[int], target: list[int], **options) -> torch.Tensor:
-        from lmtool.text.specials import SPECIAL_IDS
-
         if not self.attend:
             raise BadInput("this LSTM has no attention (--attention none): its decoder sees "
                            "only the encoder's final states", "train with --attention bahdanau")
-        device = self.tok_emb.weight.device
-        was = self.training
-        self.eval()
-        try:
-            src = torch.tensor([source], device=device)
-            tgt = torch.tensor([[SPECIAL_IDS.bos, *target]], device=device)
-            state = self.remember(src, torch.ones_like(src, dtype=torch.bool))
-            weights: list[torch.Tensor] = []
-            self.decode(tgt, state, weights)
-        finally:
-            self.train(was)
-        return torch.stack(weights, 1)[0]  # (T, S)
+        return torch.stack(self.attention_steps(source, target), 1)[0]  # (T, S)
 
     def layer_groups(self) -> list[list[nn.Module]]:
         encoder = [self.encoder, self.bridge_h, self.bridge_c]

@@ -202,20 +202,7 @@ class TransformerSeq2Seq(EncoderDecoder):
                         head: int | None = None) -> torch.Tensor:
         """(T, S) weights: of `layer` (default the last; -1 counts from it too) and
         `head`, or the mean over heads (and over layers with layer="mean")."""
-        from lmtool.text.specials import SPECIAL_IDS
-
-        device = self.tok_emb.weight.device
-        was = self.training
-        self.eval()
-        try:
-            src = torch.tensor([source], device=device)
-            tgt = torch.tensor([[SPECIAL_IDS.bos, *target]], device=device)
-            state = self.remember(src, torch.ones_like(src, dtype=torch.bool))
-            weights: list[torch.Tensor] = []
-            self.decode(tgt, state, weights)
-        finally:
-            self.train(was)
-        stacked = torch.stack(weights)[:, 0]  # (L, H, T, S)
+        stacked = torch.stack(self.attention_steps(source, target))[:, 0]  # (L, H, T, S)
         picked = stacked.mean(0) if layer == "mean" else stacked[-1 if layer is None else layer]
         return picked.mean(0) if head is None else picked[head]  # (T, S)
 
