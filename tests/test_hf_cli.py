@@ -157,8 +157,9 @@ def test_a_hub_id_offline_says_what_to_download(tmp_path, cli, monkeypatch):
     assert not (tmp_path / "run").exists()
 
 
-def bert_dir(tmp_path):
-    """A tiny BertForMaskedLM with a WordPiece tokenizer whose template is [CLS] ... [SEP]."""
+def bert_dir(tmp_path, padded: bool = False):
+    """A tiny BertForMaskedLM with a WordPiece tokenizer whose template is [CLS] ... [SEP]
+    (`padded`: the tokenizer pads and truncates to 16 ids, as sentence-transformers' do)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -170,6 +171,9 @@ def bert_dir(tmp_path):
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    if padded:
+        tok.enable_padding(length=16, pad_id=tok.token_to_id("[PAD]"), pad_token="[PAD]")
+        tok.enable_truncation(max_length=16)
     torch.manual_seed(0)
     config = transformers.BertConfig(hidden_size=32, intermediate_size=48,
                                      num_hidden_layers=2, num_attention_heads=4,
@@ -220,6 +224,20 @@ def test_an_imported_bert_becomes_a_classifier_reading_its_own_template(tmp_path
     out = cli("classify", tmp_path / "clf", "-", "--format", "jsonl", input=TEXTS[1] + "\n")
     assert out.exit_code == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[0])["label"] in ("pos", "neg")
+
+
+def test_a_tokenizer_that_pads_is_imported_reading_unpadded_ids(tmp_path, cli):
+    from lmtool.text.tokenizer import load_tokenizer
+
+    folder, _ = bert_dir(tmp_path, padded=True)
+    assert cli("import", folder, "-o", tmp_path / "run").exit_code == 0
+    specials = json.loads((tmp_path / "run" / "config.json").read_text())["model"]["specials"]
+    hf_tok = transformers.AutoTokenizer.from_pretrained(folder)
+    assert specials["start"] == [hf_tok.cls_token_id] and specials["end"] == [hf_tok.sep_token_id]
+    tok = load_tokenizer(tmp_path / "run", lmtool_specials=False)
+    long_text = " ".join(TEXTS * 3)
+    assert tok.encode(long_text).ids == hf_tok(long_text)["input_ids"]  # neither padded nor cut
+    assert len(tok.encode(long_text).ids) > 16
 
 
 def test_evaluate_and_finetune_lm_read_an_imported_run(tmp_path, cli):

@@ -77,6 +77,7 @@ def import_run(source: str, output: Path, *, force: bool = False) -> ImportResul
     from lmtool.hub.specials import find_specials
     from lmtool.outputs import RUN, check_output
     from lmtool.rundir import claim_run
+    from lmtool.text.tokenizer import unpadded
 
     output = Path(output)
     check_output(output, RUN, force=force)
@@ -85,6 +86,7 @@ def import_run(source: str, output: Path, *, force: bool = False) -> ImportResul
         tok = Tokenizer.from_str(pretrained.tokenizer_json)
     except Exception:  # the Rust parser's bare Exception
         raise BadInput(f"{source}: its tokenizer.json is not a tokenizer file") from None
+    unpadded(tok)
     if tok.get_vocab_size() > pretrained.config.vocab_size:
         raise BadInput(f"{source}: the tokenizer has {tok.get_vocab_size():,} tokens, the "
                        f"model {pretrained.config.vocab_size:,} rows",
@@ -114,4 +116,4 @@ def _save(output: Path, model, pretrained: Pretrained, tok, source: str, paramet
         "imported": {"source": str(source), "architecture": pretrained.architecture,
                      "new_head": pretrained.new_head},
         "num_parameters": parameters,
-    }, tokenizer_json=pretrained.tokenizer_json, metrics=[])
+    }, tokenizer_json=tok.to_str(), metrics=[])

@@ -239,6 +239,16 @@ def load_tokenizer(path: Path, lmtool_specials: bool = True) -> Tokenizer:
         raise BadInput(f"{file} is not a tokenizer file", hint) from None
     if lmtool_specials:
         _check_specials(tok, str(file))
+    return unpadded(tok)
+
+
+def unpadded(tok: Tokenizer) -> Tokenizer:
+    """`tok` with its padding and truncation off, as transformers encodes by default.
+
+    A published tokenizer.json may carry them (sentence-transformers' MiniLM pads every
+    text to 128 ids with [PAD]); lmtool pads its batches and cuts documents itself."""
+    tok.no_padding()
+    tok.no_truncation()
     return tok
 
 
