@@ -13,8 +13,9 @@ What it measures, every comparison in this one run:
    on the first --tokens tokens of WikiText-2 valid (windows of --window, no overlap)
    against transformers' LlamaForCausalLM on the SAME weights (lmtool export's
    directory, loaded with AutoModelForCausalLM); greedy continuations of five prompts,
-   identical or not; generation tokens/s at batch 1 (greedy, --new tokens), lmtool at
-   fp32 against transformers fp32 (generate(use_cache=True)).
+   identical or not; generation tokens/s (greedy, --new tokens) at batch 1 and 8, fp32
+   and bf16, lmtool against transformers (generate with its cache), and against
+   llama.cpp on the GGUF itself when llama-cpp-python is installed.
    Also, when `accelerate` is installed, transformers' own GGUF reader on the same file:
    logits and token ids against lmtool's import (an independent dequantisation and
    tokenizer).
@@ -31,6 +32,7 @@ import sys
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # see pretrain.py
 
 import argparse  # noqa: E402
+import copy  # noqa: E402
 import math  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -100,22 +102,73 @@ def smollm(gguf_path: Path, tokens: int, window: int, new: int) -> None:
         note = "" if got == want else "  (HF differs)"
         print(f"  {text!r} -> {lm.tokenizer.decode(got)!r}{note}")
     print(f"greedy continuations identical: {same} of {len(PROMPTS)}")
-    prompt = prepare(lm, PROMPTS[1], 0, None).ids
-    speeds = {}
-    for name in ("lmtool", "transformers", "lmtool", "transformers"):  # take turns
+    generation_speed(tmp / "smol", hf, gguf_path, new)
+
+
+def generation_speed(run: Path, hf, gguf_path: Path, new: int) -> None:
+    """Greedy tokens/s for `new` tokens, no early stop: lmtool and transformers (fp32, and
+    bf16 weights) at batch 1 and 8 (one prompt repeated, so no padding on either side),
+    taking turns, the best of two each; llama.cpp on the GGUF itself at batch 1 when
+    llama-cpp-python is installed (its own 4-bit kernels: a different computation)."""
+    from lmtool.inference.generate import generate, prepare
+    from lmtool.inference.runs import load_lm
+
+    hf_models = {"fp32": hf, "bf16": copy.deepcopy(hf).to(torch.bfloat16)}
+    lms = {precision: load_lm(run, device="cpu", precision=precision)
+           for precision in ("fp32", "bf16")}
+    prompt = prepare(lms["fp32"], PROMPTS[1], 0, None).ids
+    eos = lms["fp32"].specials.eos
+
+    def ours(precision: str, batch: int) -> int:
+        out = generate(lms[precision], [PROMPTS[1]] * batch, max_new_tokens=new,
+                       temperature=0, stop_at_eos=False)
+        return sum(len(g.tokens) for g in out)
+
+    def theirs(precision: str, batch: int) -> int:
+        ids = torch.tensor([prompt] * batch)
+        with torch.inference_mode():
+            out = hf_models[precision].generate(ids, max_new_tokens=new, min_new_tokens=new,
+                                                do_sample=False, pad_token_id=eos)
+        return (out.size(1) - len(prompt)) * batch
+
+    def rate(fn, *args) -> float:
         t0 = time.perf_counter()
-        if name == "lmtool":
-            n = len(generate(lm, PROMPTS[1], max_new_tokens=new, temperature=0,
-                             stop_at_eos=False)[0].tokens)
-        else:
-            with torch.inference_mode():
-                out = hf.generate(torch.tensor([prompt]), max_new_tokens=new, min_new_tokens=new,
-                                  do_sample=False, pad_token_id=lm.specials.eos)
-            n = out.size(1) - len(prompt)
-        speeds.setdefault(name, []).append(n / (time.perf_counter() - t0))
-    a, b = max(speeds["lmtool"]), max(speeds["transformers"])
-    print(f"batch 1, fp32, {new} new tokens: lmtool {a:.1f} tokens/s, transformers {b:.1f} "
-          f"({a / b:.2f}x)")
+        n = fn(*args)
+        return n / (time.perf_counter() - t0)
+
+    print(f"generation, greedy, {new} new tokens, {torch.get_num_threads()} threads "
+          f"(tokens/s, best of two, taking turns):")
+    for batch in (1, 8):
+        speeds: dict[str, float] = {}
+        for _ in range(2):
+            for precision in ("fp32", "bf16"):
+                for name, fn in (("lmtool", ours), ("transformers", theirs)):
+                    key = f"{name} {precision}"
+                    speeds[key] = max(speeds.get(key, 0.0), rate(fn, precision, batch))
+        best_peer = max(v for k, v in speeds.items() if k.startswith("transformers"))
+        best_ours = max(v for k, v in speeds.items() if k.startswith("lmtool"))
+        print(f"  batch {batch}: " + ", ".join(f"{k} {v:.1f}" for k, v in speeds.items())
+              + f"; lmtool's best / transformers' best: {best_ours / best_peer:.2f}x")
+    try:
+        import llama_cpp
+    except ImportError:
+        print("  llama.cpp: llama-cpp-python not installed, row skipped")
+        return
+    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=512, verbose=False,
+                          n_threads=torch.get_num_threads())
+    tokens = llm.tokenize(PROMPTS[1].encode())
+
+    def llama(_precision: str, _batch: int) -> int:
+        llm.reset()
+        for n, _token in enumerate(llm.generate(tokens, top_k=1), start=1):
+            if n == new:
+                return n
+        return new
+
+    cpp = max(rate(llama, "", 1) for _ in range(2))
+    best_ours = max(rate(ours, p, 1) for p in ("fp32", "bf16"))
+    print(f"  llama.cpp ({gguf_path.name}, batch 1): {cpp:.1f} tokens/s; lmtool's best "
+          f"{best_ours:.1f}: {best_ours / cpp:.2f}x")
 
 
 def independent_check(gguf_path: Path, run: Path) -> None:

