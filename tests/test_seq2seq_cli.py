@@ -106,6 +106,9 @@ def test_tokenize_train_takes_both_sides(cli, task, tmp_path):
     ("p.csv", "src,target\na,b\n", "has no source column"),
     ("p.jsonl", '{"source": "a"}\n', "no 'target' key"),
     ("p.tsv", "a\tb\tc\n", "3 fields; a TSV without a header has exactly two"),
+    # A tab inside a sentence (Multi30k's train.de has one) must not silently make the
+    # rest of the source the target.
+    ("p.tsv", "source\ttarget\nein\tHund\ta dog\n", "p.tsv:2: 3 fields, the header has 2"),
     ("p.tsv", "source\ttarget\na\tb\nc\t \n", "p.tsv:3: empty target"),
     ("p.jsonl", '{"source": "", "target": "b"}\n', "p.jsonl:1: empty source"),
 ])

@@ -12,8 +12,10 @@ Two files: plain text, one sentence a line, line i of one translating line i of 
 other; they must have as many lines.
 
 Everything wrong is refused before any training, naming the file and line: a missing
-column, a line of the wrong shape, an empty source or target, files of different
-lengths (both counts said). Lines are read as they come (memory flat).
+column, a line of the wrong shape (more fields than the header names: a tab or comma
+inside a sentence would otherwise shift the rest of it into the next column), an
+empty source or target, files of different lengths (both counts said). Lines are read
+as they come (memory flat).
 """
 
 from __future__ import annotations
@@ -134,6 +136,10 @@ def _table(path: Path, delimiter: str) -> Iterator[tuple[str, str, str]]:
                                "or give it a header row naming source and target")
             if len(row) <= max(columns):
                 raise BadInput(f"{path}:{n}: {len(row)} fields, the header has {len(header)}")
+            if header and len(row) > len(header):  # a separator inside a sentence
+                raise BadInput(f"{path}:{n}: {len(row)} fields, the header has {len(header)}",
+                               "replace the tab inside the sentence with a space"
+                               if kind == "TSV" else "quote the fields that hold a comma")
             yield f"{path}:{n}", row[columns[0]], row[columns[1]]
 
 
