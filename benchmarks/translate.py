@@ -84,6 +84,15 @@ from dataclasses import dataclass  # noqa: E402
 from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from benchmarks.stages import (  # noqa: E402
+    StageFailed,
+    Stages,
+    log,
+    pick,
+    threads_used,
+    write_atomic,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 CORPORA = next((p for p in (ROOT.parent / "shared" / "corpora",
                             ROOT.parent.parent / "shared" / "corpora",
@@ -118,14 +127,6 @@ ROWS = {
 }
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-class StageFailed(Exception):
-    pass
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace):
         self.out: Path = args.out.resolve()
@@ -134,42 +135,9 @@ class Bench:
         self.threads: int | None = args.threads
         self.limit: int | None = args.limit
         self.eval_every: int = args.eval_every
+        self.stage = Stages(self.out, self.threads).run
         for sub in ("logs", "data", "mt"):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
-
-    # --- running one stage (as benchmarks/ulmfit.py) --------------------------------------
-
-    def stage(self, output: Path, argv: list[str], *, resumable: bool = True) -> dict:
-        """Run `lmtool ARGV` unless `output` is done; return its record (with stdout)."""
-        done = output.with_name(output.name + ".done.json")
-        if done.exists():
-            record = json.loads(done.read_text())
-            if record["argv"] != argv:
-                raise StageFailed(f"{output} was made by another command:\n  "
-                                  f"{' '.join(record['argv'])}\nremove it (and what was "
-                                  f"made from it) or pass another --out")
-            return record
-        again = output.exists() and (output / "config.json").exists()
-        extra = ["--resume"] if resumable and again else (["--force"] if output.exists() else [])
-        env = dict(os.environ)
-        if self.threads:
-            env["OMP_NUM_THREADS"] = str(self.threads)
-        command = [sys.executable, "-m", "lmtool", *argv, *extra]
-        log(f"{'resuming' if '--resume' in extra else 'running'}: lmtool {' '.join(argv)}")
-        start = time.time()
-        logfile = self.out / "logs" / ("-".join(output.relative_to(self.out).parts) + ".log")
-        with open(logfile, "a") as err:
-            err.write(f"$ lmtool {' '.join(argv + extra)}\n")
-            err.flush()
-            proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=err, text=True,
-                                  env=env)
-        if proc.returncode != 0:
-            raise StageFailed(f"lmtool {argv[0]} exited {proc.returncode}; see {logfile}")
-        record = {"argv": argv, "stdout": proc.stdout, "wall_s": round(time.time() - start),
-                  "threads": threads_used(self.threads),
-                  "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        write_atomic(done, json.dumps(record, indent=1))
-        return record
 
     # --- data ------------------------------------------------------------------------------
 
@@ -415,17 +383,6 @@ def read_metrics(run: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, "utf-8")
-    tmp.replace(path)
-
-
-def threads_used(threads: int | None) -> int:
-    """The OMP threads a stage runs with: --threads, else $OMP_NUM_THREADS, else the CPUs."""
-    return threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
 
 
 # --- --speed: lmtool against transformers, in this process --------------------------------
@@ -729,15 +686,6 @@ def budgets(text: str | None, rows: list[str]) -> dict[str, int]:
     return steps
 
 
-def pick(text: str) -> list[str]:
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    unknown = [x for x in items if x not in ROWS]
-    if unknown:
-        raise SystemExit(f"translate.py: unknown row {', '.join(unknown)} "
-                         f"(choose from {', '.join(ROWS)})")
-    return items
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "translate",
@@ -776,7 +724,7 @@ def main() -> None:
     speed_group.add_argument("--precisions", default="fp32,bf16",
                              help="of fp32 and bf16 (default both)")
     args = parser.parse_args()
-    rows = pick(args.rows)
+    rows = pick(args.rows, ROWS, "row", "translate.py")
     args.precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     if not set(args.precisions) <= {"fp32", "bf16"} or not args.precisions:
         raise SystemExit("translate.py: --precisions takes fp32, bf16 or both")

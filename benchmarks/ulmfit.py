@@ -39,9 +39,10 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
 import subprocess  # noqa: E402
-import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from benchmarks.stages import StageFailed, Stages, log, pick, write_atomic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPORA = next((p for p in (ROOT.parent.parent / "shared" / "corpora",
@@ -101,14 +102,6 @@ ROWS = {
 }
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-class StageFailed(Exception):
-    pass
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace):
         self.out: Path = args.out.resolve()
@@ -117,41 +110,9 @@ class Bench:
         self.seed: int = args.seed
         self.threads: int | None = args.threads
         self.minilm: Path | None = args.minilm
+        self.stage = Stages(self.out, self.threads).run
         for sub in ("logs", "lm", "clf", "labels", "results"):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
-
-    # --- running one stage ---------------------------------------------------------------
-
-    def stage(self, output: Path, argv: list[str], *, resumable: bool = True) -> dict:
-        """Run `lmtool ARGV` unless `output` is done; return its record (with stdout)."""
-        done = output.with_name(output.name + ".done.json")
-        if done.exists():
-            record = json.loads(done.read_text())
-            if record["argv"] != argv:
-                raise StageFailed(f"{output} was made by another command:\n  "
-                                  f"{' '.join(record['argv'])}\nremove it (and what was "
-                                  f"made from it) or pass another --out")
-            return record
-        again = output.exists() and (output / "config.json").exists()
-        extra = ["--resume"] if resumable and again else (["--force"] if output.exists() else [])
-        env = dict(os.environ)
-        if self.threads:
-            env["OMP_NUM_THREADS"] = str(self.threads)
-        command = [sys.executable, "-m", "lmtool", *argv, *extra]
-        log(f"{'resuming' if '--resume' in extra else 'running'}: lmtool {' '.join(argv)}")
-        start = time.time()
-        logfile = self.out / "logs" / ("-".join(output.relative_to(self.out).parts) + ".log")
-        with open(logfile, "a") as err:
-            err.write(f"$ lmtool {' '.join(argv + extra)}\n")
-            err.flush()
-            proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=err, text=True,
-                                  env=env)
-        if proc.returncode != 0:
-            raise StageFailed(f"lmtool {argv[0]} exited {proc.returncode}; see {logfile}")
-        record = {"argv": argv, "stdout": proc.stdout, "wall_s": round(time.time() - start),
-                  "threads": self.threads, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        write_atomic(done, json.dumps(record, indent=1))
-        return record
 
     def seeded(self) -> list[str]:
         return ["--seed", str(self.seed)] if self.seed else []  # 0 is every command's default
@@ -345,21 +306,6 @@ class Bench:
                   f"{PRETRAIN_STEPS:,} steps = {PRETRAIN_STEPS * per_step / 60:.1f} min")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, "utf-8")
-    tmp.replace(path)
-
-
-def pick(text: str, known, what: str) -> list[str]:
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    unknown = [x for x in items if x not in known]
-    if unknown:
-        raise SystemExit(f"ulmfit.py: unknown {what} {', '.join(unknown)} "
-                         f"(choose from {', '.join(known)})")
-    return items
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ulmfit",
@@ -379,9 +325,9 @@ def main() -> None:
     parser.add_argument("--measure", type=int, nargs="?", const=12, metavar="STEPS",
                         help="time STEPS (12) pre-training steps and stop")
     args = parser.parse_args()
-    datasets = pick(args.datasets, DATASETS, "dataset")
-    rows = pick(args.rows, ROWS, "row")
-    labels = pick(args.labels, LABELS, "label count")
+    datasets = pick(args.datasets, DATASETS, "dataset", "ulmfit.py")
+    rows = pick(args.rows, ROWS, "row", "ulmfit.py")
+    labels = pick(args.labels, LABELS, "label count", "ulmfit.py")
     bench = Bench(args)
     if args.list:
         for name, row in ROWS.items():
