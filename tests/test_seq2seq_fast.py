@@ -75,3 +75,55 @@ def test_the_objective_trains_as_smoothed_cross_entropy_on_the_logits(monkeypatc
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
     for name, grad in want_grads.items():
         torch.testing.assert_close(got_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def bahdanau_reference(model, source, mask, target) -> torch.Tensor:
+    """The decoder as first written: nn.LSTM called on one (B, 1, E + 2N) step at a time."""
+    state = model.remember(source, mask)
+    rows = state.rows
+    x = model.drop(model.tok_emb(target))  # (B, T, E)
+    h = rows["h"].transpose(0, 1).contiguous()  # (L, B, N)
+    c = rows["c"].transpose(0, 1).contiguous()
+    steps = []
+    for t in range(x.size(1)):
+        context, _ = model.attention(h[-1], rows["keys"], rows["memory"], rows["mask"])
+        out, (h, c) = model.decoder(torch.cat([x[:, t], context], -1)[:, None], (h, c))
+        steps.append(torch.cat([out[:, 0], context], -1))  # (B, 3N)
+    return model.lm_head(model.drop(torch.tanh(model.readout(torch.stack(steps, 1)))))
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_bahdanau_forward_and_gradients_equal_nn_lstm_step_by_step(layers):
+    model = tiny("lstm", "bahdanau", layers=layers).train()  # dropout 0: deterministic
+    batch = a_batch()
+    results = []
+    for fn in (model, lambda *a: bahdanau_reference(model, *a)):
+        model.zero_grad()
+        logits = fn(batch.source, batch.source_mask, batch.inputs)  # (B, T, V)
+        (logits * torch.linspace(-1, 1, V)).sum().backward()
+        results.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (got, got_grads), (want, want_grads) = results
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_bahdanau_dropout_between_layers_is_nn_lstms():
+    """With dropout on, the fast decoder drops between its layers as nn.LSTM does: at
+    rate 1 every layer above the first sees zeros, so the top layer's output is the
+    same whatever the context."""
+    model = tiny("lstm", "bahdanau", dropout=0.0, layers=2).train()
+    model.decoder.dropout = 1.0
+    batch = a_batch()
+    state = model.remember(batch.source, batch.source_mask)
+    x = model.tok_emb(batch.inputs)  # (B, T, E)
+    hc = (state.rows["h"].transpose(0, 1), state.rows["c"].transpose(0, 1))
+    features, _ = model.attend_steps(x, hc, state.rows, None)  # (B, T, 3N)
+    top = features[..., :24]  # (B, T, N): s_t
+    h, c = hc[0][1], hc[1][1]  # (B, N) each: layer 1's start
+    zeros = torch.zeros_like(h)
+    w = model.decoder
+    for t in range(x.size(1)):  # layer 1 alone, fed zeros
+        h, c = torch._VF.lstm_cell(zeros, (h, c), w.weight_ih_l1, w.weight_hh_l1,
+                                   w.bias_ih_l1, w.bias_hh_l1)
+        torch.testing.assert_close(top[:, t], h)

@@ -17,6 +17,7 @@ Shapes: B batch, S source, T target, E embedding (config.dim), N hidden, L layer
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -45,6 +46,14 @@ class AdditiveAttention(nn.Module):
         weights = scores.float().masked_fill(~mask, float("-inf")).softmax(-1)  # (B, S)
         context = torch.bmm(weights.to(memory.dtype)[:, None], memory)[:, 0]  # (B, 2N)
         return context, weights
+
+
+def lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM step from its pre-activations (B, 4N), in nn.LSTM's gate order (input,
+    forget, cell, output), and the previous cell (B, N) → the new (h, c), (B, N) each."""
+    i, f, g, o = gates.chunk(4, dim=1)  # (B, N) each
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
 
 
 class LSTMSeq2Seq(EncoderDecoder):
@@ -101,18 +110,47 @@ class LSTMSeq2Seq(EncoderDecoder):
             out, (h, c) = self.decoder(torch.cat([x, fixed], -1), (h, c))  # the whole target
             features = torch.cat([out, fixed.to(out.dtype)], -1)  # (B, T, 3N)
         else:
-            steps = []
-            for t in range(x.size(1)):  # each step's context needs the step before
-                context, w = self.attention(h[-1], rows["keys"], rows["memory"], rows["mask"])
-                if weights is not None:
-                    weights.append(w)  # (B, S)
-                inp = torch.cat([x[:, t], context.to(x.dtype)], -1)[:, None]  # (B, 1, E + 2N)
-                out, (h, c) = self.decoder(inp, (h, c))  # (B, 1, N)
-                steps.append(torch.cat([out[:, 0], context.to(out.dtype)], -1))  # (B, 3N)
-            features = torch.stack(steps, 1)  # (B, T, 3N)
+            features, (h, c) = self.attend_steps(x, (h, c), rows, weights)  # (B, T, 3N)
         rows["h"], rows["c"] = h.transpose(0, 1), c.transpose(0, 1)
         state.advance(target.size(1))
         return self.drop(torch.tanh(self.readout(features)))  # (B, T, E)
+
+    def attend_steps(self, x, hc, rows, weights: list | None):
+        """Bahdanau's decoder over embedded targets x (B, T, E) from (h, c) (L, B, N)
+        each → features [s_t; c_t] (B, T, 3N) and the last (h, c). The arithmetic of
+        `self.decoder` fed one (B, 1, E + 2N) step at a time, with the LSTM's cells
+        written out so that what does not wait for the step before is done once:
+        layer 0's product with the embeddings (and both biases) for all T positions at
+        once, each layer's input and recurrent weights side by side (one product a step)."""
+        lstm, L, E = self.decoder, self.config.layers, self.config.dim
+        between = lstm.dropout if self.training else 0.0
+        w0 = lstm.weight_ih_l0  # (4N, E + 2N): [embedding | context] columns
+        ahead = F.linear(x, w0[:, :E], lstm.bias_ih_l0 + lstm.bias_hh_l0)  # (B, T, 4N)
+        # Layer l's step: [input; h_l] @ weights[l].T (+ biases[l] above layer 0).
+        stacked = [torch.cat([w0[:, E:], lstm.weight_hh_l0], 1)]  # (4N, 2N + N)
+        biases = [None]
+        for layer in range(1, L):
+            stacked.append(torch.cat([getattr(lstm, f"weight_ih_l{layer}"),
+                                       getattr(lstm, f"weight_hh_l{layer}")], 1))  # (4N, 2N)
+            biases.append(getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}"))
+        h, c = list(hc[0].unbind(0)), list(hc[1].unbind(0))  # L x (B, N) each
+        steps = []
+        for t in range(x.size(1)):  # each step's context needs the step before
+            context, w = self.attention(h[-1], rows["keys"], rows["memory"], rows["mask"])
+            if weights is not None:
+                weights.append(w)  # (B, S)
+            inp = context.to(x.dtype)  # (B, 2N)
+            for layer in range(L):
+                if layer:
+                    inp = F.dropout(inp, between, self.training)  # as nn.LSTM between layers
+                gates = F.linear(torch.cat([inp, h[layer]], 1), stacked[layer],
+                                 biases[layer])  # (B, 4N)
+                if not layer:
+                    gates = gates + ahead[:, t]
+                h[layer], c[layer] = lstm_cell(gates, c[layer])  # (B, N) each
+                inp = h[layer]
+            steps.append(torch.cat([inp, context.to(inp.dtype)], -1))  # (B, 3N)
+        return torch.stack(steps, 1), (torch.stack(h), torch.stack(c))  # (B, T, 3N), (L, B, N)
 
     @torch.no_grad()
     def cross_attention(self, source: list[int], target: list[int], **options) -> torch.Tensor:
