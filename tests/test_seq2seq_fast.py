@@ -127,3 +127,24 @@ def test_bahdanau_dropout_between_layers_is_nn_lstms():
         h, c = torch._VF.lstm_cell(zeros, (h, c), w.weight_ih_l1, w.weight_hh_l1,
                                    w.bias_ih_l1, w.bias_hh_l1)
         torch.testing.assert_close(top[:, t], h)
+
+
+def test_transformer_decodes_token_by_token_through_the_lean_step(monkeypatch):
+    """Cached decoding goes through the blocks' `step` (no module forward) and gives the
+    teacher-forced forward's logits, position by position."""
+    from lmtool.models.seq2seq_transformer import CrossAttention, DecoderBlock
+
+    model = tiny("transformer", None).eval()
+    source, mask = pad_rows(SOURCES)
+    target = a_batch().inputs  # (B, T)
+    with torch.no_grad():
+        whole = model(source, mask, target)  # (B, T, V)
+        forwards = []
+        for cls in (DecoderBlock, CrossAttention):
+            monkeypatch.setattr(cls, "forward", lambda *a, **k: forwards.append(a))
+        state, hidden = model.start(SOURCES, capacity=8)
+        steps = [model.lm_head(hidden)]
+        for t in range(1, target.size(1)):
+            steps.append(model.lm_head(model.decode(target[:, t : t + 1], state)[:, -1]))
+    assert forwards == []
+    torch.testing.assert_close(torch.stack(steps, 1), whole, atol=1e-5, rtol=1e-5)

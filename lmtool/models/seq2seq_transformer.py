@@ -19,7 +19,14 @@ from lmtool.models.config import ModelConfig
 from lmtool.models.seq2seq import EncoderDecoder, Seq2SeqState
 from lmtool.models.seq2seq_config import Seq2SeqConfig
 from lmtool.models.state import KVCache
-from lmtool.models.transformer import MLP, Block, SelfAttention, attention, rotary_tables
+from lmtool.models.transformer import (
+    MLP,
+    Block,
+    SelfAttention,
+    attention,
+    norm,
+    rotary_tables,
+)
 
 
 def block_config(c: Seq2SeqConfig) -> ModelConfig:
@@ -62,6 +69,14 @@ class CrossAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, C).to(x.dtype)  # (B, T, C)
         return self.resid_dropout(self.proj(y))
 
+    def step(self, x, k, v, mask: torch.Tensor) -> torch.Tensor:
+        """`forward` for inference in fewer PyTorch calls (no module calls, no dropout)."""
+        B, T, C = x.shape
+        q = F.linear(x, self.q.weight).view(B, T, self.heads, C // self.heads)  # (B, T, H, D)
+        q = q.transpose(1, 2).to(k.dtype)  # (B, H, T, D)
+        y = attention(q, k, v, False, 0.0, mask).transpose(1, 2)  # (B, T, H, D)
+        return F.linear(y.reshape(B, T, C).to(x.dtype), self.proj.weight)  # (B, T, C)
+
     def weights(self, x: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The attention probabilities themselves, (B, H, T, S) (for pictures)."""
         q = self._queries(x).float()  # (B, H, T, D)
@@ -94,6 +109,13 @@ class DecoderBlock(nn.Module):
             weights.append(self.cross.weights(h, k, mask))  # (B, H, T, S)
         x = x + self.cross(h, k, v, mask)  # (B, T, C)
         return x + self.mlp(self.ln3(x))  # (B, T, C)
+
+    def step(self, x, rope, k, v, mask, cache: KVCache, self_mask) -> torch.Tensor:
+        """`forward` with a KV cache, for inference, in as few PyTorch calls as it can
+        (as the LM's Block.step): decoding a token costs more in calls than in maths."""
+        x = x + self.attn.step(norm(x, self.ln1), rope, cache, self_mask)  # (B, T, C)
+        x = x + self.cross.step(norm(x, self.ln2), k, v, mask)  # (B, T, C)
+        return x + self.mlp.step(norm(x, self.ln3))  # (B, T, C)
 
 
 class TransformerSeq2Seq(EncoderDecoder):
@@ -188,14 +210,18 @@ class TransformerSeq2Seq(EncoderDecoder):
         rope = self._rope(start, T)
         mask = state.rows["mask"][:, None, None, :]  # (B, 1, 1, S)
         self_mask = cache.attention_mask(T) if cache is not None else None
+        lean = cache is not None and weights is None  # inference: the blocks' `step`
         for i, block in enumerate(self.decoder):
-            x = block(x, rope, state.rows[f"k{i}"], state.rows[f"v{i}"], mask, cache,
-                      self_mask, weights)  # (B, T, C)
+            k, v = state.rows[f"k{i}"], state.rows[f"v{i}"]  # (B, H, S, D): once per source
+            if lean:
+                x = block.step(x, rope, k, v, mask, cache, self_mask)  # (B, T, C)
+            else:
+                x = block(x, rope, k, v, mask, cache, self_mask, weights)  # (B, T, C)
         if cache is not None:
             cache.advance(T)
         else:
             state.advance(T)
-        return self.ln_f(x)  # (B, T, C)
+        return norm(x, self.ln_f)  # (B, T, C)
 
     @torch.no_grad()
     def cross_attention(self, source: list[int], target: list[int], *, layer: int | None = None,
