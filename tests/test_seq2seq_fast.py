@@ -80,7 +80,7 @@ def test_the_objective_trains_as_smoothed_cross_entropy_on_the_logits(monkeypatc
 def bahdanau_reference(model, source, mask, target) -> torch.Tensor:
     """The decoder as first written: nn.LSTM called on one (B, 1, E + 2N) step at a time."""
     state = model.remember(source, mask)
-    rows = state.rows
+    rows = state.sources | state.rows
     x = model.drop(model.tok_emb(target))  # (B, T, E)
     h = rows["h"].transpose(0, 1).contiguous()  # (L, B, N)
     c = rows["c"].transpose(0, 1).contiguous()
@@ -118,7 +118,7 @@ def test_bahdanau_dropout_between_layers_is_nn_lstms():
     state = model.remember(batch.source, batch.source_mask)
     x = model.tok_emb(batch.inputs)  # (B, T, E)
     hc = (state.rows["h"].transpose(0, 1), state.rows["c"].transpose(0, 1))
-    features, _ = model.attend_steps(x, hc, state.rows, None)  # (B, T, 3N)
+    features, _ = model.attend_steps(x, hc, state.sources, None)  # (B, T, 3N)
     top = features[..., :24]  # (B, T, N): s_t
     h, c = hc[0][1], hc[1][1]  # (B, N) each: layer 1's start
     zeros = torch.zeros_like(h)
@@ -148,3 +148,28 @@ def test_transformer_decodes_token_by_token_through_the_lean_step(monkeypatch):
             steps.append(model.lm_head(model.decode(target[:, t : t + 1], state)[:, -1]))
     assert forwards == []
     torch.testing.assert_close(torch.stack(steps, 1), whole, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("arch", "attention"), ARCHS, ids=ARCH_IDS)
+def test_beams_share_their_source_and_decode_as_rows_of_their_own(arch, attention):
+    """Rows selected in runs of one source each (a beam search's K beams) share the
+    per-source tensors, uncopied, and attend to them together; they decode exactly as
+    the same rows in another order, each with its own copy of its source's tensors."""
+    model = tiny(arch, attention).eval()
+    with torch.no_grad():
+        state, _ = model.start(SOURCES, capacity=8)
+        grouped = state.select(torch.tensor([0, 0, 1, 1, 2, 2]))  # 2 beams per source
+        pos = torch.tensor([2, 0, 4, 3, 1, 5])  # the same rows shuffled: no runs
+        apart = state.select(torch.tensor([0, 0, 1, 1, 2, 2])[pos])
+        assert grouped.group == 2 and apart.group == 1
+        assert all(grouped.sources[k] is state.sources[k] for k in state.sources)
+        tokens = torch.tensor([7, 8, 9, 10, 11, 12])[:, None]  # (6, 1): beams diverge
+        got = model.decode(tokens, grouped)  # (6, 1, C)
+        want = model.decode(tokens[pos], apart)
+        torch.testing.assert_close(got[pos], want, atol=1e-6, rtol=1e-5)
+        reorder = torch.tensor([1, 0, 3, 3, 5, 4])  # beams swap and copy within sources
+        grouped, apart = grouped.select(reorder), apart.select(pos.argsort()[reorder][pos])
+        assert grouped.group == 2 and grouped.sources["mask"] is state.sources["mask"]
+        got = model.decode(tokens, grouped)
+        want = model.decode(tokens[pos], apart)
+        torch.testing.assert_close(got[pos], want, atol=1e-6, rtol=1e-5)

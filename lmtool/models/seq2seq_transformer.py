@@ -60,22 +60,28 @@ class CrossAttention(nn.Module):
         return self.q(x).view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, H, T, D)
 
     def forward(self, x, k, v, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, T, C), k and v (B, H, S, D), mask (B, 1, 1, S) True at real sources."""
+        """x (B, T, C), k and v (n, H, S, D), mask (n, 1, 1, S) True at real sources;
+        n = B / G sources, each read by G consecutive rows (a beam search's beams)."""
         B, T, C = x.shape
-        q = self._queries(x)  # (B, H, T, D)
-        if q.dtype != k.dtype:
-            q = q.to(k.dtype)
-        y = attention(q, k, v, False, self.dropout if self.training else 0.0, mask)
-        y = y.transpose(1, 2).reshape(B, T, C).to(x.dtype)  # (B, T, C)
-        return self.resid_dropout(self.proj(y))
+        y = self._attend(self.q(x), k, v, mask, self.dropout if self.training else 0.0)
+        return self.resid_dropout(self.proj(y.to(x.dtype)))  # (B, T, C)
 
     def step(self, x, k, v, mask: torch.Tensor) -> torch.Tensor:
         """`forward` for inference in fewer PyTorch calls (no module calls, no dropout)."""
-        B, T, C = x.shape
-        q = F.linear(x, self.q.weight).view(B, T, self.heads, C // self.heads)  # (B, T, H, D)
-        q = q.transpose(1, 2).to(k.dtype)  # (B, H, T, D)
-        y = attention(q, k, v, False, 0.0, mask).transpose(1, 2)  # (B, T, H, D)
-        return F.linear(y.reshape(B, T, C).to(x.dtype), self.proj.weight)  # (B, T, C)
+        y = self._attend(F.linear(x, self.q.weight), k, v, mask, 0.0)  # (B, T, C)
+        return F.linear(y.to(x.dtype), self.proj.weight)  # (B, T, C)
+
+    def _attend(self, q, k, v, mask, dropout: float) -> torch.Tensor:
+        """Queries (B, T, C) over their sources' k and v → (B, T, C). The G rows of a
+        source are its queries together: one (n, H, G*T, D) attention reads each
+        source's keys once, rather than G copies of them."""
+        B, T, C = q.shape
+        n, H = k.size(0), self.heads
+        G = B // n
+        q = q.view(n, G, T, H, C // H).permute(0, 3, 1, 2, 4)  # (n, H, G, T, D)
+        q = q.reshape(n, H, G * T, C // H).to(k.dtype)  # (n, H, G*T, D)
+        y = attention(q, k, v, False, dropout, mask)  # (n, H, G*T, D)
+        return y.view(n, H, G, T, C // H).permute(0, 2, 3, 1, 4).reshape(B, T, C)
 
     def weights(self, x: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The attention probabilities themselves, (B, H, T, S) (for pictures)."""
@@ -179,9 +185,9 @@ class TransformerSeq2Seq(EncoderDecoder):
         for block in self.encoder:
             x = block(x, rope, mask)  # (B, S, C)
         x = self.ln_enc(x)
-        rows = {"mask": source_mask}
+        sources = {"mask": source_mask}
         for i, block in enumerate(self.decoder):
-            rows[f"k{i}"], rows[f"v{i}"] = block.cross.memory(x)  # (B, H, S, D) each
+            sources[f"k{i}"], sources[f"v{i}"] = block.cross.memory(x)  # (B, H, S, D) each
         kv = None
         if cache:
             c = self.config
@@ -189,7 +195,7 @@ class TransformerSeq2Seq(EncoderDecoder):
             # fp32 on CPUs, as the LM's cache (models/transformer.py initial_state).
             kv = KVCache(c.layers, source.size(0), c.heads, c.dim // c.heads, c.context,
                          device, capacity, None, torch.float32 if device.type == "cpu" else None)
-        return Seq2SeqState(rows, kv)
+        return Seq2SeqState(sources, cache=kv)
 
     def decode(self, target, state: Seq2SeqState, weights: list | None = None) -> torch.Tensor:
         T = target.size(1)
@@ -208,11 +214,11 @@ class TransformerSeq2Seq(EncoderDecoder):
             x = x + self.dec_pos.weight[start : start + T]
         x = self.drop(x)
         rope = self._rope(start, T)
-        mask = state.rows["mask"][:, None, None, :]  # (B, 1, 1, S)
+        mask = state.sources["mask"][:, None, None, :]  # (n, 1, 1, S): per source
         self_mask = cache.attention_mask(T) if cache is not None else None
         lean = cache is not None and weights is None  # inference: the blocks' `step`
         for i, block in enumerate(self.decoder):
-            k, v = state.rows[f"k{i}"], state.rows[f"v{i}"]  # (B, H, S, D): once per source
+            k, v = state.sources[f"k{i}"], state.sources[f"v{i}"]  # (n, H, S, D)
             if lean:
                 x = block.step(x, rope, k, v, mask, cache, self_mask)  # (B, T, C)
             else:
