@@ -125,19 +125,18 @@ class LSTMSeq2Seq(EncoderDecoder):
         (B, T, 3N) and the last (h, c). The arithmetic of `self.decoder` fed one
         (B, 1, E + 2N) step at a time, with the LSTM's cells written out so that what
         does not wait for the step before is done once: layer 0's product with the
-        embeddings (and both biases) for all T positions at once, each layer's input
-        and recurrent weights side by side (one product a step)."""
+        embeddings (and both biases) for all T positions at once."""
         lstm, L, E = self.decoder, self.config.layers, self.config.dim
         between = lstm.dropout if self.training else 0.0
         w0 = lstm.weight_ih_l0  # (4N, E + 2N): [embedding | context] columns
         ahead = F.linear(x, w0[:, :E], lstm.bias_ih_l0 + lstm.bias_hh_l0)  # (B, T, 4N)
-        # Layer l's step: [input; h_l] @ weights[l].T (+ biases[l] above layer 0).
-        stacked = [torch.cat([w0[:, E:], lstm.weight_hh_l0], 1)]  # (4N, 2N + N)
-        biases = [None]
-        for layer in range(1, L):
-            stacked.append(torch.cat([getattr(lstm, f"weight_ih_l{layer}"),
-                                       getattr(lstm, f"weight_hh_l{layer}")], 1))  # (4N, 2N)
-            biases.append(getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}"))
+        # Layer l's pre-activations: [below] @ inputs[l].T + h_l @ recurrent[l].T + biases[l]
+        # (layer 0: the context below, and `ahead` for the embedding and the biases).
+        # Column slices and .T are views: no weight is copied, at any step.
+        inputs = [w0[:, E:]] + [getattr(lstm, f"weight_ih_l{i}") for i in range(1, L)]
+        recurrent = [getattr(lstm, f"weight_hh_l{i}") for i in range(L)]  # (4N, N) each
+        biases = [getattr(lstm, f"bias_ih_l{i}") + getattr(lstm, f"bias_hh_l{i}")
+                  for i in range(1, L)]  # (4N,) each
         h, c = list(hc[0].unbind(0)), list(hc[1].unbind(0))  # L x (B, N) each
         steps = []
         for t in range(x.size(1)):  # each step's context needs the step before
@@ -149,10 +148,9 @@ class LSTMSeq2Seq(EncoderDecoder):
             for layer in range(L):
                 if layer:
                     inp = F.dropout(inp, between, self.training)  # as nn.LSTM between layers
-                gates = F.linear(torch.cat([inp, h[layer]], 1), stacked[layer],
-                                 biases[layer])  # (B, 4N)
-                if not layer:
-                    gates = gates + ahead[:, t]
+                gates = biases[layer - 1] if layer else ahead[:, t]  # (4N,) or (B, 4N)
+                gates = torch.addmm(gates, inp, inputs[layer].t())  # (B, 4N)
+                gates = torch.addmm(gates, h[layer], recurrent[layer].t())
                 h[layer], c[layer] = lstm_cell(gates, c[layer])  # (B, N) each
                 inp = h[layer]
             steps.append(torch.cat([inp, context.to(inp.dtype)], -1))  # (B, 3N)
