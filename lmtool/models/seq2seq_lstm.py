@@ -130,6 +130,9 @@ class LSTMSeq2Seq(EncoderDecoder):
         between = lstm.dropout if self.training else 0.0
         w0 = lstm.weight_ih_l0  # (4N, E + 2N): [embedding | context] columns
         ahead = F.linear(x, w0[:, :E], lstm.bias_ih_l0 + lstm.bias_hh_l0)  # (B, T, 4N)
+        # T tensors (B, 4N) in one op: its backward stacks their gradients once, where
+        # indexing ahead[:, t] would fill a zero (B, T, 4N) gradient at every step.
+        ahead = ahead.unbind(1)
         # Layer l's pre-activations: [below] @ inputs[l].T + h_l @ recurrent[l].T + biases[l]
         # (layer 0: the context below, and `ahead` for the embedding and the biases).
         # Column slices and .T are views: no weight is copied, at any step.
@@ -148,7 +151,7 @@ class LSTMSeq2Seq(EncoderDecoder):
             for layer in range(L):
                 if layer:
                     inp = F.dropout(inp, between, self.training)  # as nn.LSTM between layers
-                gates = biases[layer - 1] if layer else ahead[:, t]  # (4N,) or (B, 4N)
+                gates = biases[layer - 1] if layer else ahead[t]  # (4N,) or (B, 4N)
                 gates = torch.addmm(gates, inp, inputs[layer].t())  # (B, 4N)
                 gates = torch.addmm(gates, h[layer], recurrent[layer].t())
                 h[layer], c[layer] = lstm_cell(gates, c[layer])  # (B, N) each
