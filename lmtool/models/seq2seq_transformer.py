@@ -19,14 +19,7 @@ from lmtool.models.config import ModelConfig
 from lmtool.models.seq2seq import EncoderDecoder, Seq2SeqState
 from lmtool.models.seq2seq_config import Seq2SeqConfig
 from lmtool.models.state import KVCache
-from lmtool.models.transformer import (
-    MLP,
-    Block,
-    SelfAttention,
-    attention,
-    norm,
-    rotary_tables,
-)
+from lmtool.models.transformer import MLP, Block, SelfAttention, attention, norm, rotary_tables
 
 
 def block_config(c: Seq2SeqConfig) -> ModelConfig:
@@ -84,7 +77,8 @@ class CrossAttention(nn.Module):
         return y.view(n, H, G, T, C // H).permute(0, 2, 3, 1, 4).reshape(B, T, C)
 
     def weights(self, x: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The attention probabilities themselves, (B, H, T, S) (for pictures)."""
+        """The attention probabilities themselves, (B, H, T, S) (for pictures; one row
+        per source)."""
         q = self._queries(x).float()  # (B, H, T, D)
         scores = q @ k.float().transpose(-1, -2) / math.sqrt(q.size(-1))  # (B, H, T, S)
         return scores.masked_fill(~mask, float("-inf")).softmax(-1)
