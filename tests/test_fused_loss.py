@@ -53,6 +53,28 @@ def test_matches_cross_entropy_of_linear(monkeypatch, rows, bias):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("rows", [4, 512])
+@pytest.mark.parametrize("smoothing", [0.1, 0.3])
+def test_label_smoothing_matches_cross_entropys(monkeypatch, rows, smoothing):
+    monkeypatch.setattr(fused_loss, "BLOCK_ROWS", rows)
+    args = inputs()
+
+    def smoothed(hidden, weight, bias, targets):
+        return F.cross_entropy(F.linear(hidden, weight, bias).float(), targets,
+                               label_smoothing=smoothing)
+
+    want, want_grads = loss_and_grads(smoothed, *args, scale=3.0)
+    got, got_grads = loss_and_grads(
+        lambda *a: linear_cross_entropy(*a, label_smoothing=smoothing), *args, scale=3.0)
+    plain, _ = loss_and_grads(reference, *args)
+    assert abs(float(want) - float(plain)) > 1e-3  # smoothing does change the loss
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(linear_cross_entropy(*args, smoothing), want)
+
+
 def test_bf16_autocast_matches_autocast_reference(monkeypatch):
     """Under autocast the products run in bf16 as F.linear's would; the softmax in fp32."""
     monkeypatch.setattr(fused_loss, "BLOCK_ROWS", 4)

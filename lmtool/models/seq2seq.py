@@ -14,7 +14,10 @@ Decoding state (`Seq2SeqState`): what was computed once per source (the encoder'
 output, projected to the cross-attention's keys and values or Bahdanau's keys, and the
 source mask) and what grows with every target token (the decoder's KV cache, or its
 LSTM (h, c)). `select(index)` takes rows, as beam search needs (models/state.py's
-protocol), so the generation library (inference/decoding.py) drives both models.
+protocol), so the generation library (inference/decoding.py) drives both models. The
+per-source tensors are kept once per source, shared by the consecutive rows that read
+it (a beam search's K beams): reordering beams within their sources copies none of them,
+and attention reads each source's keys once for all its rows.
 """
 
 from __future__ import annotations
@@ -29,18 +32,21 @@ from lmtool.text.specials import SPECIAL_IDS
 
 
 class Seq2SeqState:
-    """Per-row tensors (batch first) computed once per source or carried step to step,
-    and the decoder's KV cache (Transformer) if any."""
+    """Per-source tensors, shared by `group` consecutive rows each (row r reads source
+    r // group); per-row tensors carried step to step; the decoder's KV cache
+    (Transformer) if any. All batch first."""
 
-    def __init__(self, rows: dict[str, torch.Tensor], cache: KVCache | None = None,
-                 length: int = 0):
-        self.rows = rows  # e.g. "mask" (B, S), "k0"/"v0" (B, H, S, D), "h"/"c" (B, L, H)
+    def __init__(self, sources: dict[str, torch.Tensor], rows: dict[str, torch.Tensor] | None
+                 = None, cache: KVCache | None = None, length: int = 0, group: int = 1):
+        self.sources = sources  # e.g. "mask" (n, S), "k0"/"v0" (n, H, S, D), "keys" (n, S, A)
+        self.rows = rows if rows is not None else {}  # e.g. "h"/"c" (B, L, N), B = n * group
         self.cache = cache
+        self.group = group
         self._length = length  # target tokens read (without a cache to count them)
 
     @property
     def batch_size(self) -> int:
-        return next(iter(self.rows.values())).size(0)
+        return next(iter(self.sources.values())).size(0) * self.group
 
     @property
     def length(self) -> int:
@@ -53,13 +59,29 @@ class Seq2SeqState:
         """Target positions left (unbounded for an LSTM)."""
         return self.cache.room() if self.cache is not None else 1 << 62
 
+    def per_row(self, name: str) -> torch.Tensor:
+        """A per-source tensor repeated for each row that reads it, (B, ...)."""
+        t = self.sources[name]
+        return t if self.group == 1 else t.repeat_interleave(self.group, 0)
+
     def select(self, index: torch.Tensor) -> Seq2SeqState:
-        """A new state whose row i is this state's row index[i]."""
-        some = next(iter(self.rows.values()))
+        """A new state whose row i is this state's row index[i]. If the new rows still
+        come in equal runs of one source each, in order (beam search: the K beams of
+        source b at rows bK ... bK + K - 1, whichever of its beams they continue; or
+        expanding each row K times), the per-source tensors are shared, not copied."""
+        some = next(iter(self.sources.values()))
         index = index.to(some.device)
+        n, B = some.size(0), index.numel()
+        source = torch.div(index, self.group, rounding_mode="floor")  # (B,) each row's
+        group = B // n
+        runs = torch.arange(n, device=index.device).repeat_interleave(group)  # (n * group,)
+        sources = self.sources
+        if group * n != B or not torch.equal(source, runs):
+            sources = {k: v.index_select(0, source) for k, v in sources.items()}
+            group = 1
         rows = {k: v.index_select(0, index) for k, v in self.rows.items()}
         cache = self.cache.select(index) if self.cache is not None else None
-        return Seq2SeqState(rows, cache, self._length)
+        return Seq2SeqState(sources, rows, cache, self._length, group)
 
 
 def pad_rows(rows: list[list[int]], device=None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ Shapes: B batch, S source, T target, E embedding (config.dim), N hidden, L layer
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -39,12 +40,23 @@ class AdditiveAttention(nn.Module):
         return self.key(memory)  # (B, S, A)
 
     def forward(self, query, keys, memory, mask) -> tuple[torch.Tensor, torch.Tensor]:
-        """query (B, N), keys (B, S, A), memory (B, S, 2N), mask (B, S) → context
-        (B, 2N) and weights (B, S), which sum to one over the real positions."""
-        scores = self.v(torch.tanh(keys + self.query(query)[:, None])).squeeze(-1)  # (B, S)
-        weights = scores.float().masked_fill(~mask, float("-inf")).softmax(-1)  # (B, S)
-        context = torch.bmm(weights.to(memory.dtype)[:, None], memory)[:, 0]  # (B, 2N)
-        return context, weights
+        """query (B, N), keys (n, S, A), memory (n, S, 2N), mask (n, S) → context
+        (B, 2N) and weights (B, S), which sum to one over the real positions. n = B / G
+        sources, each read by G consecutive rows (a beam search's beams)."""
+        n, S, A = keys.shape
+        q = self.query(query).view(n, -1, 1, A)  # (n, G, 1, A)
+        scores = self.v(torch.tanh(keys[:, None] + q)).squeeze(-1)  # (n, G, S)
+        weights = scores.float().masked_fill(~mask[:, None], float("-inf")).softmax(-1)
+        context = torch.bmm(weights.to(memory.dtype), memory)  # (n, G, 2N)
+        return context.flatten(0, 1), weights.flatten(0, 1)  # (B, 2N), (B, S)
+
+
+def lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM step from its pre-activations (B, 4N), in nn.LSTM's gate order (input,
+    forget, cell, output), and the previous cell (B, N) → the new (h, c), (B, N) each."""
+    i, f, g, o = gates.chunk(4, dim=1)  # (B, N) each
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
 
 
 class LSTMSeq2Seq(EncoderDecoder):
@@ -81,15 +93,15 @@ class LSTMSeq2Seq(EncoderDecoder):
         memory, _ = pad_packed_sequence(out, batch_first=True, total_length=S)  # (B, S, 2N)
         h = h.view(L, 2, B, N).permute(0, 2, 1, 3).reshape(L, B, 2 * N)  # (L, B, 2N)
         c = c.view(L, 2, B, N).permute(0, 2, 1, 3).reshape(L, B, 2 * N)
-        rows = {"mask": source_mask,
-                "h": torch.tanh(self.bridge_h(h)).transpose(0, 1),  # (B, L, N)
+        rows = {"h": torch.tanh(self.bridge_h(h)).transpose(0, 1),  # (B, L, N)
                 "c": self.bridge_c(c).transpose(0, 1)}
+        sources = {"mask": source_mask}
         if self.attend:
-            rows["memory"] = memory
-            rows["keys"] = self.attention.keys(memory)  # (B, S, N): once per source
+            sources["memory"] = memory
+            sources["keys"] = self.attention.keys(memory)  # (B, S, N): once per source
         else:
-            rows["context"] = h[-1]  # (B, 2N): the top layer's final states, both ways
-        return Seq2SeqState(rows)
+            sources["context"] = h[-1]  # (B, 2N): the top layer's final states, both ways
+        return Seq2SeqState(sources, rows)
 
     def decode(self, target, state: Seq2SeqState, weights: list | None = None) -> torch.Tensor:
         rows = state.rows
@@ -97,22 +109,55 @@ class LSTMSeq2Seq(EncoderDecoder):
         h = rows["h"].transpose(0, 1).contiguous()  # (L, B, N)
         c = rows["c"].transpose(0, 1).contiguous()
         if not self.attend:
-            fixed = rows["context"][:, None].expand(-1, x.size(1), -1).to(x.dtype)  # (B, T, 2N)
+            fixed = state.per_row("context")[:, None].expand(-1, x.size(1), -1)  # (B, T, 2N)
+            fixed = fixed.to(x.dtype)
             out, (h, c) = self.decoder(torch.cat([x, fixed], -1), (h, c))  # the whole target
             features = torch.cat([out, fixed.to(out.dtype)], -1)  # (B, T, 3N)
         else:
-            steps = []
-            for t in range(x.size(1)):  # each step's context needs the step before
-                context, w = self.attention(h[-1], rows["keys"], rows["memory"], rows["mask"])
-                if weights is not None:
-                    weights.append(w)  # (B, S)
-                inp = torch.cat([x[:, t], context.to(x.dtype)], -1)[:, None]  # (B, 1, E + 2N)
-                out, (h, c) = self.decoder(inp, (h, c))  # (B, 1, N)
-                steps.append(torch.cat([out[:, 0], context.to(out.dtype)], -1))  # (B, 3N)
-            features = torch.stack(steps, 1)  # (B, T, 3N)
+            features, (h, c) = self.attend_steps(x, (h, c), state.sources, weights)  # (B, T, 3N)
         rows["h"], rows["c"] = h.transpose(0, 1), c.transpose(0, 1)
         state.advance(target.size(1))
         return self.drop(torch.tanh(self.readout(features)))  # (B, T, E)
+
+    def attend_steps(self, x, hc, sources, weights: list | None):
+        """Bahdanau's decoder over embedded targets x (B, T, E) from (h, c) (L, B, N)
+        each, attending to the state's per-source tensors → features [s_t; c_t]
+        (B, T, 3N) and the last (h, c). The arithmetic of `self.decoder` fed one
+        (B, 1, E + 2N) step at a time, with the LSTM's cells written out so that what
+        does not wait for the step before is done once: layer 0's product with the
+        embeddings (and both biases) for all T positions at once."""
+        lstm, L, E = self.decoder, self.config.layers, self.config.dim
+        between = lstm.dropout if self.training else 0.0
+        w0 = lstm.weight_ih_l0  # (4N, E + 2N): [embedding | context] columns
+        ahead = F.linear(x, w0[:, :E], lstm.bias_ih_l0 + lstm.bias_hh_l0)  # (B, T, 4N)
+        # T tensors (B, 4N) in one op: its backward stacks their gradients once, where
+        # indexing ahead[:, t] would fill a zero (B, T, 4N) gradient at every step.
+        ahead = ahead.unbind(1)
+        # Layer l's pre-activations: [below] @ inputs[l].T + h_l @ recurrent[l].T + biases[l]
+        # (layer 0: the context below, and `ahead` for the embedding and the biases).
+        # Column slices and .T are views: no weight is copied, at any step.
+        inputs = [w0[:, E:]] + [getattr(lstm, f"weight_ih_l{i}") for i in range(1, L)]
+        recurrent = [getattr(lstm, f"weight_hh_l{i}") for i in range(L)]  # (4N, N) each
+        biases = [getattr(lstm, f"bias_ih_l{i}") + getattr(lstm, f"bias_hh_l{i}")
+                  for i in range(1, L)]  # (4N,) each
+        h, c = list(hc[0].unbind(0)), list(hc[1].unbind(0))  # L x (B, N) each
+        steps = []
+        for t in range(x.size(1)):  # each step's context needs the step before
+            context, w = self.attention(h[-1], sources["keys"], sources["memory"],
+                                        sources["mask"])  # (B, 2N), (B, S)
+            if weights is not None:
+                weights.append(w)
+            inp = context.to(x.dtype)  # (B, 2N)
+            for layer in range(L):
+                if layer:
+                    inp = F.dropout(inp, between, self.training)  # as nn.LSTM between layers
+                gates = biases[layer - 1] if layer else ahead[t]  # (4N,) or (B, 4N)
+                gates = torch.addmm(gates, inp, inputs[layer].t())  # (B, 4N)
+                gates = torch.addmm(gates, h[layer], recurrent[layer].t())
+                h[layer], c[layer] = lstm_cell(gates, c[layer])  # (B, N) each
+                inp = h[layer]
+            steps.append(torch.cat([inp, context.to(inp.dtype)], -1))  # (B, 3N)
+        return torch.stack(steps, 1), (torch.stack(h), torch.stack(c))  # (B, T, 3N), (L, B, N)
 
     @torch.no_grad()
     def cross_attention(self, source: list[int], target: list[int], **options) -> torch.Tensor:

@@ -19,7 +19,7 @@ from lmtool.models.config import ModelConfig
 from lmtool.models.seq2seq import EncoderDecoder, Seq2SeqState
 from lmtool.models.seq2seq_config import Seq2SeqConfig
 from lmtool.models.state import KVCache
-from lmtool.models.transformer import MLP, Block, SelfAttention, attention, rotary_tables
+from lmtool.models.transformer import MLP, Block, SelfAttention, attention, norm, rotary_tables
 
 
 def block_config(c: Seq2SeqConfig) -> ModelConfig:
@@ -53,17 +53,32 @@ class CrossAttention(nn.Module):
         return self.q(x).view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, H, T, D)
 
     def forward(self, x, k, v, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, T, C), k and v (B, H, S, D), mask (B, 1, 1, S) True at real sources."""
+        """x (B, T, C), k and v (n, H, S, D), mask (n, 1, 1, S) True at real sources;
+        n = B / G sources, each read by G consecutive rows (a beam search's beams)."""
         B, T, C = x.shape
-        q = self._queries(x)  # (B, H, T, D)
-        if q.dtype != k.dtype:
-            q = q.to(k.dtype)
-        y = attention(q, k, v, False, self.dropout if self.training else 0.0, mask)
-        y = y.transpose(1, 2).reshape(B, T, C).to(x.dtype)  # (B, T, C)
-        return self.resid_dropout(self.proj(y))
+        y = self._attend(self.q(x), k, v, mask, self.dropout if self.training else 0.0)
+        return self.resid_dropout(self.proj(y.to(x.dtype)))  # (B, T, C)
+
+    def step(self, x, k, v, mask: torch.Tensor) -> torch.Tensor:
+        """`forward` for inference in fewer PyTorch calls (no module calls, no dropout)."""
+        y = self._attend(F.linear(x, self.q.weight), k, v, mask, 0.0)  # (B, T, C)
+        return F.linear(y.to(x.dtype), self.proj.weight)  # (B, T, C)
+
+    def _attend(self, q, k, v, mask, dropout: float) -> torch.Tensor:
+        """Queries (B, T, C) over their sources' k and v → (B, T, C). The G rows of a
+        source are its queries together: one (n, H, G*T, D) attention reads each
+        source's keys once, rather than G copies of them."""
+        B, T, C = q.shape
+        n, H = k.size(0), self.heads
+        G = B // n
+        q = q.view(n, G, T, H, C // H).permute(0, 3, 1, 2, 4)  # (n, H, G, T, D)
+        q = q.reshape(n, H, G * T, C // H).to(k.dtype)  # (n, H, G*T, D)
+        y = attention(q, k, v, False, dropout, mask)  # (n, H, G*T, D)
+        return y.view(n, H, G, T, C // H).permute(0, 2, 3, 1, 4).reshape(B, T, C)
 
     def weights(self, x: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The attention probabilities themselves, (B, H, T, S) (for pictures)."""
+        """The attention probabilities themselves, (B, H, T, S) (for pictures; one row
+        per source)."""
         q = self._queries(x).float()  # (B, H, T, D)
         scores = q @ k.float().transpose(-1, -2) / math.sqrt(q.size(-1))  # (B, H, T, S)
         return scores.masked_fill(~mask, float("-inf")).softmax(-1)
@@ -94,6 +109,13 @@ class DecoderBlock(nn.Module):
             weights.append(self.cross.weights(h, k, mask))  # (B, H, T, S)
         x = x + self.cross(h, k, v, mask)  # (B, T, C)
         return x + self.mlp(self.ln3(x))  # (B, T, C)
+
+    def step(self, x, rope, k, v, mask, cache: KVCache, self_mask) -> torch.Tensor:
+        """`forward` with a KV cache, for inference, in as few PyTorch calls as it can
+        (as the LM's Block.step): decoding a token costs more in calls than in maths."""
+        x = x + self.attn.step(norm(x, self.ln1), rope, cache, self_mask)  # (B, T, C)
+        x = x + self.cross.step(norm(x, self.ln2), k, v, mask)  # (B, T, C)
+        return x + self.mlp.step(norm(x, self.ln3))  # (B, T, C)
 
 
 class TransformerSeq2Seq(EncoderDecoder):
@@ -157,9 +179,9 @@ class TransformerSeq2Seq(EncoderDecoder):
         for block in self.encoder:
             x = block(x, rope, mask)  # (B, S, C)
         x = self.ln_enc(x)
-        rows = {"mask": source_mask}
+        sources = {"mask": source_mask}
         for i, block in enumerate(self.decoder):
-            rows[f"k{i}"], rows[f"v{i}"] = block.cross.memory(x)  # (B, H, S, D) each
+            sources[f"k{i}"], sources[f"v{i}"] = block.cross.memory(x)  # (B, H, S, D) each
         kv = None
         if cache:
             c = self.config
@@ -167,7 +189,7 @@ class TransformerSeq2Seq(EncoderDecoder):
             # fp32 on CPUs, as the LM's cache (models/transformer.py initial_state).
             kv = KVCache(c.layers, source.size(0), c.heads, c.dim // c.heads, c.context,
                          device, capacity, None, torch.float32 if device.type == "cpu" else None)
-        return Seq2SeqState(rows, kv)
+        return Seq2SeqState(sources, cache=kv)
 
     def decode(self, target, state: Seq2SeqState, weights: list | None = None) -> torch.Tensor:
         T = target.size(1)
@@ -186,16 +208,20 @@ class TransformerSeq2Seq(EncoderDecoder):
             x = x + self.dec_pos.weight[start : start + T]
         x = self.drop(x)
         rope = self._rope(start, T)
-        mask = state.rows["mask"][:, None, None, :]  # (B, 1, 1, S)
+        mask = state.sources["mask"][:, None, None, :]  # (n, 1, 1, S): per source
         self_mask = cache.attention_mask(T) if cache is not None else None
+        lean = cache is not None and weights is None  # inference: the blocks' `step`
         for i, block in enumerate(self.decoder):
-            x = block(x, rope, state.rows[f"k{i}"], state.rows[f"v{i}"], mask, cache,
-                      self_mask, weights)  # (B, T, C)
+            k, v = state.sources[f"k{i}"], state.sources[f"v{i}"]  # (n, H, S, D)
+            if lean:
+                x = block.step(x, rope, k, v, mask, cache, self_mask)  # (B, T, C)
+            else:
+                x = block(x, rope, k, v, mask, cache, self_mask, weights)  # (B, T, C)
         if cache is not None:
             cache.advance(T)
         else:
             state.advance(T)
-        return self.ln_f(x)  # (B, T, C)
+        return norm(x, self.ln_f)  # (B, T, C)
 
     @torch.no_grad()
     def cross_attention(self, source: list[int], target: list[int], *, layer: int | None = None,

@@ -360,10 +360,21 @@ class Seq2SeqObjective(Objective):
         return model(batch.source, batch.source_mask, batch.inputs).float()  # (B, T, V)
 
     def loss(self, model, batch, state=None) -> tuple[torch.Tensor, dict]:
-        logits = self._logits(model, batch)
-        loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(),
-                               ignore_index=IGNORE, label_smoothing=self.label_smoothing)
-        return loss, {"tokens": int((batch.targets != IGNORE).sum())}
+        targets = batch.targets.flatten()  # (B*T,)
+        scored = targets != IGNORE  # (B*T,)
+        tokens = int(scored.sum())
+        head = unwrap(model).lm_head
+        if isinstance(head, torch.nn.Linear) and fused_loss.pays(tokens, head.out_features,
+                                                                 self.label_smoothing):
+            # The head and the smoothed loss in blocks of the scored rows only (padding
+            # left out first, as ignore_index would): the same loss and gradients.
+            hidden = model(batch.source, batch.source_mask, batch.inputs, head=False)
+            loss = linear_cross_entropy(hidden.flatten(0, 1)[scored], head.weight, head.bias,
+                                        targets[scored], self.label_smoothing)
+        else:
+            loss = F.cross_entropy(self._logits(model, batch).flatten(0, 1), targets,
+                                   ignore_index=IGNORE, label_smoothing=self.label_smoothing)
+        return loss, {"tokens": tokens}
 
     @torch.no_grad()
     def sums(self, model, batch, state=None) -> Sums:
