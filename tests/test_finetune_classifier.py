@@ -546,3 +546,20 @@ def test_cli_ar_tar_add_to_the_training_loss(cli, lms, tmp_path):
         model = json.loads((tmp_path / name / "config.json").read_text())["model"]
         assert (model["ar"], model["tar"]) == ((2.0, 1.0) if name == "default" else (0, 0))
     assert first["default"] > first["off"] + 1e-4
+
+
+def test_a_new_classifier_reads_the_end_of_a_long_document(cli, lms, tmp_path):
+    """The default is fastai's: the last --max-tokens tokens, in training as in classify."""
+    from lmtool.checkpoint import load_checkpoint
+    from lmtool.text.tokenizer import load_tokenizer
+
+    train = write_tsv(tmp_path / "train.tsv", labelled_rows(24, seed=5))
+    r = cli("finetune", "classifier", lms["lstm"], train, "-o", tmp_path / "clf",
+            "--batch-size", "8", "--device", "cpu", "--max-steps", "2", "--max-tokens", "4")
+    assert r.exit_code == 0, r.stderr
+    clf = load_checkpoint(tmp_path / "clf", task="classifier").model
+    assert clf.config.keep == "last"
+    tok = load_tokenizer(tmp_path / "clf")
+    ids = tok.encode("sun warm glad kind rain cold sad mean").ids
+    (read, cut), = clf.encode_documents([ids])
+    assert cut and read[1:] == ids[-3:]  # [EOS], then the last three tokens

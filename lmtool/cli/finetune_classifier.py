@@ -70,7 +70,7 @@ def classifier(
         "--class-weights", "auto: weigh each class by n / (classes x its count) in the loss, "
         "for imbalanced data (none).", "Data")] = ClassWeights.none,
     max_tokens: Annotated[int, option(
-        "--max-tokens", "Tokens of a document read at most (1440).", "Data")] = 1440,
+        "--max-tokens", "Tokens of a document read at most, its last (1440).", "Data")] = 1440,
     from_scratch: Annotated[bool, option(
         "--from-scratch", "Start from random weights: RUN gives only the architecture and "
         "tokenizer (a baseline).", "Data")] = False,
