@@ -34,8 +34,9 @@ lmtool transformer, plain AdamW; not re-measured since (no AMX machine here):
   AWD-LSTM 3 layers 256/768/256, BPTT 70, batch 32  1116     894     1.25x
 
 bf16 only wins at the small config because the attention runs in fp32 under CPU
-autocast (see models/transformer.py `attention`); with bf16 attention the baby config
-was 1.3x slower than fp32. The master weights, the optimizer and the loss stay fp32.
+autocast there; with bf16 attention the baby config was 1.3x slower than fp32. Whether
+a shape's attention runs in bf16 or fp32 is measured, per shape, on each machine
+(models/attention_dtype.py). The master weights, the optimizer and the loss stay fp32.
 """
 
 from __future__ import annotations
@@ -225,10 +226,33 @@ def _read_cache() -> dict:
 def remember_bf16_speedup(ratio: float) -> None:
     """Cache `ratio` for this machine. Best effort: an unwritable cache only means the
     next run measures again."""
+    _remember(lambda entry: entry.update(bf16_speedup=round(ratio, 3)))
+
+
+def recall_attention_speedup(shape: str) -> float | None:
+    """The cached bf16/fp32 speed ratio of the fused attention at `shape` (a key of
+    models/attention_dtype.py), or None."""
+    entry = _read_cache().get(machine_key())
+    known = entry.get("attention") if isinstance(entry, dict) else None
+    ratio = known.get(shape) if isinstance(known, dict) else None
+    return float(ratio) if isinstance(ratio, (int, float)) else None
+
+
+def remember_attention_speedup(shape: str, ratio: float) -> None:
+    _remember(lambda entry: entry.setdefault("attention", {}).update({shape: round(ratio, 3)}))
+
+
+def _remember(change: Callable[[dict], None]) -> None:
+    """Apply `change` to this machine's cache entry and write the cache (best effort)."""
     from lmtool.fsio import write_text_atomic
 
     data = _read_cache()
-    data[machine_key()] = {"bf16_speedup": round(ratio, 3)}
+    entry = data.get(machine_key())
+    entry = entry if isinstance(entry, dict) else {}
+    if not isinstance(entry.get("attention", {}), dict):
+        entry.pop("attention")
+    change(entry)
+    data[machine_key()] = entry
     with contextlib.suppress(OSError):
         write_text_atomic(cache_path(), json.dumps(data, indent=1, sort_keys=True) + "\n")
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmtool.errors import BadInput
+from lmtool.models.attention_dtype import bf16_attention_pays
 from lmtool.models.base import LanguageModel
 from lmtool.models.config import ModelConfig
 from lmtool.models.state import KVCache
@@ -76,15 +77,16 @@ def attention(q, k, v, causal: bool, dropout: float, mask: torch.Tensor | None =
     have fewer heads than q (grouped-query attention, (B, KV, L, D)): each key/value
     head serves H / KV consecutive query heads.
 
-    On the CPU under bf16 autocast the attention itself runs in fp32: PyTorch's CPU
-    flash-attention backward is several times slower in bf16 than in fp32 (6x at
-    B=12, H=4, T=64, D=32 on a 2-core AMX CPU, torch 2.13; no faster at T=256, D=64),
-    while the matmuls around it gain 4x from bf16. The upcast costs three copies.
+    On the CPU under bf16 autocast the attention itself runs in fp32 unless bf16 was
+    measured faster at this shape here (models/attention_dtype.py): PyTorch's
+    CPU flash-attention backward is several times slower in bf16 than in fp32 at small
+    shapes on some CPUs, faster at large ones on others. The upcast costs three copies.
     """
     if k.size(1) != q.size(1):  # grouped-query: query heads 0..H/KV-1 share kv head 0, ...
         group = q.size(1) // k.size(1)
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, H, L, D)
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu"):
+    if (q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+            and not bf16_attention_pays(q, k, causal, mask)):
         with torch.autocast("cpu", enabled=False):  # else autocast casts back to bf16
             return F.scaled_dot_product_attention(
                 q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout,
