@@ -12,13 +12,24 @@ meaningful; compare ratios, not milliseconds, across runs. Needs `transformers`
 
 Rows, each library in fp32 and in bf16 autocast, each with plain (foreach) AdamW and with
 fused AdamW, in the same bare loop: forward, the same cross-entropy, backward, gradient
-clipping at 1.0, optimiser step. Then `lmtool pretrain` itself (the library call the CLI
-makes, with its defaults: `--precision auto`, fused AdamW, clipping at 1.0), timed from
-one step to the next, so everything the trainer does per step counts; its overhead is
-printed against the bare loop doing the same maths. Ratios are speeds against HF in fp32
-with plain AdamW (the reference) and against the fastest HF row. MFU is model FLOPs/s
-(6N + 12LCT per token, the PaLM estimate, from the config, so identical for both
-libraries) against a matmul peak measured here in the row's precision.
+clipping at 1.0, optimiser step. Then `lmtool pretrain`, one row per --optimizers, twice:
+- "lmtool pretrain CLI": the command itself (`python -m lmtool pretrain`), its turn in
+  each round a fresh run in a process of its own, --warmup + --steps steps with a log
+  row after every step, timed from the trainer's own log after the warm-up (the whole
+  step: batch, forward, backward, clipping, optimiser, callbacks), so the process
+  start-up, the imports and the untimed warm-up are left out;
+- "pretrain() in-process": the library call the command makes, in a thread of this
+  process, timed from one step to the next.
+Both run with the command's defaults (`--precision auto`, fused AdamW, clipping at 1.0)
+but for the flags that make the work the bare rows' work: the config's shape and batch,
+dropout 0, --positions, the optimizer (the tiny preset's own is Muon; --optimizers
+adamw,muon adds it), steps as the budget, no evaluation or save between steps. Each
+one's overhead per step is printed against the bare loop doing the same maths. Ratios
+are speeds against HF in fp32 with plain AdamW (the reference) and against the fastest
+HF row. MFU is model FLOPs/s (6N + 12LCT per token, the PaLM estimate, from the config,
+so identical for both libraries) against a matmul peak measured here in the row's
+precision. The header names the CPU's bf16 hardware (AMX, AVX512-BF16, or neither) and
+what `--precision auto` chose from it.
 
 The Hugging Face models get lmtool's config: exact GELU (GPT-2's default is a
 tanh approximation written as Python arithmetic, ~25% of its step at the baby config),
@@ -27,8 +38,9 @@ differs is printed under each table.
 
 Data: char-level batches of --data (first 90% train, last 10% held out, as nanoGPT; the
 loss column is then a held-out loss after the timed steps, same batches and seed for
-every row), else random ids. `lmtool pretrain` reads the same text through a char
-tokenizer and token shards written to a temporary directory.
+every row), else random ids. The CLI row has no loss (nan): its runs are short, fresh
+and in other processes. `lmtool pretrain` reads the same text through a char tokenizer
+and token shards written to a temporary directory.
 """
 
 from __future__ import annotations
@@ -58,8 +70,10 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from benchmarks.cli_rows import run_lmtool, step_seconds  # noqa: E402
 from lmtool.device import (  # noqa: E402
     autocast,
+    describe_cpu,
     describe_precision,
     dtype_name,
     resolve_device,
@@ -297,9 +311,9 @@ def pretrain_rows(args, shape, batch: int, shards: Path, work: Path, default_dty
     objective, layers, heads, dim, context, _ = shape
     rows, threads, failures = [], [], []
     for me, optimizer in enumerate(args.optimizers.split(","), start=1):
-        name = f"lmtool pretrain ({dtype_name(default_dtype)}, {optimizer})"
-        twin = f"lmtool {dtype_name(default_dtype)} fused AdamW" if optimizer == "adamw" else None
-        row = Row(name, None, None, None, None, default_dtype, twin=twin)
+        name = f"pretrain() in-process ({dtype_name(default_dtype)}, {optimizer})"
+        row = Row(name, None, None, None, None, default_dtype, twin=twin_of(optimizer,
+                                                                          default_dtype))
         turns = TakeTurns(row, me, baton, args)
         overrides = dict(layers=layers, heads=heads, dim=dim, context=context, dropout=0.0,
                          positions=args.positions, batch_size=batch, lr=args.lr,
@@ -323,16 +337,55 @@ def pretrain_rows(args, shape, batch: int, shards: Path, work: Path, default_dty
     return rows, threads, failures
 
 
+def twin_of(optimizer: str, dtype) -> str | None:
+    """The bare row doing the same maths as a pretrain row with `optimizer`."""
+    return f"lmtool {dtype_name(dtype)} fused AdamW" if optimizer == "adamw" else None
+
+
+class CliPretrain:
+    """The `lmtool pretrain` command itself, taking its turn in the round robin: each turn
+    a fresh run in a process of its own, --warmup + --steps steps logged after every
+    step; its --steps timed steps come from the trainer's own log (see
+    benchmarks/cli_rows.py), so the process start-up and the untimed warm-up are left
+    out. The flags are the defaults but for what makes the work the bare rows' work:
+    the model's shape, batch, dropout 0, positions, the optimizer, steps (not epochs) as
+    the budget, and no evaluation or save between the steps."""
+
+    def __init__(self, args, shape, batch: int, shards: Path, work: Path, optimizer: str,
+                 default_dtype):
+        objective, layers, heads, dim, context, _ = shape
+        self.run = work / f"cli-{objective}-{dim}-{optimizer}"
+        self.args = args
+        self.argv = ["pretrain", str(shards), "-o", str(self.run), "--objective", objective,
+                     "--layers", str(layers), "--heads", str(heads), "--dim", str(dim),
+                     "--context", str(context), "--batch-size", str(batch),
+                     "--dropout", "0", "--positions", args.positions, "--optimizer", optimizer,
+                     "--device", args.device, "--max-steps", str(args.warmup + args.steps),
+                     "--epochs", "1000", "--log-every", "1", "--eval-every", "0",
+                     "--save-every", "0", "--force", "--quiet"]
+        self.row = Row(f"lmtool pretrain CLI ({dtype_name(default_dtype)}, {optimizer})",
+                       None, None, None, None, default_dtype,
+                       twin=twin_of(optimizer, default_dtype))
+
+    def turn(self) -> None:
+        run_lmtool(self.argv, threads=torch.get_num_threads())
+        self.row.times.extend(step_seconds(self.run, skip=self.args.warmup))
+
+
 def round_robin(args, rows: list[Row], shape, batch, shards, work, default_dtype,
                 device) -> list[Row]:
-    """Warm-up, then `rounds` rounds: each bare row `steps` steps, then each `lmtool
-    pretrain` run `steps` steps. Returns the pretrain rows."""
-    players = 1 if args.no_pretrain else 1 + len(args.optimizers.split(","))
+    """Warm-up, then `rounds` rounds: each bare row `steps` steps, each `lmtool pretrain`
+    CLI row a run of warm-up + `steps` steps, then each in-process `pretrain` run `steps`
+    steps. Returns the pretrain rows."""
+    optimizers = args.optimizers.split(",")
+    players = 1 if args.no_pretrain else 1 + len(optimizers)
     baton = Baton(players)
     extra, threads, failures = [], [], []
     if not args.no_pretrain:
         extra, threads, failures = pretrain_rows(args, shape, batch, shards, work,
                                                  default_dtype, baton)
+    clis = [] if args.no_cli else [CliPretrain(args, shape, batch, shards, work, o,
+                                               default_dtype) for o in optimizers]
     for thread in threads:
         thread.start()
     for row in rows:
@@ -343,6 +396,8 @@ def round_robin(args, rows: list[Row], shape, batch, shards, work, default_dtype
         baton.wait(0)
         for row in rows:
             row.times.extend(step(row, device) for _ in range(args.steps))
+        for cli in clis:
+            cli.turn()
         baton.pass_on(0, leave=r == args.rounds - 1)
     for thread in threads:
         thread.join()
@@ -350,7 +405,7 @@ def round_robin(args, rows: list[Row], shape, batch, shards, work, default_dtype
         raise failures[0]
     for row in extra:
         row.loss = lmtool_loss(row.model)
-    return extra
+    return [c.row for c in clis] + extra
 
 
 # --- nanoGPT's own train.py, beside the rows ----------------------------------------------
@@ -386,9 +441,12 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--no-hf", action="store_true", help="lmtool rows only")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 rows")
-    ap.add_argument("--no-pretrain", action="store_true", help="skip the `lmtool pretrain` rows")
+    ap.add_argument("--no-pretrain", action="store_true",
+                    help="skip the in-process `pretrain()` rows")
+    ap.add_argument("--no-cli", action="store_true", help="skip the `lmtool pretrain` CLI rows")
     ap.add_argument("--optimizers", default="adamw",
-                    help="`lmtool pretrain` rows, one per --optimizer (adamw,muon)")
+                    help="`lmtool pretrain` rows (CLI and in-process), one per --optimizer "
+                         "(adamw,muon)")
     ap.add_argument("--positions", default="learned", choices=("learned", "rotary"),
                     help="lmtool's positions (HF's stay learned: rotary is not identical)")
     ap.add_argument("--nanogpt", type=Path,
@@ -429,6 +487,7 @@ def main() -> None:
     peaks = {d: max(matmul_peak(d, device, n) for n in (1024, 2048)) for d in (torch.float32, low)}
     print(
         f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
+        f"CPU {describe_cpu()}; "
         f"--precision auto here: {describe_precision('auto', device)}; matmul peak "
         + ", ".join(f"{dtype_name(d)} {g:.0f} GFLOP/s" for d, g in peaks.items())
     )
@@ -495,8 +554,8 @@ def run_one(args, device, default_dtype, have_hf, peaks, data, vocab, shards, wo
               f"{ms[base] / ms[r.name]:6.2f} {best_hf / ms[r.name]:6.2f} {mfu:5.0%} {loss:8.4f}")
     for r in rows:
         if r.twin in ms:
-            print(f"`lmtool pretrain` costs {ms[r.name] / ms[r.twin] - 1:+.1%} against the bare "
-                  f"loop doing the same maths ({r.twin})")
+            print(f"{r.name} costs {ms[r.name] / ms[r.twin] - 1:+.1%} per step against "
+                  f"the bare loop doing the same maths ({r.twin})")
     if have_hf:
         print(DIFFERENCES[objective])
 

@@ -133,6 +133,15 @@ def parse_cpuinfo(text: str) -> CpuFacts:
     return CpuFacts(model, "amx_bf16" in flags, "avx512_bf16" in flags)
 
 
+def describe_cpu(facts: CpuFacts | None = None) -> str:
+    """The CPU and its bf16 hardware, which decide `--precision auto` on the CPU, e.g.
+    "AMD EPYC 9R14: AVX512-BF16 (no AMX)"; `facts` defaults to this machine's."""
+    facts = facts or cpu_facts()
+    kind = ("AMX" if facts.amx else "AVX512-BF16 (no AMX)" if facts.avx512_bf16
+            else "neither AMX nor AVX512-BF16")
+    return f"{facts.model}: {kind}"
+
+
 def choose_cpu_bf16(facts: CpuFacts, speedup: Callable[[], float | None]) -> tuple[bool, str]:
     """(train in bf16?, why) for a CPU; `speedup` measures (or recalls) bf16 against fp32,
     and is only called for a CPU where the flags cannot decide (None: not measured)."""

@@ -84,6 +84,21 @@ def test_cpuinfo_parsing():
         "Y", False, False)
 
 
+@pytest.mark.parametrize("flags, kind", [
+    ("avx512_bf16 amx_tile amx_bf16", "AMX"),
+    ("avx512f avx512_bf16", "AVX512-BF16 (no AMX)"),
+    ("sse2 avx2 avx512f", "neither AMX nor AVX512-BF16"),
+])
+def test_describe_cpu_names_the_bf16_hardware(flags, kind):
+    facts = dev.parse_cpuinfo(f"model name\t: Some CPU 9000\nflags\t\t: {flags}\n")
+    assert dev.describe_cpu(facts) == f"Some CPU 9000: {kind}"
+
+
+def test_describe_cpu_defaults_to_this_machine(monkeypatch):
+    monkeypatch.setattr(dev, "cpu_facts", lambda: SKYLAKE)
+    assert dev.describe_cpu() == "Intel(R) Xeon(R) Gold 6148: neither AMX nor AVX512-BF16"
+
+
 @pytest.fixture
 def zen4(monkeypatch):
     """This process sees an AVX512-BF16 CPU without AMX, with no measurement cached, and
