@@ -9,8 +9,12 @@ in this one run, each as a process of its own:
   `language_model_learner(..., drop_mult=1.0, pretrained=False)` + `fit_one_cycle`, in
   fp32 (its default) and, with --fastai-bf16, under `learn.to_bf16()`;
 - lmtool: the `lmtool pretrain` command itself, once per --precisions (fp32, and auto:
-  what lmtool chooses on this machine), timed by the trainer's own tokens/s log row
-  after every step, so everything the CLI does per step counts.
+  its default, what lmtool chooses on this machine), timed by the trainer's own tokens/s
+  log row after every step, so everything the CLI does per step counts and the process
+  start-up does not (benchmarks/cli_rows.py).
+
+The header names the CPU's bf16 hardware (AMX, AVX512-BF16, or neither) and what
+`--precision auto` chose from it.
 
 Each row is timed over --steps steps after --warmup; the figure is the median step.
 Ratios are lmtool's tokens/s over fastai's fp32 tokens/s (issue 9's goal: >= 2x) and,
@@ -42,12 +46,13 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from benchmarks.cli_rows import machine_line, run_command, run_lmtool, train_rows  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -106,56 +111,41 @@ def find_fastai(given: str | None) -> Path | None:
     return next((p for p in FASTAI_CANDIDATES if p.exists()), None)
 
 
-def run(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-        raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}\n{tail}")
-    return done
-
-
-def time_fastai(python: Path, tokens_file: Path, shape, args, bf16: bool, env) -> dict:
+def time_fastai(python: Path, tokens_file: Path, shape, args, bf16: bool) -> dict:
     emb, hidden, layers = shape
     cmd = [str(python), str(HERE / "lstm_fastai.py"), "--tokens", str(tokens_file),
            "--vocab", str(args.vocab), "--emb", str(emb), "--hidden", str(hidden),
            "--layers", str(layers), "--batch", str(args.batch), "--bptt", str(args.bptt),
            "--warmup", str(args.warmup), "--steps", str(args.steps),
            "--threads", str(args.threads)] + (["--bf16"] if bf16 else [])
-    out = json.loads(run(cmd, env).stdout.strip().splitlines()[-1])
+    out = json.loads(run_command(cmd, threads=args.threads)[0].strip().splitlines()[-1])
     rates = [out["tokens_per_step"] / t for t in out["times"]]
     return {"rate": statistics.median(rates), "rates": rates,
             "precision": "bf16" if bf16 else "fp32", "threads": out["threads"],
             "version": f"fastai {out['fastai']}, torch {out['torch']}"}
 
 
-def time_lmtool(shards: Path, work: Path, shape, args, precision: str, env) -> dict:
+def time_lmtool(shards: Path, work: Path, shape, args, precision: str) -> dict:
     """`lmtool pretrain` for warmup + steps steps, a log row after each: the trainer's
     tokens/s from one row to the next (the whole step: batch, forward, backward, clip,
     optimiser, callbacks)."""
     emb, hidden, layers = shape
     out = work / f"run-{emb}-{hidden}-{layers}-{precision}"
-    cmd = [sys.executable, "-m", "lmtool", "pretrain", str(shards), "-o", str(out),
+    argv = ["pretrain", str(shards), "-o", str(out),
            "--arch", "lstm", "--dim", str(emb), "--hidden", str(hidden),
            "--layers", str(layers), "--context", str(args.bptt), "--batch-size",
            str(args.batch), "--dropout", "1", "--optimizer", "adamw", "--precision",
            precision, "--max-steps", str(args.warmup + args.steps), "--epochs", "1000",
            "--log-every", "1",
            "--eval-every", "0", "--save-every", "0", "--force", "--quiet"]
-    run(cmd, env)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    rates = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r][args.warmup :]
+    run_lmtool(argv, threads=args.threads)
+    rates = [r["tokens_per_s"] for r in train_rows(out)][args.warmup :]
     if not rates:
         raise SystemExit(f"no timed steps in {out / 'metrics.jsonl'}")
     from lmtool.device import dtype_name, resolve_precision
 
     resolved = dtype_name(resolve_precision(precision, torch.device("cpu")))
     return {"rate": statistics.median(rates), "rates": rates, "precision": resolved}
-
-
-def describe(precision: str) -> str:
-    from lmtool.device import describe_precision
-
-    return describe_precision(precision, torch.device("cpu"))
 
 
 def main() -> None:
@@ -178,7 +168,6 @@ def main() -> None:
                    help="also time fastai under learn.to_bf16()")
     args = p.parse_args()
     shapes = [tuple(int(x) for x in c.split("/")) for c in args.configs.split(",")]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     fastai = find_fastai(args.fastai_python)
     if fastai is None or not fastai.exists():
         where = fastai or " or ".join(map(str, FASTAI_CANDIDATES))
@@ -198,17 +187,17 @@ def main() -> None:
 
         print(f"AWD-LSTM training, batch {args.batch}, BPTT {args.bptt}, vocabulary "
               f"{args.vocab:,}, {args.threads} threads; median of {args.steps} steps after "
-              f"{args.warmup}; lmtool --precision auto here: {describe('auto')}")
+              f"{args.warmup}; {machine_line()}")
         for shape in shapes:
             rows: list[tuple[str, dict]] = []
             if fastai is not None:
-                rows.append(("fastai", time_fastai(fastai, tokens_file, shape, args, False, env)))
+                rows.append(("fastai", time_fastai(fastai, tokens_file, shape, args, False)))
                 if args.fastai_bf16:
                     rows.append(("fastai to_bf16()",
-                                 time_fastai(fastai, tokens_file, shape, args, True, env)))
+                                 time_fastai(fastai, tokens_file, shape, args, True)))
             for precision in args.precisions.split(","):
                 rows.append((f"lmtool pretrain --precision {precision}",
-                             time_lmtool(shards, work, shape, args, precision, env)))
+                             time_lmtool(shards, work, shape, args, precision)))
             print_table(shape, rows)
         if fastai is not None:
             version = next(r for n, r in rows if n == "fastai")["version"]
