@@ -25,6 +25,16 @@ predictions in input order. HF runs batches in input order ("HF"), as a plain lo
 would, and sorted by length like lmtool ("HF sorted"), to show what bucketing is worth.
 Where lmtool's default precision is bf16 (CPUs with native bf16), HF also runs under
 bf16 autocast. Ratios are documents/s against HF in input order, in fp32.
+
+"lmtool classify CLI" is the command itself, `lmtool classify RUN - --per-line`, in a
+process of its own taking its turn with the others: the same saved run (the same random
+weights), the documents on stdin one a line, its defaults (--precision auto, device
+auto, text output) with --batch-size as the other rows'. The command prints no timing,
+so the whole command is timed, and so is its start-up, the same command given no
+documents (imports, loading the run); "less start-up" is the documents over the
+difference (it still pays a fresh process's cold first batches, as a person running
+the command does). The header names the CPU's bf16 hardware (AMX, AVX512-BF16, or neither) and
+what `--precision auto` chose from it.
 """
 
 from __future__ import annotations
@@ -44,12 +54,15 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.cli_rows import machine_line, run_lmtool  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 SST2_DEV = ROOT.parent.parent / "shared" / "corpora" / "sst2" / "dev.tsv"
 DOC_SETS = {
     "reviews": ROOT / "corpora" / "reviews" / "test.tsv",
     "sst2-dev": SST2_DEV if SST2_DEV.exists() else Path("/work/shared/corpora/sst2/dev.tsv"),
 }
+STARTUP = "lmtool classify CLI start-up (no documents)"
 PRESETS = {  # name: (layers, heads, dim, context), as the Transformer presets
     "tiny": (4, 4, 128, 64),
     "small": (6, 6, 384, 256),
@@ -145,6 +158,21 @@ class HF:
         return probs
 
 
+class CLI:
+    """`lmtool classify RUN - --per-line` in a process of its own, the texts on stdin."""
+
+    def __init__(self, run: Path, batch_size: int, threads: int):
+        self.argv = ["classify", str(run), "-", "--per-line", "--batch-size", str(batch_size)]
+        self.threads = threads
+
+    def run(self, texts: list[str]) -> None:
+        stdin = "".join(t.replace("\n", " ") + "\n" for t in texts)
+        out, _ = run_lmtool(self.argv, threads=self.threads, stdin=stdin)
+        if len(out.splitlines()) != len(texts):  # one result line per document
+            raise SystemExit(f"lmtool classify printed {len(out.splitlines())} lines for "
+                             f"{len(texts)} documents")
+
+
 def epoch_time(arch: str, train: Path, vocab: int, batch_size: int, epochs: float) -> None:
     """One classifier training epoch at the small preset on `train` (every layer group
     training, the costliest epoch of gradual unfreezing), from an LM of random weights:
@@ -184,21 +212,21 @@ def main() -> None:
                              "transformer) on --train")
     parser.add_argument("--train", type=Path, default=SST2_DEV.parent / "train.tsv")
     parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="threads for every row, the CLI's too (default: the CPUs)")
     args = parser.parse_args()
     if args.epoch_time:
         epoch_time(args.epoch_time, args.train, args.vocab, 32, args.epochs)
         return
 
-    from lmtool.device import cpu_has_native_bf16, resolve_precision
+    from lmtool.device import resolve_precision
     from lmtool.inference.classify import load_scorer
     from lmtool.text.tokenizer import load_tokenizer
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     sets = {name: load_texts(DOC_SETS.get(name, Path(name))) for name in args.docs.split(",")}
     auto = resolve_precision("auto", torch.device("cpu"))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"native bf16: {cpu_has_native_bf16()}, lmtool's default precision here: "
-          f"{'bf16' if auto is not None else 'fp32'}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {machine_line()}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         tok_path = train_tokenizer([t for texts in sets.values() for t in texts], args.vocab,
@@ -221,6 +249,9 @@ def main() -> None:
                                            dtype=auto)
                 contenders["HF bf16 sorted"] = HF(hf, tok, context, args.batch_size, sort=True,
                                                   dtype=auto)
+            cli = CLI(run, args.batch_size, args.threads)
+            contenders["lmtool classify CLI"] = cli
+            contenders[STARTUP] = cli  # given no documents
             for name, texts in sets.items():
                 lengths = [len(e.ids) + 1 for e in tok.encode_batch(texts)]
                 print(f"\n{preset} ({'/'.join(map(str, PRESETS[preset]))} layers/heads/"
@@ -230,16 +261,23 @@ def main() -> None:
                 for _ in range(args.rounds + 1):  # the first round warms up, not counted
                     for key, c in contenders.items():
                         t0 = time.perf_counter()
-                        if key.startswith("lmtool"):
+                        if key == STARTUP:
+                            c.run([])
+                        elif key.startswith("lmtool") and "CLI" not in key:
                             for _ in c.predict(texts):
                                 pass
                         else:
                             c.run(texts)
                         times[key].append(time.perf_counter() - t0)
-                base = len(texts) / statistics.median(times["HF fp32"][1:])
-                for key, ts in times.items():
-                    rate = len(texts) / statistics.median(ts[1:])
-                    print(f"  {key:<24} {rate:9.1f} docs/s   {rate / base:5.2f}x")
+                seconds = {key: statistics.median(ts[1:]) for key, ts in times.items()}
+                startup = seconds.pop(STARTUP)
+                seconds["lmtool classify CLI less start-up"] = max(
+                    seconds["lmtool classify CLI"] - startup, 1e-9)
+                base = len(texts) / seconds["HF fp32"]
+                for key, s in seconds.items():
+                    rate = len(texts) / s
+                    print(f"  {key:<34} {rate:9.1f} docs/s   {rate / base:5.2f}x")
+                print(f"  {STARTUP}: {startup:.2f} s")
 
 
 if __name__ == "__main__":
