@@ -20,6 +20,16 @@ What is compared (batch 1 unless said; greedy; 200 new tokens after a 32-token p
   suppress_tokens for the six special ids lmtool never writes ([EOS] is allowed).
   Rows: lmtool fp32, lmtool at its default precision (bf16 weights when the CPU has
   native bf16 and the fp32 weights outgrow the last-level cache), HF fp32, HF bf16.
+  Then the command itself, `lmtool generate RUN PROMPT --max-new-tokens N --format
+  jsonl` on the same model saved as a run, in a process of its own, taking its turn
+  with the others: with its defaults (--precision auto, device auto, sampling at
+  temperature 0.8, stopping at [EOS]; --seed 0 so every repeat writes the same tokens,
+  jsonl to count them), and with --temperature 0 (greedy, as the other rows). The
+  prompt is the same 32 ids written as words (the command adds the [EOS] that starts a
+  document). The command prints no timing, so the whole command is timed, and so is its
+  start-up, the same command writing 1 token (imports, loading the run, the prompt's
+  forward pass), beside it in every turn; "less start-up" is the other tokens over the
+  median difference. At the tiny size the start-up is most of the command.
 - batched: 32 prompts of 16-48 tokens (left-padded for both), tokens/s over all rows.
 - beam: 4 beams, length penalty 1, tokens/s of the returned text.
 - complete: the autocomplete engine (as `lmtool complete` runs it, without the
@@ -29,6 +39,10 @@ What is compared (batch 1 unless said; greedy; 200 new tokens after a 32-token p
   p95; suggestions of up to 8 new tokens. Random weights: the suggestions are nonsense
   but cost what real ones cost.
 - lstm: the AWD-LSTM small preset, batch 1 tokens/s (no peer to compare with).
+
+The header names the CPU's bf16 hardware (AMX, AVX512-BF16, or neither) and what
+`--precision auto` trains in; for generation it chooses the weights' dtype per model
+(lmtool/inference/runs.py), named in each table's title.
 """
 
 from __future__ import annotations
@@ -39,14 +53,17 @@ import sys
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # see pretrain.py
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import random  # noqa: E402
 import statistics  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
+from benchmarks import cli_rows  # noqa: E402
 from lmtool.inference.generate import GenerateOptions, generate_prompts  # noqa: E402
 from lmtool.inference.runs import LoadedLM, inference_dtype  # noqa: E402
 from lmtool.inference.text import Prompt  # noqa: E402
@@ -55,6 +72,7 @@ from lmtool.text.specials import SPECIAL_TOKENS  # noqa: E402
 
 SIZES = {"tiny": (4, 4, 128), "small": (6, 6, 384)}  # layers, heads, width
 SUPPRESSED = [0, 1, 2, 4, 5, 6]  # lmtool's specials except [EOS]
+STARTUP = "lmtool generate CLI start-up"  # the command writing 1 token
 # ../shared/corpora beside the repository (or beside the worktrees' directory).
 _ROOT = Path(__file__).resolve().parents[1]
 CORPUS = next((p for p in (_ROOT.parent / "shared", _ROOT.parents[1] / "shared")
@@ -144,6 +162,63 @@ def run_hf(hf, rows: list[list[int]], new: int, beams: int = 1) -> torch.Tensor:
     return out[:, longest:]
 
 
+def save_run(model, path: Path) -> Path:
+    """`model` as a run directory (what `lmtool pretrain` leaves), for the CLI rows."""
+    from lmtool.checkpoint import save_checkpoint
+
+    save_checkpoint(path, model=model, config={"model": model.config.to_dict()},
+                    tokenizer_json=word_tokenizer(model.config.vocab_size).to_str(),
+                    metrics=[])
+    return path
+
+
+class CLI:
+    """`lmtool generate RUN PROMPT` in a process of its own; counts the tokens it wrote."""
+
+    def __init__(self, run: Path, ids: list[int], new: int, *flags: str):
+        prompt = " ".join(f"w{i}" for i in ids)  # the word tokenizer's words for the ids
+        self.argv = ["generate", str(run), prompt, "--max-new-tokens", str(new),
+                     "--format", "jsonl", *flags]
+        self.tokens = new
+
+    def __call__(self) -> None:
+        out, _ = cli_rows.run_lmtool(self.argv, threads=torch.get_num_threads())
+        self.tokens = len(json.loads(out.splitlines()[-1])["tokens"])  # the ids written
+
+
+def cli_entries(model, rows: list[list[int]], new: int, work: Path) -> dict[str, CLI]:
+    """The `lmtool generate` rows for one prompt (see the module doc)."""
+    run = save_run(model, work / "run")
+    return {
+        "lmtool generate CLI (defaults)": CLI(run, rows[0], new, "--seed", "0"),
+        "lmtool generate CLI --temperature 0": CLI(run, rows[0], new, "--temperature", "0"),
+        STARTUP: CLI(run, rows[0], 1, "--seed", "0"),
+    }
+
+
+def less_startup(times: dict[str, list[float]], seconds: dict[str, float],
+                 tokens: dict[str, int], clis: dict[str, CLI]) -> list[str]:
+    """Take the start-up row out of `seconds`; add each CLI row less its start-up (the
+    median over the turns of the two's difference, as they ran side by side) and less
+    its first token, which the start-up wrote. Returns the lines to print after the
+    table."""
+    seconds.pop(STARTUP)
+    notes = [f"{STARTUP} (the command writing 1 token: imports, loading the run, the "
+             f"prompt): {statistics.median(times[STARTUP]):.2f} s"]
+    for name, cli in clis.items():
+        if name == STARTUP:
+            continue
+        tokens[name] = cli.tokens
+        rest = statistics.median(a - b for a, b in zip(times[name], times[STARTUP],
+                                                        strict=True))
+        if rest > 0:
+            seconds[f"{name} less start-up"] = rest
+            tokens[f"{name} less start-up"] = cli.tokens - 1
+        else:
+            notes.append(f"{name}: no longer than its start-up (noise); raise --new")
+    return notes
+
+
 def timed(fn, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
@@ -155,13 +230,18 @@ def timed(fn, repeats: int) -> list[float]:
 
 def race(entries: dict, repeats: int) -> dict[str, float]:
     """Median seconds of each entry's function, run in turns after one warm-up each."""
+    return {name: statistics.median(t) for name, t in race_times(entries, repeats).items()}
+
+
+def race_times(entries: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each entry's function in each of `repeats` turns, after one warm-up."""
     for fn in entries.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in entries}
     for _ in range(repeats):
         for name, fn in entries.items():
             times[name] += timed(fn, 1)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
 
 
 def have_hf() -> bool:
@@ -173,16 +253,21 @@ def have_hf() -> bool:
     return True
 
 
-def table(title: str, tokens: int, seconds: dict[str, float], reference: str | None):
+def table(title: str, tokens: int, seconds: dict[str, float], reference: str | None,
+          counts: dict[str, int] | None = None):
+    """tokens/s of each row (`tokens` each, or `counts[name]`) and its ratio to the
+    reference's tokens/s."""
     print(f"\n{title}")
-    print(f"  {'':34} {'tokens/s':>9} {'ms/token':>9} {'ratio':>7}")
-    ref = seconds.get(reference) if reference else None
+    print(f"  {'':50} {'tokens/s':>9} {'ms/token':>9} {'ratio':>7}")
+    counts = counts or {}
+    ref = tokens / seconds[reference] if reference else None
     for name, s in seconds.items():
-        ratio = f"{ref / s:6.2f}x" if ref else ""
-        print(f"  {name:34} {tokens / s:9.0f} {s / tokens * 1e3:9.3f} {ratio:>7}")
+        n = counts.get(name, tokens)
+        ratio = f"{n / s / ref:6.2f}x" if ref else ""
+        print(f"  {name:50} {n / s:9.0f} {s / n * 1e3:9.3f} {ratio:>7}")
 
 
-def bench_generation(args, kind: str):
+def bench_generation(args, kind: str, work: Path):
     hf_ok = have_hf()
     for size in args.sizes:
         model = lmtool_model(size, args.vocab)
@@ -211,13 +296,21 @@ def bench_generation(args, kind: str):
                         for a, b in zip(x, y, strict=False))
             total = sum(len(x) for x in theirs)
             same = f"; fp32 tokens identical to HF's: {agree}/{total}"
-        seconds = race(entries, args.repeats)
+        clis = (cli_entries(model, rows, args.new, work / size)
+                if kind == "batch1" and not args.no_cli else {})
+        times = race_times({**entries, **clis}, args.repeats)
+        seconds = {name: statistics.median(t) for name, t in times.items()}
+        counts: dict[str, int] = {}
+        notes = less_startup(times, seconds, counts, clis) if clis else []
         n = args.new * len(rows)
         what = {"batch1": "batch 1, greedy", "batched": "32 prompts of 16-48 tokens, greedy",
                 "beam": "batch 1, 4 beams"}[kind]
         table(f"{size} ({'/'.join(map(str, SIZES[size]))} layers/heads/width, vocab "
-              f"{args.vocab}), {what}, {args.new} new tokens{same}", n, seconds,
-              "HF GPT2LMHeadModel fp32" if hf_ok else None)
+              f"{args.vocab}), {what}, {args.new} new tokens{same}; --precision auto: "
+              f"{_name(auto)} weights", n, seconds,
+              "HF GPT2LMHeadModel fp32" if hf_ok else None, counts)
+        for line in notes:
+            print(f"  {line}")
 
 
 def _name(dtype) -> str:
@@ -314,13 +407,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--keys", type=int, default=200)
     parser.add_argument("--keys-per-s", type=float, default=8.0)
+    parser.add_argument("--no-cli", action="store_true",
+                        help="skip the `lmtool generate` command's rows (batch1)")
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} CPUs", flush=True)
+          f"{os.cpu_count()} CPUs; {cli_rows.machine_line()}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="lmtool-bench-generate-"))
+    try:
+        run_all(args, work)
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_all(args, work: Path) -> None:
     for kind in args.only:
         if kind in ("batch1", "batched", "beam"):
-            bench_generation(args, kind)
+            bench_generation(args, kind, work / kind)
         elif kind == "complete":
             bench_complete(args)
         else:
