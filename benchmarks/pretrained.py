@@ -21,7 +21,8 @@ What it measures, every comparison in this one run:
    tokenizer).
 2. MiniLM from its model directory: the largest |difference| of the final hidden states
    of five sentences against transformers' BertModel (fp32).
-Run it alone: the two libraries take turns and share the CPU.
+Run it alone: the two libraries take turns and share the CPU. The header names the CPU's
+bf16 hardware (AMX, AVX512-BF16, or neither) and what `--precision auto` chose from it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
+
+from benchmarks.cli_rows import machine_line  # noqa: E402
 
 PROMPTS = ["The capital of France is", "Once upon a time,", "def fibonacci(n):",
            "The three primary colours are", "Water boils at"]
@@ -226,6 +229,8 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=64)
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {machine_line()}",
+          flush=True)
     if args.gguf:
         smollm(args.gguf, args.tokens, args.window, args.new)
     if args.minilm:

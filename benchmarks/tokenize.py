@@ -10,6 +10,9 @@ Not a test. It trains a byte-level BPE tokenizer on the corpus, then in the same
    grew with the corpus (goal: it does not).
 
     .venv/bin/python benchmarks/tokenize.py [CORPUS] [--repeat 10] [--limit-mb N]
+
+The header names the CPU and its bf16 hardware (AMX, AVX512-BF16, or neither), as every
+benchmark's does; no model runs here, so no precision is chosen.
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ def main() -> None:
     parser.add_argument("--limit-mb", type=float, default=0, help="use only the first N MB")
     args = parser.parse_args()
 
+    from lmtool.device import describe_cpu
     from lmtool.text.encode import encode_corpus
     from lmtool.text.tokenizer import save_tokenizer, train_tokenizer
 
@@ -103,7 +107,8 @@ def main() -> None:
             cut.write_bytes(data[: data.rfind(b"\n") + 1])
             corpus = cut
         size_mb = corpus.stat().st_size / 1e6
-        print(f"corpus: {corpus} ({size_mb:.1f} MB), cores: {os.cpu_count()}")
+        print(f"corpus: {corpus} ({size_mb:.1f} MB), cores: {os.cpu_count()}, CPU "
+              f"{describe_cpu()}")
 
         start = time.perf_counter()
         tok = train_tokenizer([corpus], kind="bpe", vocab_size=args.vocab_size)

@@ -59,7 +59,9 @@ batch, in file order):
 At fp32 and at bf16 (translation: bf16 weights; training: bf16 autocast), the two
 libraries taking turns, best of 2 (after a warm-up: one batch, two training steps).
 Ratios are lmtool / transformers; the issue's goals are >= 2x (translation) and >= 1.3x
-(training). Needs transformers (pip install -e '.[bench]').
+(training). Needs transformers (pip install -e '.[bench]'). --speed and --measure print
+the CPU's bf16 hardware (AMX, AVX512-BF16, or neither) and what `--precision auto`
+chose from it first; a training run logs them to stderr.
 
 Cost, from a smoke test (300 pairs, 1 thread, nice 10, on this 2-core machine while it
 ran other benchmarks; expect less alone at 2 threads: run --measure first): training
@@ -84,6 +86,7 @@ from dataclasses import dataclass  # noqa: E402
 from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from benchmarks.cli_rows import machine_line  # noqa: E402
 from benchmarks.stages import (  # noqa: E402
     StageFailed,
     Stages,
@@ -388,18 +391,10 @@ def read_metrics(run: Path) -> list[dict]:
 # --- --speed: lmtool against transformers, in this process --------------------------------
 
 
-def cpu_capability() -> str:
-    from lmtool.device import cpu_facts
-
-    facts = cpu_facts()
-    kind = ("AMX" if facts.amx else "AVX512-BF16 (no AMX)" if facts.avx512_bf16
-            else "neither AMX nor AVX512-BF16")
-    return f"{facts.model}: {kind}"
-
-
 def speed(bench: Bench, args: argparse.Namespace) -> None:
     import torch
 
+    from lmtool.device import describe_cpu
     from lmtool.inference.runs import LoadedLM, inference_dtype
     from lmtool.inference.translate import encode_source, load_seq2seq
     from lmtool.models import build_seq2seq
@@ -441,7 +436,7 @@ def speed(bench: Bench, args: argparse.Namespace) -> None:
     theirs_n = sum(p.numel() for p in hf.parameters())
     c = config
     print(f"torch {torch.__version__}, transformers {transformers_version()}; "
-          f"{torch.get_num_threads()} threads; CPU {cpu_capability()}")
+          f"{torch.get_num_threads()} threads; CPU {describe_cpu()}")
     print(f"model: {c.layers}+{c.layers} layers, width {c.dim}, {c.heads} heads, FFN "
           f"{c.mlp_ratio * c.dim}, vocab {c.vocab_size}, context {c.context}; lmtool "
           f"{ours_n / 1e6:.2f}M parameters ({origin}, {c.positions} positions, pre-norm), "
@@ -738,10 +733,16 @@ def main() -> None:
         if args.speed:
             speed(bench, args)
             return
+        if (args.measure or not args.table) and args.threads:
+            import torch  # the precision choice is made (and cached) per thread count
+
+            torch.set_num_threads(args.threads)
         if args.measure:
+            print(machine_line(), flush=True)
             bench.measure(rows, args.measure)
             return
-        if not args.table:
+        if not args.table:  # the stages' log: on which CPU these runs trained
+            log(machine_line())
             for row, steps in budgets(args.max_steps, rows).items():
                 bench.row(row, steps)
         print(bench.table())
