@@ -10,7 +10,8 @@ autocast: fp32 time / bf16 time of F.scaled_dot_product_attention, forward and b
 (a training step; --forward: forward alone, as evaluation and classification), causal
 (--masked: with a padding mask instead), best of its repeats, the two taking turns.
 Above 1.1 lmtool runs that shape's attention in bf16, else in fp32. The answer depends
-on the CPU (printed), the threads and torch: compare ratios, and run it alone.
+on the CPU (printed with its bf16 hardware and what `--precision auto` chose from it),
+the threads and torch: compare ratios, and run it alone.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from lmtool.device import cpu_facts  # noqa: E402
+from benchmarks.cli_rows import machine_line  # noqa: E402
 from lmtool.models.attention_dtype import MIN_SPEEDUP, measure  # noqa: E402
 
 # heads x T x L x head size: the tiny, small preset and nanoGPT shakespeare shapes, a
@@ -42,11 +43,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    facts = cpu_facts()
-    kind = ("AMX" if facts.amx else "AVX512-BF16, no AMX" if facts.avx512_bf16
-            else "neither AMX nor AVX512-BF16")
-    print(f"{facts.model} ({kind}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {machine_line()}")
     print("| heads x T x L x D | fp32 / bf16 time | attention runs in |")
     print("|---|---:|---|")
     for shape in args.shapes.split(","):
