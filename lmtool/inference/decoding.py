@@ -32,9 +32,11 @@ token.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from lmtool.inference.runs import LoadedLM
 from lmtool.models.state import State
+from lmtool.models.step_linear import step_linear
 
 
 class Decoder:
@@ -54,7 +56,9 @@ class Decoder:
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits in fp32 with the special tokens ruled out, (B, C) → (B, V)."""
-        return self.model.lm_head(hidden).float() + self.bias
+        head = self.model.lm_head
+        head = step_linear(head) if isinstance(head, nn.Linear) else head
+        return head(hidden).float() + self.bias
 
     def start(self, rows: list[list[int]], new_tokens: int) -> tuple[State, torch.Tensor]:
         """Read each row into a fresh state: the state and the logits of each row's next

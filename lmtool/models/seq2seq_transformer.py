@@ -19,6 +19,7 @@ from lmtool.models.config import ModelConfig
 from lmtool.models.seq2seq import EncoderDecoder, Seq2SeqState
 from lmtool.models.seq2seq_config import Seq2SeqConfig
 from lmtool.models.state import KVCache
+from lmtool.models.step_linear import step_linear
 from lmtool.models.transformer import MLP, Block, SelfAttention, attention, norm, rotary_tables
 
 
@@ -61,8 +62,8 @@ class CrossAttention(nn.Module):
 
     def step(self, x, k, v, mask: torch.Tensor) -> torch.Tensor:
         """`forward` for inference in fewer PyTorch calls (no module calls, no dropout)."""
-        y = self._attend(F.linear(x, self.q.weight), k, v, mask, 0.0)  # (B, T, C)
-        return F.linear(y.to(x.dtype), self.proj.weight)  # (B, T, C)
+        y = self._attend(step_linear(self.q)(x), k, v, mask, 0.0)  # (B, T, C)
+        return step_linear(self.proj)(y.to(x.dtype))  # (B, T, C)
 
     def _attend(self, q, k, v, mask, dropout: float) -> torch.Tensor:
         """Queries (B, T, C) over their sources' k and v → (B, T, C). The G rows of a

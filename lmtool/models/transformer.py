@@ -21,6 +21,7 @@ from lmtool.models.attention_dtype import bf16_attention_pays
 from lmtool.models.base import LanguageModel
 from lmtool.models.config import ModelConfig
 from lmtool.models.state import KVCache
+from lmtool.models.step_linear import step_linear
 
 
 def rotary_tables(head_size: int, context: int, base: float = 10000.0):
@@ -172,13 +173,13 @@ class SelfAttention(nn.Module):
         `forward` in fewer PyTorch calls (no dropout, no module calls): decoding one
         token at batch 1 costs about 3 us per call on a CPU, more than the maths."""
         B, T, C = x.shape
-        q, k, v = self._split(F.linear(x, self.qkv.weight, self.qkv.bias), B, T, rope)
+        q, k, v = self._split(step_linear(self.qkv)(x), B, T, rope)
         k, v = cache.update(self.layer, k, v)  # (B, KV, L + T, D) each
         q = q if q.dtype == k.dtype else q.to(k.dtype)  # an fp32 cache, bf16 weights
         # No mask: either one new token (sees all) or a first chunk (plain causal).
         y = attention(q, k, v, mask is None and T > 1, 0.0, mask)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C).to(x.dtype)  # (B, T, C): heads side by side
-        return F.linear(y, self.proj.weight, self.proj.bias)  # (B, T, C)
+        return step_linear(self.proj)(y)  # (B, T, C)
 
 
 class MLP(nn.Module):
@@ -207,8 +208,8 @@ class MLP(nn.Module):
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """`forward` without module calls or dropout (inference)."""
-        h = self.inner(F.linear(x, self.fc.weight, self.fc.bias))  # (B, T, width)
-        return F.linear(h, self.proj.weight, self.proj.bias)  # (B, T, C)
+        h = self.inner(step_linear(self.fc)(x))  # (B, T, width)
+        return step_linear(self.proj)(h)  # (B, T, C)
 
 
 class Block(nn.Module):
