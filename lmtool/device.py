@@ -238,17 +238,22 @@ def remember_bf16_speedup(ratio: float) -> None:
     _remember(lambda entry: entry.update(bf16_speedup=round(ratio, 3)))
 
 
-def recall_attention_speedup(shape: str) -> float | None:
-    """The cached bf16/fp32 speed ratio of the fused attention at `shape` (a key of
-    models/attention_dtype.py), or None."""
+def recall_speedup(table: str, key: str) -> float | None:
+    """A bf16/fp32 speed ratio cached for this machine in `table` ("attention": by
+    shape, models/attention_dtype.py; "decode": by model, inference/decode_dtype.py)."""
     entry = _read_cache().get(machine_key())
-    known = entry.get("attention") if isinstance(entry, dict) else None
-    ratio = known.get(shape) if isinstance(known, dict) else None
+    known = entry.get(table) if isinstance(entry, dict) else None
+    ratio = known.get(key) if isinstance(known, dict) else None
     return float(ratio) if isinstance(ratio, (int, float)) else None
 
 
-def remember_attention_speedup(shape: str, ratio: float) -> None:
-    _remember(lambda entry: entry.setdefault("attention", {}).update({shape: round(ratio, 3)}))
+def remember_speedup(table: str, key: str, ratio: float) -> None:
+    def change(entry: dict) -> None:
+        if not isinstance(entry.get(table), dict):
+            entry[table] = {}
+        entry[table][key] = round(ratio, 3)
+
+    _remember(change)
 
 
 def _remember(change: Callable[[dict], None]) -> None:
@@ -258,8 +263,6 @@ def _remember(change: Callable[[dict], None]) -> None:
     data = _read_cache()
     entry = data.get(machine_key())
     entry = entry if isinstance(entry, dict) else {}
-    if not isinstance(entry.get("attention", {}), dict):
-        entry.pop("attention")
     change(entry)
     data[machine_key()] = entry
     with contextlib.suppress(OSError):

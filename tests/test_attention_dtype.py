@@ -49,7 +49,7 @@ def test_bf16_only_when_measured_faster_by_ten_percent_and_remembered(monkeypatc
     assert out.dtype == (torch.bfloat16 if in_bf16 else torch.float32)
     assert q.grad is not None and q.grad.dtype == torch.bfloat16
     assert calls == ["2x8x8x4 causal"]
-    assert dev.recall_attention_speedup("2x8x8x4 causal") == ratio  # in precision.json
+    assert dev.recall_speedup("attention", "2x8x8x4 causal") == ratio  # in precision.json
     ad._known.clear()  # a new process: the cache answers, nothing is measured again
     assert ad.bf16_attention_pays(q, k, True) is in_bf16
     assert calls == ["2x8x8x4 causal"]
@@ -77,7 +77,7 @@ def test_under_torchrun_nothing_is_measured_and_fp32_is_kept(monkeypatch):
 
 def test_the_attention_cache_keeps_the_bf16_speedup_beside_it():
     dev.remember_bf16_speedup(1.4)
-    dev.remember_attention_speedup("4x64x64x32 causal", 0.5)
+    dev.remember_speedup("attention", "4x64x64x32 causal", 0.5)
     dev.remember_bf16_speedup(1.6)
-    assert dev.recall_attention_speedup("4x64x64x32 causal") == 0.5
+    assert dev.recall_speedup("attention", "4x64x64x32 causal") == 0.5
     assert dev.cached_bf16_speedup() == 1.6

@@ -9,13 +9,14 @@ decoding of the tiny preset 1.7x slower than fp32 here, where bf16 weights were 
 1.2x slower). The choice, by device:
 
 - CUDA: bf16 when the GPU supports it, else fp32.
-- CPU: bf16 when the CPU multiplies bf16 natively (AVX512-BF16 or AMX) AND the fp32
-  weights are larger than its last-level cache; else fp32. Decoding one token reads
-  every weight once. While they fit in the cache the work is a few hundred small calls
-  and bf16's per-call overhead loses (a 128x384 matrix-vector product: 5 us in fp32,
-  18 us in bf16 on this project's 2-core EPYC without AMX); once they do not, the
-  weights stream from memory and half the bytes is nearly half the time (the small
-  preset, 48 MB in fp32 against a 32 MB cache: 139 → 235 tokens/s at batch 1).
+- CPU: fp32 while the fp32 weights fit in the last-level cache, or when the CPU has no
+  native bf16 (AVX512-BF16 or AMX). Decoding one token reads every weight once; while
+  they fit in the cache the work is a few hundred small calls and bf16's per-call
+  overhead loses (a 128x384 matrix-vector product: 5 us in fp32, 18 us in bf16 on this
+  project's 2-core EPYC without AMX). Larger models stream their weights from memory,
+  where half the bytes is not half the time on every CPU: a causal model is measured
+  once per machine (inference/decode_dtype.py) and bf16 kept only if it decoded faster;
+  a sequence-to-sequence model takes bf16.
 - MPS and others: fp32.
 Generation with the same seed gives the same text for the same precision; fp32 and
 bf16 may differ (different rounding, sometimes a different token).
@@ -85,7 +86,11 @@ def inference_dtype(precision: str, device, model):
     if facts is not None and (facts.amx or facts.avx512_bf16):
         fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
         if fp32_bytes > last_level_cache_bytes():
-            return torch.bfloat16
+            if getattr(model, "encoder_decoder", False):
+                return torch.bfloat16  # not measured: decoding reads the source too
+            from lmtool.inference.decode_dtype import bf16_decodes_faster
+
+            return torch.bfloat16 if bf16_decodes_faster(model) else torch.float32
     return torch.float32
 
 

@@ -63,12 +63,12 @@ def bf16_attention_pays(q: torch.Tensor, k: torch.Tensor, causal: bool,
     key = shape_key(q, k, causal, mask is not None, training)
     if key in _known:
         return _known[key]
-    from lmtool.device import recall_attention_speedup, remember_attention_speedup
+    from lmtool.device import recall_speedup, remember_speedup
 
-    ratio = recall_attention_speedup(key)
+    ratio = recall_speedup("attention", key)
     if ratio is None and not _cannot_measure():
         ratio = measure(key)
-        remember_attention_speedup(key, ratio)
+        remember_speedup("attention", key, ratio)
     _known[key] = ratio is not None and ratio >= MIN_SPEEDUP
     return _known[key]
 
