@@ -14,7 +14,8 @@ What it measures, every comparison in this one run:
    against transformers' LlamaForCausalLM on the SAME weights (lmtool export's
    directory, loaded with AutoModelForCausalLM); greedy continuations of five prompts,
    identical or not; generation tokens/s (greedy, --new tokens) at batch 1 and 8, fp32
-   and bf16, lmtool against transformers (generate with its cache), and against
+   and bf16 (and lmtool at --precision auto, what the CLI loads by default), lmtool
+   against transformers (generate with its cache), and against
    llama.cpp on the GGUF itself when llama-cpp-python is installed.
    Also, when `accelerate` is installed, transformers' own GGUF reader on the same file:
    logits and token ids against lmtool's import (an independent dequantisation and
@@ -118,7 +119,8 @@ def generation_speed(run: Path, hf, gguf_path: Path, new: int) -> None:
 
     hf_models = {"fp32": hf, "bf16": copy.deepcopy(hf).to(torch.bfloat16)}
     lms = {precision: load_lm(run, device="cpu", precision=precision)
-           for precision in ("fp32", "bf16")}
+           for precision in ("fp32", "bf16", "auto")}
+    print(f"--precision auto (the CLI's default) loads {lms['auto'].dtype} weights here")
     prompt = prepare(lms["fp32"], PROMPTS[1], 0, None).ids
     eos = lms["fp32"].specials.eos
 
@@ -148,10 +150,12 @@ def generation_speed(run: Path, hf, gguf_path: Path, new: int) -> None:
                 for name, fn in (("lmtool", ours), ("transformers", theirs)):
                     key = f"{name} {precision}"
                     speeds[key] = max(speeds.get(key, 0.0), rate(fn, precision, batch))
+            speeds["lmtool auto"] = max(speeds.get("lmtool auto", 0.0), rate(ours, "auto", batch))
         best_peer = max(v for k, v in speeds.items() if k.startswith("transformers"))
         best_ours = max(v for k, v in speeds.items() if k.startswith("lmtool"))
         print(f"  batch {batch}: " + ", ".join(f"{k} {v:.1f}" for k, v in speeds.items())
-              + f"; lmtool's best / transformers' best: {best_ours / best_peer:.2f}x")
+              + f"; lmtool's best / transformers' best: {best_ours / best_peer:.2f}x; "
+              f"lmtool auto / transformers' best: {speeds['lmtool auto'] / best_peer:.2f}x")
     try:
         import llama_cpp
     except ImportError:
