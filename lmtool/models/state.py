@@ -158,11 +158,15 @@ class KVCache:
             len(self.keys), index.numel(), self.heads, self.head_size, self.context,
             self.device, self.capacity, left_pad, self.dtype,
         )
-        new.length = self.length
+        new.length = L = self.length
         for i, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
             if k is not None:
-                new.keys[i] = k.index_select(0, index)  # (N, H, capacity, D)
-                new.values[i] = v.index_select(0, index)
+                # Same capacity, but only the filled positions are copied: beam search
+                # reorders its cache every step, mostly while it is far from full.
+                new.keys[i] = k.new_empty(index.numel(), *k.shape[1:])  # (N, H, capacity, D)
+                new.values[i] = v.new_empty(index.numel(), *v.shape[1:])
+                torch.index_select(k[:, :, :L], 0, index, out=new.keys[i][:, :, :L])
+                torch.index_select(v[:, :, :L], 0, index, out=new.values[i][:, :, :L])
         return new
 
     def crop(self, n: int) -> None:
