@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -60,7 +61,7 @@ class Stages:
             env["OMP_NUM_THREADS"] = str(self.threads)
         command = [sys.executable, "-m", "lmtool", *argv, *extra]
         log(f"{'resuming' if '--resume' in extra else 'running'}: lmtool {' '.join(argv)}")
-        start = time.time()
+        start, used = time.time(), _children_cpu_s()
         logfile = self.out / "logs" / ("-".join(output.relative_to(self.out).parts) + ".log")
         with open(logfile, "a") as err:
             err.write(f"$ lmtool {' '.join(argv + extra)}\n")
@@ -69,11 +70,19 @@ class Stages:
                                   env=env)
         if proc.returncode != 0:
             raise StageFailed(f"lmtool {argv[0]} exited {proc.returncode}; see {logfile}")
+        # CPU seconds besides wall seconds: a stage sharing the CPU (or paused) takes
+        # longer on the clock, not in CPU time (for a run resumed, this part only).
         record = {"argv": argv, "stdout": proc.stdout, "wall_s": round(time.time() - start),
-                  "threads": threads_used(self.threads),
+                  "cpu_s": round(_children_cpu_s() - used), "threads": threads_used(self.threads),
                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         write_atomic(done, json.dumps(record, indent=1))
         return record
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds (user + system) of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def pick(text: str, known, what: str, script: str) -> list[str]:

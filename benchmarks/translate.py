@@ -35,8 +35,10 @@ command in a process of its own, written under --out (runs/translate):
    Their corpus BLEU must equal step 4's greedy BLEU; --table says if it does not.
 
 The training time in the table is the run's own clock (the last `elapsed_s` of
-RUN/metrics.jsonl: every step, validations and checkpoints included). Budgets are in
-steps, never seconds, so the table is the same on any CPU and the stages can share a
+RUN/metrics.jsonl: every step, validations and checkpoints included) and the CPU time
+of its process (user + system, all threads; what a busy or paused machine does not
+inflate, for the part last run when the run was resumed). Budgets are in steps, never
+seconds, so the table is the same on any CPU and the stages can share a
 busy one. Resumable: a stage whose output has a `.done.json` beside it is skipped (a
 different command for the same output is refused); a run cut short is continued with
 `--resume`.
@@ -269,9 +271,9 @@ class Bench:
         if not runs:
             return "no row is finished yet"
         lines = [f"Multi30k de→en, test_2016_flickr (sacrebleu), {self.limit_note()}", "",
-                 f"| row | steps | train min | threads | precision | val ppl | BLEU greedy | "
-                 f"BLEU beam {BEAMS} | chrF greedy | chrF beam {BEAMS} |",
-                 "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+                 f"| row | steps | train min | train CPU min | threads | precision | val ppl | "
+                 f"BLEU greedy | BLEU beam {BEAMS} | chrF greedy | chrF beam {BEAMS} |",
+                 "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
         by_length = ["", "BLEU by source length (German words; greedy):", "",
                      "| row | steps | " + " | ".join(bucket_name(b) for b in BUCKETS) + " |",
                      "|---|---:|" + "---:|" * len(BUCKETS)]
@@ -287,7 +289,8 @@ class Bench:
             ppl = f"{val[-1]['val_perplexity']:.2f}" if val else ""
             trained = json.loads((run.with_name(run.name + ".done.json")).read_text())
             precision = json.loads(trained["stdout"]).get("precision", "").split(" ")[0]
-            lines.append(f"| {row} | {steps:,} | {minutes:.1f} | {trained['threads']} | "
+            cpu = f"{trained['cpu_s'] / 60:.1f}" if "cpu_s" in trained else ""
+            lines.append(f"| {row} | {steps:,} | {minutes:.1f} | {cpu} | {trained['threads']} | "
                          f"{precision} | {ppl} | "
                          f"{greedy['bleu']:.2f} | {beam['bleu']:.2f} | {greedy['chrf']:.2f} | "
                          f"{beam['chrf']:.2f} |")
