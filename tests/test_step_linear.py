@@ -90,3 +90,16 @@ def test_the_measurement_runs_here():
     ratio = sl.speedup(sl._plain(layer), sl.BlockedLinear(layer.weight, layer.bias, 2),
                        torch.randn(1, 16))
     assert 0 < ratio < float("inf")
+
+
+def test_a_model_converted_to_bf16_is_not_served_its_fp32_copy(monkeypatch):
+    monkeypatch.setattr(sl, "speedup", lambda *a: 2.0)
+    layer = nn.Linear(4, 6)
+    with torch.inference_mode():
+        sl.step_linear(layer)  # an fp32 copy
+    layer.to(torch.bfloat16)  # the same Parameter objects, their data swapped
+    x = torch.randn(1, 4, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        got = sl.step_linear(layer)(x)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, layer(x))

@@ -14,8 +14,8 @@ gets its copy (one more weight's worth of memory) only when the copy was faster:
 rows of one, or for up to MAX_ROWS rows if it won there too (SmolLM2's fp32 layers did
 not: 0.9x at 8 rows). More rows (a prompt read at once, wide batches) use F.linear.
 
-A copy belongs to one version of its weight: changed in place (training, loading), the
-weight is measured against and copied again.
+A copy belongs to one version of its weight: changed in place (training, loading) or
+converted (`model.to(torch.bfloat16)`), the weight is measured and copied again.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ MIN_SPEEDUP = 1.1  # a draw within noise keeps F.linear
 MAX_ROWS = 8  # measured faster up to 8 rows (benchmarks/step_linear.py)
 Linear = Callable[[torch.Tensor], torch.Tensor]  # (..., C) → (..., V)
 _speedups: dict[tuple, float] = {}  # (V, C, dtype, threads) → F.linear time / blocked time
-# layer → (its weight, the weight's _version, the function chosen for them)
-_chosen: weakref.WeakKeyDictionary[nn.Linear, tuple[torch.Tensor, int, Linear]] = (
+# layer → (its weight's _stamp, the function chosen for it)
+_chosen: weakref.WeakKeyDictionary[nn.Linear, tuple[tuple, Linear]] = (
     weakref.WeakKeyDictionary())
 
 
@@ -42,9 +42,10 @@ def step_linear(layer: nn.Linear) -> Linear:
     """A function equal to `layer` (up to rounding) for inference, the faster one here
     for steps of a few rows."""
     weight = layer.weight
+    stamp = _stamp(weight)
     known = _chosen.get(layer)
-    if known is not None and known[0] is weight and known[1] == weight._version:
-        return known[2]
+    if known is not None and known[0] == stamp:
+        return known[1]
     chosen: Linear = _plain(layer)
     if weight.device.type != "cpu" or torch.is_grad_enabled():  # a GPU, or training
         return chosen
@@ -61,8 +62,14 @@ def step_linear(layer: nn.Linear) -> Linear:
         blocked.max_rows = rows
     if blocked.max_rows:
         chosen = blocked
-    _chosen[layer] = (weight, weight._version, chosen)
+    _chosen[layer] = (stamp, chosen)
     return chosen
+
+
+def _stamp(weight: torch.Tensor) -> tuple:
+    """What the choice for a weight is valid for: the tensor, its in-place version, and
+    its storage and dtype (`module.to(dtype)` swaps a parameter's data, version kept)."""
+    return id(weight), weight._version, weight.data_ptr(), weight.dtype
 
 
 def _plain(layer: nn.Linear) -> Linear:
