@@ -52,6 +52,8 @@ def bf16_decodes_faster(model: nn.Module) -> bool:
 
 def measure(model: nn.Module, clock: Callable[[], float] = time.perf_counter) -> float:
     """fp32 time / bf16 time of decoding steps, the geometric mean over ROWS."""
+    was_training = model.training
+    model.eval()  # no dropout in what is timed
     half = copy.deepcopy(model).to(torch.bfloat16)
     logs = []
     for rows in ROWS:
@@ -61,6 +63,7 @@ def measure(model: nn.Module, clock: Callable[[], float] = time.perf_counter) ->
             for name, m in (("fp32", model), ("bf16", half)):
                 best[name] = min(best.get(name, math.inf), _decode_time(m, ids, clock))
         logs.append(math.log(best["fp32"] / best["bf16"]))
+    model.train(was_training)
     return math.exp(sum(logs) / len(logs))
 
 
