@@ -7,6 +7,7 @@
     python benchmarks/translate.py --table                       # the tables of what is done
     python benchmarks/translate.py --measure 12 --threads 2      # seconds per training step
     python benchmarks/translate.py --speed --threads 2           # lmtool vs transformers
+    python benchmarks/translate.py --denoising --threads 2       # BART pre-training, 10% of pairs
     python benchmarks/translate.py --speed --run runs/translate/mt/transformer-4500
     python benchmarks/translate.py --out /tmp/mt --limit 300 --max-steps 5 --eval-every 5 \
         --threads 1                                              # a smoke test: minutes
@@ -33,6 +34,15 @@ command in a process of its own, written under --out (runs/translate):
    scored here by sacrebleu in buckets of source length (German words: 1-10, 11-15,
    16-20, 21+), the comparison the issue asks of the LSTM with and without attention.
    Their corpus BLEU must equal step 4's greedy BLEU; --table says if it does not.
+
+--denoising D,N (3000,1500): what denoising pre-training is worth with a tenth of the
+pairs (every tenth of train, 2,900), on the tiny Transformer (2+2 layers, width 128), the
+same BPE: `pretrain data/mono.txt --objective denoising` for D steps (mono.txt: the German
+and the English side of every training pair as plain text, a caption to a paragraph, so
+one document each; no pair is seen aligned), then `finetune seq2seq` on the few pairs for
+N steps, against `pretrain --objective seq2seq` on them for N steps from random weights;
+both evaluated as above, greedy and beam 5. Into mt/bart-D, mt/few-bartD-N,
+mt/few-scratch-N.
 
 The training time in the table is the run's own clock (the last `elapsed_s` of
 RUN/metrics.jsonl: every step, validations and checkpoints included) and the CPU time
@@ -110,6 +120,9 @@ GOALS = {"transformer": 35.0, "lstm-bahdanau": 28.0}  # BLEU (issue 17, section 
 GOAL_MINUTES = 60  # of training, for the Transformer's goal
 GOAL_BEAM_GAIN = 0.5  # BLEU, beam 5 over greedy
 GOAL_TRANSLATE, GOAL_TRAIN = 2.0, 1.3  # lmtool / transformers
+FEW = 10  # --denoising: every FEW-th training pair is kept, a tenth of them
+DENOISING_FLAGS = ("--arch", "transformer", "--preset", "tiny")  # 2+2 layers, 128 wide
+DENOISING_STEPS = (3000, 1500)  # denoising pre-training, then training on the few pairs
 
 
 @dataclass(frozen=True)
@@ -250,6 +263,73 @@ class Bench:
                 print(f"{row}: {per_step:.3f} s/step, {last['tokens_per_s']:,.0f} tokens/s "
                       f"({threads_used(self.threads)} threads); {budget:,} steps = "
                       f"{budget * per_step / 60:.1f} min", flush=True)
+
+    # --- denoising pre-training with a tenth of the pairs ---------------------------------
+
+    def few_data(self) -> tuple[Path, Path]:
+        """data/few.tsv (every FEW-th training pair) and data/mono.txt (both sides of every
+        training pair as plain text, a caption to a paragraph: one document each)."""
+        data = self.data()
+        few, mono = data / "few.tsv", data / "mono.txt"
+        if not (few.exists() and mono.exists()):
+            pairs = read_pairs(data / "train.tsv")
+            write_atomic(few, "source\ttarget\n" + "".join(
+                f"{s}\t{t}\n" for s, t in pairs[::FEW]))
+            sides = [s for s, _ in pairs] + [t for _, t in pairs]  # German, then English
+            write_atomic(mono, "".join(f"{line}\n\n" for line in sides))
+        return few, mono
+
+    def denoising(self, denoise_steps: int, steps: int) -> None:
+        """The same tiny Transformer trained on the few pairs from random weights, and
+        fine-tuned on them (`finetune seq2seq`) from a denoising run on mono.txt."""
+        tok, (few, mono) = self.tokenizer(), self.few_data()
+        val = str(self.data() / "val.tsv")
+        budget = ["--max-steps", str(steps), "--epochs", "1000", "--eval-every",
+                  str(self.eval_every), "--eval-batches", "0", "--log-every", "25",
+                  "--seed", str(self.seed), "--format", "json"]
+        bart = self.out / "mt" / f"bart-{denoise_steps}"
+        self.stage(bart, ["pretrain", str(mono), "--objective", "denoising", *DENOISING_FLAGS,
+                          "--tokenizer", str(tok), "--max-steps", str(denoise_steps),
+                          "--epochs", "1000", "--eval-every", str(self.eval_every),
+                          "--log-every", "25", "--seed", str(self.seed), "--format", "json",
+                          "-o", str(bart)])
+        scratch = self.out / "mt" / f"few-scratch-{steps}"
+        self.stage(scratch, ["pretrain", str(few), "--objective", "seq2seq", *DENOISING_FLAGS,
+                             "--tokenizer", str(tok), "--valid", val, *budget,
+                             "-o", str(scratch)])
+        tuned = self.out / "mt" / f"few-bart{denoise_steps}-{steps}"
+        self.stage(tuned, ["finetune", "seq2seq", str(bart), str(few), "--valid", val,
+                           *budget, "-o", str(tuned)])
+        for run in (scratch, tuned):
+            self.evaluate(run, 1)
+            self.evaluate(run, BEAMS)
+
+    def denoising_table(self) -> str:
+        lines = [f"A tenth of the training pairs ({self.limit_note()}), the tiny Transformer "
+                 f"(2+2 layers, width 128): from random weights, or fine-tuned from denoising "
+                 f"pre-training on both sides of all the training pairs as plain text", "",
+                 f"| start | pre-training steps | steps on the pairs | val ppl | BLEU greedy | "
+                 f"BLEU beam {BEAMS} | chrF greedy | train CPU min |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        found = sorted(self.out.glob("mt/few-*-test-beam1.done.json"))
+        for done in found:
+            run = self.out / "mt" / done.name.removesuffix("-test-beam1.done.json")
+            start, steps = run.name.removeprefix("few-").rsplit("-", 1)
+            if not run.with_name(f"{run.name}-test-beam{BEAMS}.done.json").exists():
+                continue
+            greedy, beam = self.record(run, "beam1"), self.record(run, f"beam{BEAMS}")
+            val = [r for r in read_metrics(run) if "val_perplexity" in r]
+            cpu_s = json.loads(run.with_name(run.name + ".done.json").read_text()).get("cpu_s", 0)
+            base = start.removeprefix("bart")
+            if base.isdigit():
+                cpu_s += json.loads((self.out / "mt" / f"bart-{base}.done.json").read_text()
+                                    ).get("cpu_s", 0)
+            lines.append(f"| {'denoising' if base.isdigit() else 'random weights'} | "
+                         f"{int(base) if base.isdigit() else 0:,} | {int(steps):,} | "
+                         f"{val[-1]['val_perplexity'] if val else float('nan'):.2f} | "
+                         f"{greedy['bleu']:.2f} | {beam['bleu']:.2f} | {greedy['chrf']:.2f} | "
+                         f"{cpu_s / 60:.1f} |")
+        return "\n".join(lines) if found else ""
 
     # --- reporting -------------------------------------------------------------------------
 
@@ -684,6 +764,13 @@ def budgets(text: str | None, rows: list[str]) -> dict[str, int]:
     return steps
 
 
+def denoising_budget(value: str) -> tuple[int, int]:
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise SystemExit(f"translate.py: --denoising takes D,N (two step counts), not {value!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "translate",
@@ -703,6 +790,10 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="print the tables and stop")
     parser.add_argument("--measure", type=int, nargs="?", const=12, metavar="STEPS",
                         help="time STEPS (12) training steps of each row and stop")
+    parser.add_argument("--denoising", nargs="?", const=",".join(map(str, DENOISING_STEPS)),
+                        metavar="D,N", help="what denoising pre-training (D steps) is worth "
+                        "with a tenth of the pairs (N steps on them); default "
+                        + ",".join(map(str, DENOISING_STEPS)))
     speed_group = parser.add_argument_group("--speed")
     speed_group.add_argument("--speed", action="store_true",
                              help="lmtool against transformers, in this process, and stop")
@@ -744,11 +835,19 @@ def main() -> None:
             print(machine_line(), flush=True)
             bench.measure(rows, args.measure)
             return
+        if args.denoising and not args.table:
+            log(machine_line())
+            denoise_steps, steps = denoising_budget(args.denoising)
+            bench.denoising(denoise_steps, steps)
+            print(bench.denoising_table())
+            return
         if not args.table:  # the stages' log: on which CPU these runs trained
             log(machine_line())
             for row, steps in budgets(args.max_steps, rows).items():
                 bench.row(row, steps)
         print(bench.table())
+        if few := bench.denoising_table():
+            print("\n" + few)
     except StageFailed as e:
         raise SystemExit(f"translate.py: {e}") from None
 
