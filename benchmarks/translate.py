@@ -203,13 +203,18 @@ class Bench:
         path = self.run_path(row, steps)
         self.stage(path, ["pretrain", str(data / "train.tsv"), "--objective", "seq2seq",
                           *ROWS[row].flags, "--tokenizer", str(tok),
-                          "--valid", str(data / "val.tsv"),
-                          "--max-steps", str(steps),
-                          "--epochs", "1000",  # a budget in steps: --max-steps is a cap
-                          "--eval-every", str(self.eval_every), "--eval-batches", "0",
-                          "--save-every", str(min(500, self.eval_every)), "--log-every", "25",
-                          "--seed", str(self.seed), "--format", "json", "-o", str(path)])
+                          "--valid", str(data / "val.tsv"), *self.budget(steps, save=True),
+                          "-o", str(path)])
         return path
+
+    def budget(self, steps: int, *, save: bool = False) -> list[str]:
+        """A training stage's flags: STEPS steps (`--epochs 1000`: --max-steps only cuts a
+        plan short), validated on all of val every --eval-every steps, logged as JSON."""
+        flags = ["--max-steps", str(steps), "--epochs", "1000",
+                 "--eval-every", str(self.eval_every), "--eval-batches", "0"]
+        if save:
+            flags += ["--save-every", str(min(500, self.eval_every))]
+        return flags + ["--log-every", "25", "--seed", str(self.seed), "--format", "json"]
 
     def evaluate(self, run: Path, beams: int) -> dict:
         test = self.data() / "test.tsv"
@@ -284,22 +289,16 @@ class Bench:
         fine-tuned on them (`finetune seq2seq`) from a denoising run on mono.txt."""
         tok, (few, mono) = self.tokenizer(), self.few_data()
         val = str(self.data() / "val.tsv")
-        budget = ["--max-steps", str(steps), "--epochs", "1000", "--eval-every",
-                  str(self.eval_every), "--eval-batches", "0", "--log-every", "25",
-                  "--seed", str(self.seed), "--format", "json"]
         bart = self.out / "mt" / f"bart-{denoise_steps}"
         self.stage(bart, ["pretrain", str(mono), "--objective", "denoising", *DENOISING_FLAGS,
-                          "--tokenizer", str(tok), "--max-steps", str(denoise_steps),
-                          "--epochs", "1000", "--eval-every", str(self.eval_every),
-                          "--log-every", "25", "--seed", str(self.seed), "--format", "json",
-                          "-o", str(bart)])
+                          "--tokenizer", str(tok), *self.budget(denoise_steps), "-o", str(bart)])
         scratch = self.out / "mt" / f"few-scratch-{steps}"
         self.stage(scratch, ["pretrain", str(few), "--objective", "seq2seq", *DENOISING_FLAGS,
-                             "--tokenizer", str(tok), "--valid", val, *budget,
+                             "--tokenizer", str(tok), "--valid", val, *self.budget(steps),
                              "-o", str(scratch)])
         tuned = self.out / "mt" / f"few-bart{denoise_steps}-{steps}"
         self.stage(tuned, ["finetune", "seq2seq", str(bart), str(few), "--valid", val,
-                           *budget, "-o", str(tuned)])
+                           *self.budget(steps), "-o", str(tuned)])
         for run in (scratch, tuned):
             self.evaluate(run, 1)
             self.evaluate(run, BEAMS)
