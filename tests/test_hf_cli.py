@@ -254,3 +254,40 @@ def test_evaluate_and_finetune_lm_read_an_imported_run(tmp_path, cli):
     gen = cli("generate", tmp_path / "ft", "the cat", "--max-new-tokens", "3",
               "--temperature", "0", "--device", "cpu")
     assert gen.exit_code == 0, gen.stderr
+
+
+def test_an_imported_run_trains_on_windows_shorter_than_its_context(tmp_path, cli,
+                                                                    monkeypatch):
+    # A published context (SmolLM2: 8,192) at a training batch would not fit in memory:
+    # the import records a shorter window, which finetune lm and evaluate read.
+    monkeypatch.setattr("lmtool.hub.run.IMPORT_WINDOW", 16)
+    folder, _ = llama_dir(tmp_path)  # context 64
+    assert cli("import", folder, "-o", tmp_path / "run").exit_code == 0
+    training = json.loads((tmp_path / "run" / "config.json").read_text())["training"]
+    assert training["window"] == 16
+    text = tmp_path / "text.txt"
+    text.write_text("\n\n".join(TEXTS * 30) + "\n")
+    ft = cli("finetune", "lm", tmp_path / "run", text, "-o", tmp_path / "ft",
+             "--max-steps", "2", "--device", "cpu", "--batch-size", "2", "--format", "json")
+    assert ft.exit_code == 0, ft.stderr
+    assert json.loads(ft.stdout)["tokens_seen"] == 2 * 2 * 16  # steps x batch x window
+    ev = cli("evaluate", tmp_path / "ft", text, "--device", "cpu", "--format", "json")
+    assert ev.exit_code == 0, ev.stderr
+
+
+def test_attention_maps_of_a_grouped_query_model_are_transformers_own(tmp_path, cli):
+    # Llama shares each key/value head among query heads: the drawn weights must be
+    # per query head, as transformers' eager attention returns them.
+    from lmtool.inference.attention import attention_maps, reading_ids
+    from lmtool.inference.runs import load_lm
+
+    folder, _ = llama_dir(tmp_path)
+    assert cli("import", folder, "-o", tmp_path / "run").exit_code == 0
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager")
+    lm = load_lm(tmp_path / "run", device="cpu", precision="fp32")
+    maps = attention_maps(lm, "the cat sat on a red mat")
+    ids = torch.tensor([reading_ids(lm, "the cat sat on a red mat")])
+    with torch.no_grad():
+        want = torch.stack([a[0] for a in hf(ids, output_attentions=True).attentions])
+    assert maps.weights.shape == tuple(want.shape)  # (layers, query heads, T, T)
+    torch.testing.assert_close(torch.from_numpy(maps.weights), want, atol=1e-5, rtol=0)

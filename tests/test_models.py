@@ -210,6 +210,15 @@ def test_layer_groups_cover_every_parameter_exactly_once(config):
     assert any(p is embedding.weight for p in groups[0])  # a tied weight sits at the bottom
 
 
+@pytest.mark.parametrize("layers,sizes", [(6, [1] * 6), (7, [1, 1, 2, 1, 1, 1]),
+                                          (12, [2] * 6), (30, [5] * 6)])
+def test_deep_transformers_merge_blocks_into_six_groups(layers, sizes):
+    model = make(tiny(layers=layers, dim=8, heads=1, hidden=8))
+    groups = model.layer_groups()
+    assert [len(g) for g in groups[1:-1]] == sizes  # contiguous runs of blocks
+    assert [b for g in groups[1:-1] for b in g] == list(model.blocks)  # in order, each once
+
+
 def test_build_model_needs_a_vocabulary():
     with pytest.raises(BadInput, match="vocab_size"):
         build_model(tiny(vocab_size=0))

@@ -50,7 +50,8 @@ def info(
            else f"heads {m['heads']}, positions {m['positions']}")
         + (f", attention {m['attention']}" if "attention" in m and m.get("arch") == "lstm"
            else ""),
-        f"training    {t.get('optimizer', 'adamw')}, batch {_fmt(t.get('batch_size'))}, "
+        f"training    {t.get('optimizer', 'adamw')}, batch {_fmt(t.get('batch_size'))}"
+        + (f" x {t['window']} tokens" if t.get("window") else "") + ", "
         f"lr {_fmt(t.get('lr'))}, "
         f"schedule {t.get('schedule')}, weight decay {_fmt(t.get('weight_decay'))}, "
         f"seed {t.get('seed')}",

@@ -15,6 +15,13 @@ from pathlib import Path
 from lmtool.errors import BadInput
 from lmtool.hub.source import Pretrained, build_pretrained, read_hf_dir
 
+# An imported run's training settings, for `finetune lm` and `evaluate`: windows of at
+# most 512 tokens, 8 a batch. Its own context (SmolLM2: 8,192) at the default batch of
+# 32 would ask for a logits tensor of 32 x 8,192 x 49,152 floats (52 GB): killed for
+# want of memory, where 8 x 512 tokens of SmolLM2 train in 9.8 GB (peak resident).
+IMPORT_WINDOW = 512
+IMPORT_BATCH = 8
+
 # What a hub download fetches: everything an import reads, never pickled weights.
 HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json",
              "model-*.safetensors", "tokenizer.json", "tokenizer_config.json"]
@@ -110,7 +117,8 @@ def _save(output: Path, model, pretrained: Pretrained, tok, source: str, paramet
     config = pretrained.config
     save_checkpoint(output, model=model, config={
         "task": "lm", "arch": config.arch, "objective": config.objective, "preset": None,
-        "model": config.to_dict(), "training": {},
+        "model": config.to_dict(),
+        "training": {"window": min(config.context, IMPORT_WINDOW), "batch_size": IMPORT_BATCH},
         "tokenizer": {"sha256": tokenizer_sha256(tok), "vocab_size": tok.get_vocab_size()},
         "data": {},
         "imported": {"source": str(source), "architecture": pretrained.architecture,

@@ -10,6 +10,7 @@ V vocabulary.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -22,6 +23,12 @@ from lmtool.models.base import LanguageModel
 from lmtool.models.config import ModelConfig
 from lmtool.models.state import KVCache
 from lmtool.models.step_linear import step_linear
+
+# Blocks per layer group are merged so that a deep model has at most this many groups of
+# blocks: with one group per block, a 30-layer checkpoint (SmolLM2) would get a 33-stage
+# unfreezing plan and its bottom block a rate 2.6^-31 of the top's, i.e. never trained.
+# Six keeps every preset up to `small` (and a 6-layer BERT) at one block per group.
+MAX_BLOCK_GROUPS = 6
 
 
 def rotary_tables(head_size: int, context: int, base: float = 10000.0):
@@ -83,18 +90,18 @@ def attention(q, k, v, causal: bool, dropout: float, mask: torch.Tensor | None =
     CPU flash-attention backward is several times slower in bf16 than in fp32 at small
     shapes on some CPUs, faster at large ones on others. The upcast costs three copies.
     """
-    if k.size(1) != q.size(1):  # grouped-query: query heads 0..H/KV-1 share kv head 0, ...
-        group = q.size(1) // k.size(1)
-        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, H, L, D)
+    # Grouped-query: query heads 0..H/KV-1 share kv head 0, ...; SDPA reads the shared
+    # heads in place (enable_gqa) where repeating them would copy the cache every step.
+    gqa = k.size(1) != q.size(1)
     if (q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu")
             and not bf16_attention_pays(q, k, causal, mask)):
         with torch.autocast("cpu", enabled=False):  # else autocast casts back to bf16
             return F.scaled_dot_product_attention(
                 q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout,
-                is_causal=causal,
+                is_causal=causal, enable_gqa=gqa,
             )  # (B, H, T, D) in fp32; the next linear casts it back to bf16
     return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal
+        q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal, enable_gqa=gqa
     )
 
 
@@ -160,6 +167,8 @@ class SelfAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         # A padding mask (from encode's `real`) already holds the causal rule.
         if self.keep_weights:
+            if k.size(1) != q.size(1):  # grouped-query: each kv head for its query heads
+                k, v = (t.repeat_interleave(q.size(1) // k.size(1), dim=1) for t in (k, v))
             self.weights = attention_weights(q, k, self.causal and mask is None, mask)
             y = (self.weights @ v.float()).to(v.dtype)  # (B, H, T, D), no dropout: eval only
         else:
@@ -410,8 +419,13 @@ class Transformer(LanguageModel):
         return norm(x, self.ln_f)  # (B, T, C)
 
     def layer_groups(self) -> list[list[nn.Module]]:
-        """[embeddings], [block 0], ..., [block L-1], [final norm + head]."""
+        """[embeddings], [block 0], ..., [block L-1], [final norm + head]; past
+        MAX_BLOCK_GROUPS blocks, contiguous runs of blocks share a group (12 blocks: 6
+        groups of 2; 30: 6 of 5)."""
         extra = (self.pos_emb, self.type_emb, self.emb_norm)
         bottom = [self.tok_emb, *(m for m in extra if m is not None)]
         top = [self.ln_f, self.lm_head]  # a tied decoder weight belongs to `bottom`
-        return [bottom, *([block] for block in self.blocks), top]
+        blocks = list(self.blocks)
+        n = min(len(blocks), MAX_BLOCK_GROUPS)
+        bounds = [round(i * len(blocks) / n) for i in range(n + 1)]  # as even as can be
+        return [bottom, *(blocks[a:b] for a, b in itertools.pairwise(bounds)), top]

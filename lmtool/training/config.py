@@ -56,6 +56,10 @@ class TrainConfig:
     # BPTT, training/streams.py): None trains as the model prefers (the AWD-LSTM
     # statefully); False gives any model independent shuffled windows.
     stateful: bool | None = None
+    # Tokens per language-model window, in training and held-out scoring (None: the
+    # model's context). An imported checkpoint's context is what it can read (SmolLM2:
+    # 8,192), not what fits a CPU's memory at a training batch: its run sets this.
+    window: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,6 +141,8 @@ def validate_train_config(c: TrainConfig) -> None:
         problems.append("--discriminative must be at least 1 (1: one rate for every group)")
     if c.unfreeze_start < 0:
         problems.append("the unfreezing plan's start must not be negative")
+    if c.window is not None and c.window < 2:
+        problems.append("the training window must be at least 2 tokens")
     if c.unfreeze_every < 0:
         problems.append("--unfreeze-every must not be negative")
     if problems:

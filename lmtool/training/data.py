@@ -66,7 +66,7 @@ def lm_sources(
     from lmtool.training.batches import WindowSampler
     from lmtool.training.streams import StreamSampler
 
-    context = model.config.context
+    context = _window(model, config.window)
     stateful = model.stateful_training if config.stateful is None else config.stateful
     if stateful and not model.stateful_training:
         raise BadInput("--stateful needs --arch lstm (a Transformer's KV cache is for "
@@ -79,7 +79,14 @@ def lm_sources(
     else:
         source = WindowSampler(train, context, objective.window(context), config.batch_size,
                                config.seed, rank, world_size)
-    return source, lm_eval_source(model, objective, val, config.batch_size, config.eval_batches)
+    return source, lm_eval_source(model, objective, val, config.batch_size, config.eval_batches,
+                                  window=config.window)
+
+
+def _window(model: nn.Module, limit: int | None) -> int:
+    """Tokens per window: the model's context, or `limit` (a run's training window) when
+    that is shorter."""
+    return min(model.config.context, limit or model.config.context)
 
 
 def lm_eval_source(
@@ -88,15 +95,17 @@ def lm_eval_source(
     data: np.ndarray | None,
     batch_size: int,
     max_batches: int | None = None,
+    window: int | None = None,
 ) -> EvalSource | None:
     """How a language model is scored on `data` (None: no data): EVAL_STREAMS streams
-    carrying the state for a model that trains with one, else windows of `batch_size`."""
+    carrying the state for a model that trains with one, else `batch_size` windows of
+    the model's context or `window` tokens, whichever is shorter."""
     from lmtool.training.batches import WindowEval
     from lmtool.training.streams import StreamEval
 
     if data is None or len(data) == 0:
         return None
-    context = model.config.context
+    context = _window(model, window)
     if model.stateful_training:
         # A fixed number of streams, whatever the batch size: each starts cold once, so
         # their number changes the figure a little; with it fixed, `lmtool evaluate`

@@ -162,7 +162,8 @@ def evaluate(
         data = _text_tokens(sources, ckpt.tokenizer, document, encoding_errors, report,
                             special_ids(config).eos)
     objective = make_objective(config)
-    source = lm_eval_source(model, objective, data, batch_size)
+    source = lm_eval_source(model, objective, data, batch_size,
+                            window=ckpt.config.get("training", {}).get("window"))
     metrics = score(model, objective, source, seed=seed, device=dev,
                     dtype=dtype) if source is not None else None
     if metrics is None:

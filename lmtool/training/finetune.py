@@ -145,12 +145,13 @@ def _plan(run: Path, base: dict, sources: list, output: Path, *, flags: TrainFla
                 model = build_model(model_config).to(env.device)
                 model.load_state_dict(weights)
             state, rows, best, best_model = TrainerState(), [], None, model
-        need = (train_config.batch_size + 1) * (model_config.context + 1)
+        window = min(model_config.context, train_config.window or model_config.context)
+        need = (train_config.batch_size + 1) * (window + 1)
         if len(train) < need:
             raise BadInput(
                 f"the target text is too short for one batch: {len(train)} training "
                 f"tokens, and --batch-size {train_config.batch_size} sequences of the "
-                f"run's {model_config.context} tokens need about {need}",
+                f"run's {window} tokens need about {need}",
                 "give more text, or a smaller --batch-size")
         source, eval_source = lm_sources(model, objective, train_config, train, val,
                                          env.dist.rank, env.dist.world_size)

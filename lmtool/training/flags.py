@@ -95,6 +95,7 @@ class TrainFlags:
     unfreeze_start: int | None = None
     unfreeze_every: float | None = None
     stateful: bool | None = None
+    window: int | None = None  # no flag: a --config file or Python may set it
 
     def __post_init__(self) -> None:
         for f in fields(self):  # a CLI choice arrives as an Enum: keep its value
