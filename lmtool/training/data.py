@@ -66,7 +66,7 @@ def lm_sources(
     from lmtool.training.batches import WindowSampler
     from lmtool.training.streams import StreamSampler
 
-    context = _window(model, config.window)
+    context = lm_window(model, config.window)
     stateful = model.stateful_training if config.stateful is None else config.stateful
     if stateful and not model.stateful_training:
         raise BadInput("--stateful needs --arch lstm (a Transformer's KV cache is for "
@@ -83,7 +83,7 @@ def lm_sources(
                                   window=config.window)
 
 
-def _window(model: nn.Module, limit: int | None) -> int:
+def lm_window(model: nn.Module, limit: int | None) -> int:
     """Tokens per window: the model's context, or `limit` (a run's training window) when
     that is shorter."""
     return min(model.config.context, limit or model.config.context)
@@ -105,7 +105,7 @@ def lm_eval_source(
 
     if data is None or len(data) == 0:
         return None
-    context = _window(model, window)
+    context = lm_window(model, window)
     if model.stateful_training:
         # A fixed number of streams, whatever the batch size: each starts cold once, so
         # their number changes the figure a little; with it fixed, `lmtool evaluate`

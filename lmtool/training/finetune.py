@@ -145,7 +145,9 @@ def _plan(run: Path, base: dict, sources: list, output: Path, *, flags: TrainFla
                 model = build_model(model_config).to(env.device)
                 model.load_state_dict(weights)
             state, rows, best, best_model = TrainerState(), [], None, model
-        window = min(model_config.context, train_config.window or model_config.context)
+        from lmtool.training.data import lm_window
+
+        window = lm_window(model, train_config.window)
         need = (train_config.batch_size + 1) * (window + 1)
         if len(train) < need:
             raise BadInput(
