@@ -30,37 +30,88 @@ def test_the_blocked_copy_computes_the_linear_layer(V, C, blocks, bias, lead):
     torch.testing.assert_close(got, layer(x), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("max_rows", [1, sl.MAX_ROWS])
-def test_more_rows_than_max_rows_take_f_linear(monkeypatch, max_rows):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("lead", [(1,), (3,), (2, 1), (2, 4)])
+def test_the_packed_copy_computes_the_linear_layer(dtype, bias, lead):
+    torch.manual_seed(0)
+    layer = nn.Linear(24, 40, bias=bias).to(dtype)
+    packed = sl.PackedLinear.of(layer)
+    if packed is None:
+        pytest.skip(f"oneDNN cannot pack {dtype} weights here")
+    x = torch.randn(*lead, 24, dtype=dtype)
+    with torch.inference_mode():
+        got = packed(x)
+    assert got.shape == (*lead, 40) and got.dtype == dtype
+    tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {}
+    torch.testing.assert_close(got, layer(x).detach(), **tolerance)
+
+
+@pytest.mark.parametrize("one, few", [(True, True), (True, False), (False, True)])
+def test_the_copy_serves_only_the_row_counts_it_won(one, few):
     layer = nn.Linear(4, 6)
-    blocked = sl.BlockedLinear(layer.weight, layer.bias, 2)
-    blocked.max_rows = max_rows
-    monkeypatch.setattr(torch, "bmm", lambda *a: pytest.fail("bmm for many rows"))
-    x = torch.randn(max_rows + 1, 4)
-    torch.testing.assert_close(blocked(x), layer(x))
+    served = []
+
+    def copy(x):
+        served.append(x.numel() // 4)
+        return layer(x)
+
+    split = sl.RowsSplit(sl._plain(layer), copy, one, few)
+    for rows in (1, 2, sl.MAX_ROWS, sl.MAX_ROWS + 1):
+        x = torch.randn(rows, 1, 4)
+        torch.testing.assert_close(split(x), layer(x))
+    assert served == [1] * one + [2, sl.MAX_ROWS] * few
 
 
-@pytest.mark.parametrize("ratios, max_rows", [((2.0, 1.5), sl.MAX_ROWS), ((2.0, 0.9), 1),
-                                              ((1.05,), 0)])
-def test_the_copy_is_taken_only_where_measured_faster(monkeypatch, ratios, max_rows):
-    calls = []
+def _kind(name: str) -> type:
+    """A copy kind for the choice tests: computes the layer, named like a real kind."""
+    def of(cls, layer):
+        copy = cls()
+        copy.layer = layer
+        return copy
+    return type(name, (), {"of": classmethod(of), "__call__": lambda self, x: self.layer(x)})
 
-    def measured(plain, blocked, x):
-        calls.append(x.size(0))
-        with monkeypatch.context() as m:  # the copy is what is timed
-            m.setattr(sl.F, "linear", lambda *a: pytest.fail("F.linear timed twice"))
-            got = blocked(x)
-        torch.testing.assert_close(got, plain(x))
-        return ratios[len(calls) - 1]
+
+# Measured speed-ups of each kind at (1 row, MAX_ROWS rows) → the kind kept, one, few.
+CHOICES = [
+    ({"Blocked": (2.0, 1.5), "Packed": (1.0, 1.0)}, ("Blocked", True, True)),
+    ({"Blocked": (0.9, 0.9), "Packed": (0.9, 1.7)}, ("Packed", False, True)),
+    ({"Blocked": (1.3, 1.0), "Packed": (1.2, 1.6)}, ("Packed", True, True)),
+    ({"Blocked": (2.0, 0.9), "Packed": (1.05, 1.0)}, ("Blocked", True, False)),
+    ({"Blocked": (1.05, 1.0), "Packed": (0.5, 1.08)}, None),
+]
+
+
+@pytest.mark.parametrize("ratios, kept", CHOICES)
+def test_the_copy_that_gained_most_is_kept_where_it_was_faster(monkeypatch, ratios, kept):
+    timed = []
+
+    def measured(plain, copy, x):
+        kind = type(copy).__name__
+        timed.append((kind, x.size(0)))
+        return ratios[kind][x.size(0) != 1]  # the same at 2 rows as at MAX_ROWS
 
     monkeypatch.setattr(sl, "speedup", measured)
+    monkeypatch.setattr(sl, "COPY_KINDS", (_kind("Blocked"), _kind("Packed")))
     layer, twin = nn.Linear(4, 6), nn.Linear(4, 6)
     with torch.inference_mode():
         chosen = sl.step_linear(layer)
-        assert getattr(chosen, "max_rows", 0) == max_rows
         assert sl.step_linear(layer) is chosen  # remembered for the weight
         sl.step_linear(twin)  # the same shape: not measured again
-    assert calls == [1, sl.MAX_ROWS][: len(ratios)]
+    if kept is None:
+        assert not isinstance(chosen, sl.RowsSplit)
+    else:
+        assert (type(chosen.copy).__name__, chosen.one, chosen.few) == kept
+    assert sorted(timed) == [(k, r) for k in ("Blocked", "Packed") for r in (1, 2, sl.MAX_ROWS)]
+
+
+def test_a_copy_that_loses_at_two_rows_serves_only_one(monkeypatch):
+    monkeypatch.setattr(sl, "speedup", lambda plain, copy, x: {1: 1.6, 2: 0.4}.get(x.size(0), 1.5))
+    monkeypatch.setattr(sl, "COPY_KINDS", (_kind("Blocked"),))
+    layer = nn.Linear(4, 6)
+    with torch.inference_mode():
+        chosen = sl.step_linear(layer)
+    assert (chosen.one, chosen.few) == (True, False)
 
 
 def test_a_weight_changed_in_place_gets_a_fresh_copy(monkeypatch):
@@ -103,3 +154,12 @@ def test_a_model_converted_to_bf16_is_not_served_its_fp32_copy(monkeypatch):
         got = sl.step_linear(layer)(x)
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got, layer(x))
+
+
+def test_autocast_keeps_f_linear(monkeypatch):
+    monkeypatch.setattr(sl, "speedup", lambda *a: 2.0)
+    layer = nn.Linear(4, 6)
+    x = torch.randn(1, 4)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = sl.step_linear(layer)(x)
+    assert got.dtype == torch.bfloat16  # what F.linear gives under autocast

@@ -2,17 +2,23 @@
 
 Decoding a few rows at a time, each linear layer is a matrix-vector product: the whole
 weight matrix is read from memory for a handful of multiply-adds per weight, so the
-speed is how fast the kernel streams memory, and that depends on the layout and the
-CPU. `python benchmarks/step_linear.py` on this project's 2-core AMD EPYC (torch 2.13,
-MKL; plain reads ~40 GB/s): SmolLM2-135M's (49152, 576) fp32 output layer through
-F.linear at ~12 GB/s, the same product over a transposed copy (C, V) cut into one
-column block per thread, run as one batched product, at ~37 GB/s (3.2x); the tiny
-preset's (8000, 128) 2.9x; in bf16 about the same either way. No rule from one CPU holds
-on the next, so each shape is timed both ways (one row, best of REPEATS, taking turns)
-the first time a decoding step meets it, at one row and at MAX_ROWS rows, and a weight
-gets its copy (one more weight's worth of memory) only when the copy was faster: for
-rows of one, or for up to MAX_ROWS rows if it won there too (SmolLM2's fp32 layers did
-not: 0.9x at 8 rows). More rows (a prompt read at once, wide batches) use F.linear.
+speed is how fast the kernel streams memory, and that depends on the layout, the dtype
+and the CPU. Two copies of a weight can beat F.linear:
+- BlockedLinear, a transposed copy cut into one column block per thread, run as one
+  batched product. On this project's 2-core AMD EPYC (torch 2.13, MKL; plain reads
+  ~40 GB/s) SmolLM2-135M's (49152, 576) fp32 output layer streams at ~12 GB/s through
+  F.linear and ~37 GB/s this way (3.2x); the tiny preset's (8000, 128) 2.9x.
+- PackedLinear, oneDNN's own prepacked layout of the weight (what torch.compile's
+  frozen CPU graphs use). On a 2-core Xeon with AMX, 30 of SmolLM2's (3072, 576) bf16
+  matrices (out of the cache) read at 1 and 8 rows: 1.5x F.linear; in fp32 at 8 rows
+  1.6x, at 1 row no faster (benchmarks/step_linear.py).
+No rule from one CPU holds on the next, so each shape is timed every way (best of
+REPEATS, taking turns) the first time a decoding step meets it, at 1, 2 and MAX_ROWS
+rows. A layer gets at most one copy (one more weight's worth of memory): the kind that
+gained most, used for the row counts where it measured faster (one row; two to MAX_ROWS
+rows when it won at both 2 and MAX_ROWS: on the AMX Xeon the blocked fp32 copy of
+SmolLM2's output layer is 1.6x F.linear at 1 row, 0.4x at 2, 1.5x at 8). More rows (a
+prompt read at once, wide batches) use F.linear.
 
 A copy belongs to one version of its weight: changed in place (training, loading) or
 converted (`model.to(torch.bfloat16)`), the weight is measured and copied again.
@@ -30,9 +36,10 @@ from torch import nn
 
 REPEATS = 3
 MIN_SPEEDUP = 1.1  # a draw within noise keeps F.linear
-MAX_ROWS = 8  # measured faster up to 8 rows (benchmarks/step_linear.py)
+MAX_ROWS = 8  # the most rows a copy serves (benchmarks/step_linear.py)
 Linear = Callable[[torch.Tensor], torch.Tensor]  # (..., C) → (..., V)
-_speedups: dict[tuple, float] = {}  # (V, C, dtype, threads) → F.linear time / blocked time
+# (copy kind, V, C, dtype, threads, rows) → F.linear time / the copy's time
+_speedups: dict[tuple, float] = {}
 # layer → (its weight's _stamp, the function chosen for it)
 _chosen: weakref.WeakKeyDictionary[nn.Linear, tuple[tuple, Linear]] = (
     weakref.WeakKeyDictionary())
@@ -42,28 +49,36 @@ def step_linear(layer: nn.Linear) -> Linear:
     """A function equal to `layer` (up to rounding) for inference, the faster one here
     for steps of a few rows."""
     weight = layer.weight
+    if weight.device.type != "cpu" or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
+        return _plain(layer)  # a GPU, training, or autocast (which the copies would skip)
     stamp = _stamp(weight)
     known = _chosen.get(layer)
     if known is not None and known[0] == stamp:
         return known[1]
     chosen: Linear = _plain(layer)
-    if weight.device.type != "cpu" or torch.is_grad_enabled():  # a GPU, or training
-        return chosen
-    threads = torch.get_num_threads()
-    blocked = BlockedLinear(weight, layer.bias, threads)
-    blocked.max_rows = 0
-    for rows in (1, MAX_ROWS):  # the most rows the copy serves: 0, 1 or MAX_ROWS
-        key = (*weight.shape, weight.dtype, threads, rows)
-        if key not in _speedups:
-            probe = torch.randn(rows, weight.size(1), dtype=weight.dtype)
-            _speedups[key] = speedup(chosen, blocked.product, probe)
-        if _speedups[key] < MIN_SPEEDUP:
-            break
-        blocked.max_rows = rows
-    if blocked.max_rows:
-        chosen = blocked
+    best_gain = 1.0
+    for kind in COPY_KINDS:
+        copy = kind.of(layer)
+        if copy is None:  # this kind cannot serve this weight here
+            continue
+        one, two, most = (_measured(kind, layer, copy, rows) for rows in (1, 2, MAX_ROWS))
+        few = min(two, most)  # a copy can win at 8 rows and lose at 2 (fp32, blocked)
+        gain = max(one, 1.0) * max(few, 1.0)  # what it would save at both row counts
+        if max(one, few) >= MIN_SPEEDUP and gain > best_gain:
+            best_gain = gain
+            chosen = RowsSplit(_plain(layer), copy, one >= MIN_SPEEDUP, few >= MIN_SPEEDUP)
     _chosen[layer] = (stamp, chosen)
     return chosen
+
+
+def _measured(kind: type, layer: nn.Linear, copy: Linear, rows: int) -> float:
+    """F.linear's time / the copy's at `rows` rows, measured once per shape and dtype."""
+    weight = layer.weight
+    key = (kind.__name__, *weight.shape, weight.dtype, torch.get_num_threads(), rows)
+    if key not in _speedups:
+        probe = torch.randn(rows, weight.size(1), dtype=weight.dtype)
+        _speedups[key] = speedup(_plain(layer), copy, probe)
+    return _speedups[key]
 
 
 def _stamp(weight: torch.Tensor) -> tuple:
@@ -75,6 +90,20 @@ def _stamp(weight: torch.Tensor) -> tuple:
 def _plain(layer: nn.Linear) -> Linear:
     weight, bias = layer.weight, layer.bias
     return lambda x: F.linear(x, weight, bias)
+
+
+class RowsSplit:
+    """The copy for the row counts it was measured faster at (`one`: a single row;
+    `few`: 2 to MAX_ROWS rows), F.linear for the rest."""
+
+    def __init__(self, plain: Linear, copy: Linear, one: bool, few: bool):
+        self.plain, self.copy, self.one, self.few = plain, copy, one, few
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.size(-1)
+        if self.one if rows == 1 else (self.few and rows <= MAX_ROWS):
+            return self.copy(x)
+        return self.plain(x)
 
 
 class BlockedLinear:
@@ -89,24 +118,50 @@ class BlockedLinear:
         padded = weight.new_zeros(self.blocks * width, C)  # (V', C)
         padded[:V] = weight
         self.columns = padded.view(self.blocks, width, C).transpose(1, 2).contiguous()
-        self.weight, self.vocab = weight, V
+        self.vocab = V
         self.bias = bias.detach() if bias is not None else None
-        self.max_rows = MAX_ROWS  # more rows go through F.linear (step_linear lowers it)
+
+    @classmethod
+    def of(cls, layer: nn.Linear) -> BlockedLinear:
+        return cls(layer.weight, layer.bias, torch.get_num_threads())
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         lead, C = x.shape[:-1], x.size(-1)
         rows = x.reshape(-1, C)  # (N, C)
-        if rows.size(0) > self.max_rows:
-            return F.linear(x, self.weight, self.bias)
-        return self.product(rows).view(*lead, self.vocab)
-
-    def product(self, rows: torch.Tensor) -> torch.Tensor:
-        """(N, C) → (N, V) through the blocks, whatever N."""
         out = torch.bmm(rows.expand(self.blocks, -1, -1), self.columns)  # (blocks, N, width)
         out = out.transpose(0, 1).reshape(rows.size(0), -1)  # (N, V'), a copy
         if out.size(1) != self.vocab:
             out = out[:, : self.vocab].contiguous()  # (N, V)
-        return out + self.bias if self.bias is not None else out
+        out = out + self.bias if self.bias is not None else out
+        return out.view(*lead, self.vocab)
+
+
+class PackedLinear:
+    """x W^T + b through oneDNN's prepacked copy of W (an opaque mkldnn tensor), fp32
+    or bf16 weights on a CPU whose oneDNN supports them."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+        self.bias = bias.detach() if bias is not None else None
+
+    @classmethod
+    def of(cls, layer: nn.Linear) -> PackedLinear | None:
+        dtype = layer.weight.dtype
+        if not torch.backends.mkldnn.is_available() or dtype not in (torch.float32,
+                                                                     torch.bfloat16):
+            return None
+        if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return None
+        try:
+            return cls(layer.weight, layer.bias)
+        except (RuntimeError, AttributeError):  # a private op: absent from some builds
+            return None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+
+COPY_KINDS = (BlockedLinear, PackedLinear)
 
 
 def speedup(plain: Linear, other: Linear, x: torch.Tensor,
@@ -123,4 +178,4 @@ def speedup(plain: Linear, other: Linear, x: torch.Tensor,
     return best[0] / max(best[1], 1e-9)
 
 
-__all__ = ["BlockedLinear", "step_linear"]
+__all__ = ["BlockedLinear", "PackedLinear", "step_linear"]
