@@ -104,6 +104,10 @@ ROWS = {
     # long; `--epochs 2` fits the same stages into two epochs.
     "minilm-2ep": Row("the same, the plan fitted into 2 epochs (--epochs 2)", ("--epochs", "2"),
                       lm_finetuned=False, base="minilm"),
+    # A rate nearer what BERT-style encoders are fine-tuned with (Devlin et al. 2019:
+    # 2e-5 to 5e-5 for every layer): the plan's last stage then runs at 1e-4 at the top.
+    "minilm-lr2e-3": Row("the same at --lr 2e-3 (a tenth of the default)", ("--lr", "2e-3"),
+                         lm_finetuned=False, base="minilm"),
     # A published causal LM (SmolLM2-135M-Instruct, 30 Llama blocks), with and without
     # `finetune lm` on the set's text: the whole recipe from a checkpoint. Its default
     # epoch of SST-2's text is 185 steps of 8 x 512 tokens at ~19 s each on 2 cores (an
