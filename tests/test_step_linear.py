@@ -163,3 +163,11 @@ def test_autocast_keeps_f_linear(monkeypatch):
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         got = sl.step_linear(layer)(x)
     assert got.dtype == torch.bfloat16  # what F.linear gives under autocast
+
+
+def test_a_layer_made_under_inference_mode_is_served_f_linear(monkeypatch):
+    monkeypatch.setattr(sl, "speedup", lambda *a: 2.0)
+    with torch.inference_mode():
+        layer = nn.Linear(4, 6)
+        x = torch.randn(1, 4)
+        torch.testing.assert_close(sl.step_linear(layer)(x), layer(x))

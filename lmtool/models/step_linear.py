@@ -49,8 +49,11 @@ def step_linear(layer: nn.Linear) -> Linear:
     """A function equal to `layer` (up to rounding) for inference, the faster one here
     for steps of a few rows."""
     weight = layer.weight
-    if weight.device.type != "cpu" or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
-        return _plain(layer)  # a GPU, training, or autocast (which the copies would skip)
+    if (weight.device.type != "cpu" or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu")
+            or weight.is_inference()):
+        # A GPU, training, autocast (which the copies would skip), or a weight made under
+        # inference_mode (no version counter to see it change by).
+        return _plain(layer)
     stamp = _stamp(weight)
     known = _chosen.get(layer)
     if known is not None and known[0] == stamp:
