@@ -22,6 +22,16 @@ What it measures, every comparison in this one run:
    tokenizer).
 2. MiniLM from its model directory: the largest |difference| of the final hidden states
    of five sentences against transformers' BertModel (fp32).
+llama-cpp-python has no wheel for these CPUs; built from source (11 minutes on 2 cores),
+its native build (AMX int8 kernels, OpenMP) crashed on the first decoding step on the
+AMX Xeon (0.3.36). This build ran:
+
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+      -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF \
+      -DGGML_AMX_INT8=OFF -DGGML_OPENMP=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF" \
+      pip install --no-binary :all: llama-cpp-python
+
 Run it alone: the two libraries take turns and share the CPU. The header names the CPU's
 bf16 hardware (AMX, AVX512-BF16, or neither) and what `--precision auto` chose from it.
 """
