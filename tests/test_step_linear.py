@@ -105,6 +105,23 @@ def test_the_copy_that_gained_most_is_kept_where_it_was_faster(monkeypatch, rati
     assert sorted(timed) == [(k, r) for k in ("Blocked", "Packed") for r in (1, 2, sl.MAX_ROWS)]
 
 
+def test_a_shape_measured_before_makes_only_the_winners_copy(monkeypatch):
+    monkeypatch.setattr(sl, "speedup", lambda plain, copy, x: 2.0 if type(copy).__name__ == "Packed"
+                        else 0.5)
+    kinds = (_kind("Blocked"), _kind("Packed"))
+    made = []
+    for kind in kinds:
+        monkeypatch.setattr(kind, "of", classmethod(
+            lambda cls, layer, of=kind.of: made.append(cls.__name__) or of.__func__(cls, layer)))
+    monkeypatch.setattr(sl, "COPY_KINDS", kinds)
+    layer, twin = nn.Linear(4, 6), nn.Linear(4, 6)
+    with torch.inference_mode():
+        sl.step_linear(layer)
+        made.clear()
+        chosen = sl.step_linear(twin)
+    assert made == ["Packed"] and type(chosen.copy).__name__ == "Packed"
+
+
 def test_a_copy_that_loses_at_two_rows_serves_only_one(monkeypatch):
     monkeypatch.setattr(sl, "speedup", lambda plain, copy, x: {1: 1.6, 2: 0.4}.get(x.size(0), 1.5))
     monkeypatch.setattr(sl, "COPY_KINDS", (_kind("Blocked"),))

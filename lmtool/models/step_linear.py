@@ -38,8 +38,8 @@ REPEATS = 3
 MIN_SPEEDUP = 1.1  # a draw within noise keeps F.linear
 MAX_ROWS = 8  # the most rows a copy serves (benchmarks/step_linear.py)
 Linear = Callable[[torch.Tensor], torch.Tensor]  # (..., C) → (..., V)
-# (copy kind, V, C, dtype, threads, rows) → F.linear time / the copy's time
-_speedups: dict[tuple, float] = {}
+# (copy kind, V, C, dtype, threads) → F.linear time / the copy's at 1, 2, MAX_ROWS rows
+_speedups: dict[tuple, tuple[float, float, float] | None] = {}
 # layer → (its weight's _stamp, the function chosen for it)
 _chosen: weakref.WeakKeyDictionary[nn.Linear, tuple[tuple, Linear]] = (
     weakref.WeakKeyDictionary())
@@ -59,28 +59,33 @@ def step_linear(layer: nn.Linear) -> Linear:
     if known is not None and known[0] == stamp:
         return known[1]
     chosen: Linear = _plain(layer)
-    best_gain = 1.0
+    best_gain, best = 1.0, None
     for kind in COPY_KINDS:
-        copy = kind.of(layer)
-        if copy is None:  # this kind cannot serve this weight here
+        ratios = _measured(kind, layer)
+        if ratios is None:  # this kind cannot serve this weight here
             continue
-        one, two, most = (_measured(kind, layer, copy, rows) for rows in (1, 2, MAX_ROWS))
+        one, two, most = ratios
         few = min(two, most)  # a copy can win at 8 rows and lose at 2 (fp32, blocked)
         gain = max(one, 1.0) * max(few, 1.0)  # what it would save at both row counts
         if max(one, few) >= MIN_SPEEDUP and gain > best_gain:
-            best_gain = gain
-            chosen = RowsSplit(_plain(layer), copy, one >= MIN_SPEEDUP, few >= MIN_SPEEDUP)
+            best_gain, best = gain, (kind, one >= MIN_SPEEDUP, few >= MIN_SPEEDUP)
+    if best is not None:  # only the winner's copy is made (the others' were timed once)
+        kind, one, few = best
+        chosen = RowsSplit(_plain(layer), kind.of(layer), one, few)
     _chosen[layer] = (stamp, chosen)
     return chosen
 
 
-def _measured(kind: type, layer: nn.Linear, copy: Linear, rows: int) -> float:
-    """F.linear's time / the copy's at `rows` rows, measured once per shape and dtype."""
+def _measured(kind: type, layer: nn.Linear) -> tuple[float, float, float] | None:
+    """F.linear's time / a copy's at 1, 2 and MAX_ROWS rows, measured the first time a
+    shape and dtype is met (on a copy made for it); None when `kind` cannot serve it."""
     weight = layer.weight
-    key = (kind.__name__, *weight.shape, weight.dtype, torch.get_num_threads(), rows)
+    key = (kind.__name__, *weight.shape, weight.dtype, torch.get_num_threads())
     if key not in _speedups:
-        probe = torch.randn(rows, weight.size(1), dtype=weight.dtype)
-        _speedups[key] = speedup(_plain(layer), copy, probe)
+        copy = kind.of(layer)
+        _speedups[key] = None if copy is None else tuple(
+            speedup(_plain(layer), copy, torch.randn(rows, weight.size(1), dtype=weight.dtype))
+            for rows in (1, 2, MAX_ROWS))
     return _speedups[key]
 
 
