@@ -79,14 +79,17 @@ def _muon_pair(shapes, blocks):
     return whole, parts
 
 
-def test_batched_muon_matches_torch_muon_block_by_block():
+# "original" scales a tall matrix's rate by sqrt(rows / cols), so its factor must come
+# from the block's own shape, not from its transposed (wide) form in the stack.
+@pytest.mark.parametrize("adjust", ["match_rms_adamw", "original"])
+def test_batched_muon_matches_torch_muon_block_by_block(adjust):
     from lmtool.training.optimizers import BatchedMuon
 
     # Wide, tall (orthogonalised transposed), two squares that share a batch, and a fused
     # (3 x 4, 4) matrix that must behave as three separate (4, 4) ones.
     shapes, blocks = [(4, 8), (8, 4), (4, 4), (4, 4), (12, 4)], [1, 1, 1, 1, 3]
     whole, parts = _muon_pair(shapes, blocks)
-    settings = dict(lr=0.1, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    settings = dict(lr=0.1, weight_decay=0.1, adjust_lr_fn=adjust)
     ours = BatchedMuon(whole, row_blocks=dict(zip(whole, blocks, strict=True)), **settings)
     theirs = torch.optim.Muon(parts, **settings)
     start = [p.detach().clone() for p in whole]
