@@ -39,6 +39,7 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import argparse  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
+import re  # noqa: E402
 import subprocess  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -214,6 +215,15 @@ class Bench:
                    resumable=False)
         return path
 
+    def shape_donor(self) -> Path:
+        """What a row from scratch starts from: it takes only the base run's tokenizer and
+        shape, not its weights, so any forward AWD-LSTM pre-trained here serves (the
+        1,000-step one is pre-trained only if there is none)."""
+        for done in sorted((self.out / "lm").glob("awd-*.done.json")):
+            if re.fullmatch(r"awd-\d+\.done\.json", done.name):
+                return done.with_name(done.name.removesuffix(".done.json"))
+        return self.pretrained(PRETRAIN_STEPS)
+
     def transformer(self, objective: str, steps: int) -> Path:
         name = f"tf-{objective}-{steps}"
         path = self.out / "lm" / name
@@ -245,13 +255,16 @@ class Bench:
 
     def classifier(self, dataset: str, row: str, labels: str, backward: bool = False) -> Path:
         spec = ROWS[row]
-        if spec.base == "awd":
+        scratch = "--from-scratch" in spec.flags
+        if scratch:
+            lm = self.shape_donor()
+        elif spec.base == "awd":
             lm = self.pretrained(spec.pretrain_steps, backward, spec.untied)
         elif spec.base in ("causal", "masked"):
             lm = self.transformer(spec.base, spec.pretrain_steps)
         else:
             lm = self.imported(spec.base)
-        if spec.lm_finetuned:
+        if spec.lm_finetuned and not scratch:
             lm = self.finetuned(lm, dataset, spec.lm_flags)
         path = (self.out / "clf" / dataset / f"{row}{'-bwd' if backward else ''}"
                 / labels.replace("%", "pct"))
