@@ -21,7 +21,6 @@ import sys
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # see pretrain.py
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -30,12 +29,6 @@ import torch  # noqa: E402
 RARE = 20  # fewer occurrences than this in the pre-training shards
 COMMON = 1000
 SAMPLE = 500
-
-
-def token_counts(shards: Path, vocab: int) -> np.ndarray:
-    meta = json.loads((shards / "meta.json").read_text())
-    ids = np.memmap(shards / "train.bin", dtype=np.dtype(meta["dtype"]), mode="r")
-    return np.bincount(ids, minlength=vocab)
 
 
 def labelled_counts(path: str, tokenizer, vocab: int) -> np.ndarray:
@@ -63,16 +56,23 @@ def bucket(embedding: torch.Tensor, mask: np.ndarray) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="runs sharing SHARDS' tokenizer")
-    parser.add_argument("--shards", type=Path, required=True)
+    parser.add_argument("--shards", type=Path, required=True,
+                        help="the pre-training shard directory (its train.bin is counted)")
     parser.add_argument("--labelled", help="a labelled file whose words to report apart")
     args = parser.parse_args()
 
     from lmtool.checkpoint import load_checkpoint
+    from lmtool.errors import BadInput
+    from lmtool.text.shards import open_shards
     from lmtool.text.tokenizer import load_tokenizer
 
-    tokenizer = load_tokenizer(args.shards / "tokenizer.json")
-    vocab = tokenizer.get_vocab_size()
-    seen = token_counts(args.shards, vocab)
+    try:
+        shards = open_shards(args.shards)
+    except BadInput as e:
+        raise SystemExit(f"embedding_collapse.py: {e}") from None
+    tokenizer = load_tokenizer(shards.tokenizer_path)
+    vocab = shards.vocab_size
+    seen = np.bincount(shards.train, minlength=vocab)
     buckets = {f"pre-training count >= {COMMON}": seen >= COMMON,
                f"count {RARE}..{COMMON - 1}": (seen >= RARE) & (seen < COMMON),
                f"count < {RARE}": seen < RARE}
@@ -80,7 +80,6 @@ def main() -> None:
         task = labelled_counts(args.labelled, tokenizer, vocab) >= 5
         buckets[f"the labelled set's words, count >= {RARE}"] = task & (seen >= RARE)
         buckets[f"the labelled set's words, count < {RARE}"] = task & (seen < RARE)
-    torch.manual_seed(0)
     for run in args.runs:
         model = load_checkpoint(run, "cpu").model
         table = model.embedding if hasattr(model, "embedding") else model.tok_emb

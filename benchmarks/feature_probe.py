@@ -34,7 +34,7 @@ MAX_TOKENS = 400
 def features(run: Path, pretrained: bool, docs, layers: bool = False,
              batch: int = 64) -> dict[str, torch.Tensor]:
     """Concat-pooled features (N, 3C) of every document, read as the classifier reads
-    ("classifier"); with `layers`, also per depth ("embedding bag", "LSTM 0", ...)."""
+    ("classifier"); with `layers`, also per depth ("embedding bag", "LSTM 1", ...)."""
     from lmtool.checkpoint import load_checkpoint
     from lmtool.models import build_model
     from lmtool.models.classifier import Classifier, ClassifierConfig, concat_pool, pad_batch
@@ -70,7 +70,7 @@ def depths(backbone, ids: torch.Tensor, lengths: torch.Tensor) -> dict[str, torc
     pooled = {"embedding bag": concat_pool(x, lengths)[:, 2 * width:]}  # the mean third
     for i, rnn in enumerate(backbone.rnns):
         x, _ = rnn(x, None)
-        pooled[f"LSTM {i}"] = concat_pool(x, lengths)
+        pooled[f"LSTM {i + 1}"] = concat_pool(x, lengths)  # counted from 1, as the README
     return pooled
 
 

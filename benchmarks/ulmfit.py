@@ -198,18 +198,31 @@ class Bench:
     # --- language models -------------------------------------------------------------------
 
     def pretrained(self, steps: int, backward: bool = False, untied: bool = False) -> Path:
+        """The small AWD-LSTM, pre-trained `steps` steps and scored on WikiText-2 valid."""
         name = f"awd{'-bwd' if backward else ''}{'-untied' if untied else ''}-{steps}"
-        path = self.out / "lm" / name
-        untie = []
+        flags = ["--arch", "lstm", *(["--backward"] if backward else [])]
         if untied:
-            untie = ["--config", str(self.out / "untied.json")]
             write_atomic(self.out / "untied.json", '{"tie_embeddings": false}\n')
+            flags += ["--config", str(self.out / "untied.json")]
+        return self.lm_run(name, flags, steps, every=(250, 100, 25))
+
+    def transformer(self, objective: str, steps: int) -> Path:
+        """The small Transformer with that objective, likewise."""
+        return self.lm_run(f"tf-{objective}-{steps}",
+                           ["--arch", "transformer", "--objective", objective], steps,
+                           every=(70, 20, 10))
+
+    def lm_run(self, name: str, flags: list[str], steps: int,
+               every: tuple[int, int, int]) -> Path:
+        """`pretrain` the small preset for `steps` steps (eval, save, log `every` so
+        many), then `evaluate` it on WikiText-2 valid."""
+        path = self.out / "lm" / name
+        evals, saves, logs = every
         self.stage(path, ["pretrain", str(self.shards()), "-o", str(path), "--preset", "small",
-                          "--arch", "lstm", *(["--backward"] if backward else []), *untie,
-                          "--max-steps", str(steps),
+                          *flags, "--max-steps", str(steps),
                           "--epochs", "1000",  # a budget in steps: --max-steps is a cap
-                          "--seed", "0", "--eval-every", "250", "--save-every", "100",
-                          "--log-every", "25"])
+                          "--seed", "0", "--eval-every", str(evals), "--save-every",
+                          str(saves), "--log-every", str(logs)])
         self.stage(path.with_name(name + "-wt2-valid"),
                    ["evaluate", str(path), str(self.wt2 / "valid.txt"), "--format", "json"],
                    resumable=False)
@@ -223,18 +236,6 @@ class Bench:
             if re.fullmatch(r"awd-\d+\.done\.json", done.name):
                 return done.with_name(done.name.removesuffix(".done.json"))
         return self.pretrained(PRETRAIN_STEPS)
-
-    def transformer(self, objective: str, steps: int) -> Path:
-        name = f"tf-{objective}-{steps}"
-        path = self.out / "lm" / name
-        self.stage(path, ["pretrain", str(self.shards()), "-o", str(path), "--preset", "small",
-                          "--arch", "transformer", "--objective", objective,
-                          "--max-steps", str(steps), "--epochs", "1000", "--seed", "0",
-                          "--eval-every", "70", "--save-every", "20", "--log-every", "10"])
-        self.stage(path.with_name(name + "-wt2-valid"),
-                   ["evaluate", str(path), str(self.wt2 / "valid.txt"), "--format", "json"],
-                   resumable=False)
-        return path
 
     def imported(self, base: str) -> Path:
         source = self.sources[base]
