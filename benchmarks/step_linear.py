@@ -10,6 +10,14 @@ of 20, the matrix warm in the cache as far as it fits) through F.linear, the blo
 transposed copy and oneDNN's packed copy, and each copy's ratio to F.linear. A decoding
 step (models/step_linear.py) measures the same for each shape it meets and keeps the
 copy that gained most, where it was faster. Run it alone: it measures memory bandwidth.
+
+Then two tables about the rest of a decoding step:
+- a preset's 4 x layers block matrices read in turn, one row each, as one decoding step
+  reads them (the tiny and small presets): what the weights alone cost a token when they
+  do not all stay in the cache, fp32 and bf16, through F.linear and the packed copy;
+- GELU on a step's few values, oneDNN's kernel (what F.gelu runs on a CPU for
+  contiguous fp32/bf16) against ATen's own (oneDNN switched off for the call), by size:
+  why models/transformer.py's `gelu_small` skips oneDNN below NATIVE_GELU_MAX values.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import argparse  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from lmtool.device import describe_cpu  # noqa: E402
@@ -40,6 +49,54 @@ def best_time(fn, x, repeats: int = 20) -> float:
         fn(x)
         best = min(best, time.perf_counter() - start)
     return best
+
+
+PRESETS = {"tiny": (4, 128), "small": (6, 384)}  # layers, width (models/config.py)
+
+
+def stream_table() -> None:
+    """A preset's block matrices, one row through each in turn, best of 20 passes."""
+    print("\n| preset's block matrices in turn | dtype | MB | F.linear ms | GB/s | packed ms "
+          "| GB/s |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for preset, (layers, C) in PRESETS.items():
+        shapes = [(3 * C, C), (C, C), (4 * C, C), (C, 4 * C)] * layers  # qkv, proj, fc, proj
+        for dtype in (torch.float32, torch.bfloat16):
+            linears = [nn.Linear(i, o, bias=False).to(dtype) for o, i in shapes]
+            packed = [PackedLinear.of(layer) for layer in linears]
+            inputs = [torch.randn(1, i, dtype=dtype) for _, i in shapes]
+            size = sum(layer.weight.numel() * layer.weight.element_size() for layer in linears)
+
+            def one_pass(fns, inputs=inputs):
+                for fn, x in zip(fns, inputs, strict=True):
+                    fn(x)
+
+            plain = best_time(one_pass, linears)
+            row = (f"| {preset} ({layers} x 4) | {str(dtype)[6:]} | {size / 1e6:.0f} "
+                   f"| {plain * 1e3:.2f} | {size / plain / 1e9:.1f} |")
+            if None in packed:
+                row += " - | - |"
+            else:
+                ours = best_time(one_pass, packed)
+                row += f" {ours * 1e3:.2f} | {size / ours / 1e9:.1f} |"
+            print(row, flush=True)
+
+
+def gelu_table() -> None:
+    """F.gelu (exact) through oneDNN and through ATen's kernel, microseconds a call."""
+    print("\n| GELU values | dtype | oneDNN us | ATen us | ATen's speed-up |")
+    print("|---:|---|---:|---:|---:|")
+    for size in (512, 1536, 4096, 8192, 16384, 65536):
+        for dtype in (torch.float32, torch.bfloat16):
+            h = torch.randn(1, size, dtype=dtype)
+            onednn = best_time(lambda x: [F.gelu(x) for _ in range(100)], h) / 100
+            torch.backends.mkldnn.enabled = False
+            try:
+                aten = best_time(lambda x: [F.gelu(x) for _ in range(100)], h) / 100
+            finally:
+                torch.backends.mkldnn.enabled = True
+            print(f"| {size:,} | {str(dtype)[6:]} | {onednn * 1e6:.1f} | {aten * 1e6:.1f} "
+                  f"| {onednn / aten:.2f}x |", flush=True)
 
 
 def main() -> None:
@@ -70,6 +127,8 @@ def main() -> None:
                         theirs = best_time(packed, x)
                         row += f" {size / theirs:.1f} | {plain / theirs:.2f}x |"
                     print(row, flush=True)
+        stream_table()
+        gelu_table()
 
 
 if __name__ == "__main__":

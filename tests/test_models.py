@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 
 from lmtool.errors import BadInput
 from lmtool.models import ModelConfig, build_model, parameter_groups
+from lmtool.models.transformer import gelu_small
 
 V = 37  # a vocabulary no layer width divides, so shape mistakes show
 
@@ -298,3 +300,17 @@ def test_rotary_scores_depend_only_on_the_offset_and_keep_norms():
     assert score(0, 0) == pytest.approx(float(q @ k), abs=1e-5)  # position 0 turns by 0
     assert score(5, 2) != pytest.approx(score(5, 3), abs=1e-3)  # but the offset matters
     assert float(rotated(q, 13).norm()) == pytest.approx(float(q.norm()), rel=1e-5)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("size", [7, 1536, 20_000])
+def test_decoding_gelu_is_gelu_and_leaves_onednn_on(approximate, size):
+    """A decoding step's GELU skips oneDNN's kernel for a few rows (a fixed cost a call):
+    the same values either way, and oneDNN stays on for everything else, even when the
+    call fails."""
+    h = torch.randn(1, 1, size)
+    torch.testing.assert_close(gelu_small(h, approximate), F.gelu(h, approximate=approximate))
+    assert torch.backends.mkldnn.enabled
+    with pytest.raises(RuntimeError):
+        gelu_small(h, "cubic")  # not an approximation F.gelu knows
+    assert torch.backends.mkldnn.enabled

@@ -29,6 +29,11 @@ from lmtool.models.step_linear import step_linear
 # unfreezing plan and its bottom block a rate 2.6^-31 of the top's, i.e. never trained.
 # Six keeps every preset up to `small` (and a 6-layer BERT) at one block per group.
 MAX_BLOCK_GROUPS = 6
+# oneDNN's GELU, which F.gelu runs on a CPU for contiguous fp32 or bf16 input, costs a
+# fixed ~15 us a call; ATen's own kernel takes 4-7 us on a decoding step's 512-4,096
+# values and falls behind oneDNN's only past ~16 k (2-core Xeon with AMX, torch 2.13:
+# `python benchmarks/step_linear.py`, its last table). A decoding step below this size skips oneDNN.
+NATIVE_GELU_MAX = 8192
 
 
 def rotary_tables(head_size: int, context: int, base: float = 10000.0):
@@ -74,6 +79,20 @@ def norm(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
 def gelu_approximation(config: ModelConfig) -> str:
     """F.gelu's `approximate` for the config: "none" (erf) or "tanh" (GPT-2's gelu_new)."""
     return "tanh" if config.gelu == "tanh" else "none"
+
+
+def gelu_small(h: torch.Tensor, approximate: str) -> torch.Tensor:
+    """F.gelu for a decoding step's few rows: on a CPU, ATen's kernel rather than
+    oneDNN's, the same function without oneDNN's fixed cost (see NATIVE_GELU_MAX)."""
+    if h.device.type != "cpu" or h.numel() > NATIVE_GELU_MAX or not torch.backends.mkldnn.enabled:
+        return F.gelu(h, approximate=approximate)
+    # A process-wide switch, so a thread that runs a oneDNN op in this instant takes
+    # ATen's kernel for it: the same maths, only a different speed.
+    torch.backends.mkldnn.enabled = False
+    try:
+        return F.gelu(h, approximate=approximate)
+    finally:
+        torch.backends.mkldnn.enabled = True
 
 
 def attention(q, k, v, causal: bool, dropout: float, mask: torch.Tensor | None = None):
@@ -204,12 +223,12 @@ class MLP(nn.Module):
         self.approximate = gelu_approximation(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def inner(self, h: torch.Tensor) -> torch.Tensor:
+    def inner(self, h: torch.Tensor, gelu=F.gelu) -> torch.Tensor:
         """The activation on fc's output (B, T, width or 2 * width) → (B, T, width)."""
         if self.swiglu:
             gate, up = h.chunk(2, dim=-1)  # (B, T, width) each
             return F.silu(gate) * up
-        return F.gelu(h, approximate=self.approximate)
+        return gelu(h, approximate=self.approximate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.inner(self.fc(x))  # (B, T, width)
@@ -217,7 +236,7 @@ class MLP(nn.Module):
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """`forward` without module calls or dropout (inference)."""
-        h = self.inner(step_linear(self.fc)(x))  # (B, T, width)
+        h = self.inner(step_linear(self.fc)(x), gelu_small)  # (B, T, width)
         return step_linear(self.proj)(h)  # (B, T, C)
 
 
