@@ -449,6 +449,8 @@ def main() -> None:
                          "(adamw,muon)")
     ap.add_argument("--positions", default="learned", choices=("learned", "rotary"),
                     help="lmtool's positions (HF's stay learned: rotary is not identical)")
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="then profile each bare row for STEPS steps: its costliest ops")
     ap.add_argument("--nanogpt", type=Path,
                     help="a nanoGPT checkout with data/shakespeare_char prepared: run its "
                          "train.py at the baby config, causal (not round robin: after the rows)")
@@ -523,6 +525,7 @@ def run_one(args, device, default_dtype, have_hf, peaks, data, vocab, shards, wo
                 batches = Batches(objective, vocab, context, batch, data and data[0])
                 rows.append(Row(name, model, loss, opt, batches, dtype))
 
+    bare = list(rows)
     rows += round_robin(args, rows, shape, batch, shards, work, default_dtype, device)
     if args.nanogpt and cname == "baby" and objective == "causal":
         times = run_nanogpt(args.nanogpt, layers, heads, dim, context, batch,
@@ -558,6 +561,31 @@ def run_one(args, device, default_dtype, have_hf, peaks, data, vocab, shards, wo
                   f"the bare loop doing the same maths ({r.twin})")
     if have_hf:
         print(DIFFERENCES[objective])
+    if args.profile:
+        profile_rows(bare, device, args.profile)
+
+
+def short_op(name: str) -> str:
+    return (name.removeprefix("aten::")
+            .replace("_scaled_dot_product_flash_attention_for_cpu", "flash_attention"))
+
+
+def profile_rows(rows: list[Row], device: torch.device, steps: int) -> None:
+    """Each bare row's costliest ops under torch.profiler: share of the row's op time and
+    calls a step (where two libraries doing the same maths spend it differently)."""
+    from torch.profiler import profile
+
+    print(f"\nprofile, {steps} steps per row: op, share of the step's op time, calls a step")
+    for row in rows:
+        with profile() as prof:
+            for _ in range(steps):
+                step(row, device)
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:7]
+        print(f"{row.name}: " + ", ".join(
+            f"{short_op(e.key)} {e.self_cpu_time_total / total:.0%} "
+            f"({e.count // steps})" for e in top))
 
 
 if __name__ == "__main__":
