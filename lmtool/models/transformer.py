@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +31,10 @@ from lmtool.models.step_linear import step_linear
 # Six keeps every preset up to `small` (and a 6-layer BERT) at one block per group.
 MAX_BLOCK_GROUPS = 6
 # oneDNN's GELU, which F.gelu runs on a CPU for contiguous fp32 or bf16 input, costs a
-# fixed ~15 us a call; ATen's own kernel takes 4-7 us on a decoding step's 512-4,096
-# values and falls behind oneDNN's only past ~16 k (2-core Xeon with AMX, torch 2.13:
-# `python benchmarks/step_linear.py`, its last table). A decoding step below this size skips oneDNN.
+# fixed ~16 us a call; ATen's own kernel takes 2-7 us on a decoding step's 512-4,096
+# values and falls behind oneDNN's only past ~16 k (2-core Xeon with AMX, torch 2.13;
+# the last table of `python benchmarks/step_linear.py`). Up to this size a decoding
+# step skips oneDNN.
 NATIVE_GELU_MAX = 8192
 
 
@@ -223,7 +225,7 @@ class MLP(nn.Module):
         self.approximate = gelu_approximation(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def inner(self, h: torch.Tensor, gelu=F.gelu) -> torch.Tensor:
+    def inner(self, h: torch.Tensor, gelu: Callable[..., torch.Tensor] = F.gelu) -> torch.Tensor:
         """The activation on fc's output (B, T, width or 2 * width) → (B, T, width)."""
         if self.swiglu:
             gate, up = h.chunk(2, dim=-1)  # (B, T, width) each
