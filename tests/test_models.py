@@ -281,6 +281,26 @@ def test_bf16_autocast_on_cpu_trains_and_stays_close_to_fp32(config):
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
 
 
+def test_without_native_bf16_the_lstm_recurrence_runs_in_fp32_under_autocast(monkeypatch):
+    """oneDNN cannot build its bf16 LSTM kernel on a CPU with neither AVX512-BF16 nor AMX
+    (under autocast it raised there): the recurrence then runs in fp32, exactly as
+    without autocast, while the rest of the model keeps bf16."""
+    import lmtool.models.lstm as lstm
+    import lmtool.models.lstm_precision as lstm_precision
+
+    monkeypatch.setattr(lstm_precision, "cpu_has_bf16_lstm", lambda: False)
+    torch.manual_seed(0)
+    layer = lstm.WeightDroppedLSTM(8, 16, weight_p=0.0)
+    x = torch.randn(2, 5, 8).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, (h, c) = layer(x)
+    assert out.dtype == h.dtype == c.dtype == torch.float32
+    torch.testing.assert_close(out, layer(x.float())[0])
+    model = make(tiny("lstm", dropout=0.0)).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(ids()).dtype == torch.bfloat16  # the softmax's matmul still in bf16
+
+
 def test_rotary_scores_depend_only_on_the_offset_and_keep_norms():
     """RoPE's defining property: <rot(q, m), rot(k, n)> is a function of m - n."""
     from lmtool.models.transformer import apply_rotary, rotary_tables

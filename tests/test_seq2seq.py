@@ -65,6 +65,24 @@ def test_cached_decoding_equals_teacher_forcing(arch, attention):
     torch.testing.assert_close(torch.stack(steps, 1), whole, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("attention", [None, "bahdanau"])
+def test_the_lstm_encoder_decoder_runs_under_bf16_autocast_without_native_bf16(
+        monkeypatch, attention):
+    """`--precision bf16` on a CPU with neither AVX512-BF16 nor AMX: oneDNN has no bf16
+    LSTM kernel there, so the recurrences run in fp32 and the result stays near fp32's."""
+    import lmtool.models.lstm_precision as lstm_precision
+
+    monkeypatch.setattr(lstm_precision, "cpu_has_bf16_lstm", lambda: False)
+    model = tiny("lstm", attention)
+    source, mask = pad_rows(SOURCES)
+    target = torch.tensor([[2, 13, 14, 8, 9], [2, 7, 8, 0, 0], [2, 9, 10, 11, 12]])
+    with torch.no_grad():
+        full = model(source, mask, target)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(source, mask, target)
+    torch.testing.assert_close(low.float(), full, atol=0.05, rtol=0.05)
+
+
 @pytest.mark.parametrize(("arch", "attention"), ARCHS, ids=ARCH_IDS)
 def test_a_padded_source_reads_as_it_does_alone(arch, attention):
     model = tiny(arch, attention)

@@ -23,6 +23,7 @@ from torch import nn
 from lmtool.errors import BadInput
 from lmtool.models.base import LanguageModel
 from lmtool.models.config import ModelConfig
+from lmtool.models.lstm_precision import run_lstm
 from lmtool.models.state import LSTMState
 
 
@@ -90,7 +91,7 @@ class WeightDroppedLSTM(nn.Module):
                 # On CUDA, cuDNN warns on every call that the weights are not one
                 # contiguous chunk: true by design here (the dropped matrix is new).
                 warnings.filterwarnings("ignore", message="RNN module weights are not part")
-                out, hc = self.lstm(x, hc)  # (B, T, hidden_size), 2 x (1, B, hidden_size)
+                out, hc = run_lstm(self.lstm, x, hc)  # (B, T, H), 2 x (1, B, H)
         finally:
             self.lstm.weight_hh_l0 = None
         return out, hc

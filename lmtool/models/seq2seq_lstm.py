@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lmtool.errors import BadInput
+from lmtool.models.lstm_precision import run_lstm
 from lmtool.models.seq2seq import EncoderDecoder, Seq2SeqState
 from lmtool.models.seq2seq_config import Seq2SeqConfig
 
@@ -89,7 +90,7 @@ class LSTMSeq2Seq(EncoderDecoder):
         if bool((lengths == 0).any()):
             raise BadInput("an empty source: every source needs at least one token")
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, (h, c) = self.encoder(packed)  # h, c: (2L, B, N), the last real position's
+        out, (h, c) = run_lstm(self.encoder, packed)  # h, c: (2L, B, N), the last real position's
         memory, _ = pad_packed_sequence(out, batch_first=True, total_length=S)  # (B, S, 2N)
         h = h.view(L, 2, B, N).permute(0, 2, 1, 3).reshape(L, B, 2 * N)  # (L, B, 2N)
         c = c.view(L, 2, B, N).permute(0, 2, 1, 3).reshape(L, B, 2 * N)
@@ -111,7 +112,8 @@ class LSTMSeq2Seq(EncoderDecoder):
         if not self.attend:
             fixed = state.per_row("context")[:, None].expand(-1, x.size(1), -1)  # (B, T, 2N)
             fixed = fixed.to(x.dtype)
-            out, (h, c) = self.decoder(torch.cat([x, fixed], -1), (h, c))  # the whole target
+            # the whole target at once
+            out, (h, c) = run_lstm(self.decoder, torch.cat([x, fixed], -1), (h, c))
             features = torch.cat([out, fixed.to(out.dtype)], -1)  # (B, T, 3N)
         else:
             features, (h, c) = self.attend_steps(x, (h, c), state.sources, weights)  # (B, T, 3N)
