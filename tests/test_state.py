@@ -10,6 +10,7 @@ import torch
 
 from lmtool.errors import BadInput
 from lmtool.models import ModelConfig, build_model, resolve_model_config
+from lmtool.models.lstm_precision import cpu_has_bf16_lstm
 from lmtool.models.state import KVCache, LSTMState
 
 V = 37
@@ -248,8 +249,10 @@ def test_lstm_state_made_under_bf16_autocast_reads_on_in_fp32():
     state = model.initial_state(2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model.encode(x, state)
-    # bf16 where oneDNN runs the LSTM in bf16; fp32 on a CPU without native bf16, so
-    # cast: what this test reads is a bf16 state.
+    # bf16 where oneDNN runs the LSTM in bf16; fp32 on a CPU without native bf16 (the
+    # recurrence runs outside autocast there), so cast: this test reads a bf16 state.
+    made = torch.bfloat16 if cpu_has_bf16_lstm() else torch.float32
+    assert state.layers[0][0].dtype == made
     state = LSTMState([(h.bfloat16(), c.bfloat16()) for h, c in state.layers])
     as_fp32 = LSTMState([(h.float(), c.float()) for h, c in state.layers])
     got = model.encode(x, state)  # fp32, from the bf16 state
